@@ -1,0 +1,14 @@
+//! gatewayd: one hardened daemon between browser softphones on the internet and an internal SIP
+//! server. Each module owns one part of the appliance; see the module docs.
+
+pub mod call;
+pub mod firewall;
+pub mod guard;
+pub mod media;
+pub mod observe;
+pub mod profile;
+pub mod sip;
+pub mod system;
+pub mod tls;
+pub mod turn;
+pub mod web;
