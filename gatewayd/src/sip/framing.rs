@@ -68,13 +68,18 @@ pub struct StreamFramer {
 impl StreamFramer {
     /// `max_message` bounds one message (headers and body) and therefore the buffer.
     pub fn new(max_message: usize) -> Self {
-        StreamFramer { buffer: Vec::new(), max_message }
+        StreamFramer {
+            buffer: Vec::new(),
+            max_message,
+        }
     }
 
     /// Appends received bytes. Fails when more is buffered than one message may take.
     pub fn push(&mut self, bytes: &[u8]) -> Result<(), FramingError> {
         if self.buffer.len() + bytes.len() > self.max_message.saturating_mul(2) {
-            return Err(FramingError::TooLarge { limit: self.max_message });
+            return Err(FramingError::TooLarge {
+                limit: self.max_message,
+            });
         }
         self.buffer.extend_from_slice(bytes);
         Ok(())
@@ -101,7 +106,9 @@ impl StreamFramer {
         }
         let Some(head_end) = find(&self.buffer, b"\r\n\r\n") else {
             if self.buffer.len() > self.max_message {
-                return Err(FramingError::TooLarge { limit: self.max_message });
+                return Err(FramingError::TooLarge {
+                    limit: self.max_message,
+                });
             }
             return Ok(None);
         };
@@ -109,7 +116,9 @@ impl StreamFramer {
         let body_len = content_length(&self.buffer[..head_end])?;
         let total = body_start + body_len;
         if total > self.max_message {
-            return Err(FramingError::TooLarge { limit: self.max_message });
+            return Err(FramingError::TooLarge {
+                limit: self.max_message,
+            });
         }
         if self.buffer.len() < total {
             return Ok(None);
@@ -127,10 +136,15 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 fn content_length(head: &[u8]) -> Result<usize, FramingError> {
     for line in head.split(|b| *b == b'\n') {
         let line = String::from_utf8_lossy(line);
-        let Some((name, value)) = line.split_once(':') else { continue };
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
         let name = name.trim();
         if name.eq_ignore_ascii_case("content-length") || name.eq_ignore_ascii_case("l") {
-            return value.trim().parse().map_err(|_| FramingError::BadContentLength);
+            return value
+                .trim()
+                .parse()
+                .map_err(|_| FramingError::BadContentLength);
         }
     }
     Ok(0)
@@ -175,28 +189,41 @@ mod tests {
     #[test]
     fn a_message_without_content_length_has_no_body() {
         let mut framer = StreamFramer::new(1024);
-        framer.push(b"BYE sip:x SIP/2.0\r\nl: 0\r\n\r\nBYE sip:y SIP/2.0\r\n\r\n").unwrap();
-        assert!(matches!(framer.next_item(), Ok(Some(StreamItem::Message(m))) if m.ends_with(b"l: 0\r\n\r\n")));
-        assert!(matches!(framer.next_item(), Ok(Some(StreamItem::Message(m))) if m.starts_with(b"BYE sip:y")));
+        framer
+            .push(b"BYE sip:x SIP/2.0\r\nl: 0\r\n\r\nBYE sip:y SIP/2.0\r\n\r\n")
+            .unwrap();
+        assert!(
+            matches!(framer.next_item(), Ok(Some(StreamItem::Message(m))) if m.ends_with(b"l: 0\r\n\r\n"))
+        );
+        assert!(
+            matches!(framer.next_item(), Ok(Some(StreamItem::Message(m))) if m.starts_with(b"BYE sip:y"))
+        );
     }
 
     #[test]
     fn oversized_messages_and_endless_headers_are_refused() {
         let mut framer = StreamFramer::new(64);
-        framer.push(b"INVITE sip:x SIP/2.0\r\nContent-Length: 1000\r\n\r\n").unwrap();
+        framer
+            .push(b"INVITE sip:x SIP/2.0\r\nContent-Length: 1000\r\n\r\n")
+            .unwrap();
         let error = framer.next_item().unwrap_err();
         assert_eq!(error, FramingError::TooLarge { limit: 64 });
         assert_eq!(error.status_code(), 513);
         let mut framer = StreamFramer::new(64);
         framer.push(&[b'a'; 100]).unwrap();
         assert!(framer.next_item().is_err());
-        assert!(framer.push(&[b'a'; 100]).is_err(), "the buffer stays bounded");
+        assert!(
+            framer.push(&[b'a'; 100]).is_err(),
+            "the buffer stays bounded"
+        );
     }
 
     #[test]
     fn an_unreadable_content_length_is_an_error() {
         let mut framer = StreamFramer::new(1024);
-        framer.push(b"INFO sip:x SIP/2.0\r\nContent-Length: lots\r\n\r\n").unwrap();
+        framer
+            .push(b"INFO sip:x SIP/2.0\r\nContent-Length: lots\r\n\r\n")
+            .unwrap();
         assert_eq!(framer.next_item(), Err(FramingError::BadContentLength));
     }
 }

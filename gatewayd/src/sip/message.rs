@@ -100,7 +100,9 @@ fn compact_name(name: &str) -> Option<&'static str> {
 /// rsip keeps compact header names as `Other`; turn the ones we act on into their typed variants.
 fn expand_compact_headers(headers: &mut Headers) {
     for header in headers.iter_mut() {
-        let Header::Other(name, value) = header else { continue };
+        let Header::Other(name, value) = header else {
+            continue;
+        };
         if name.len() != 1 {
             continue;
         }
@@ -128,7 +130,10 @@ fn expand_compact_headers(headers: &mut Headers) {
 }
 
 fn invalid(name: &'static str, detail: impl ToString) -> ParseError {
-    ParseError::InvalidHeader { name, detail: sanitize_reason(&detail.to_string()) }
+    ParseError::InvalidHeader {
+        name,
+        detail: sanitize_reason(&detail.to_string()),
+    }
 }
 
 fn validate(message: &mut SipMessage) -> Result<(), ParseError> {
@@ -137,15 +142,23 @@ fn validate(message: &mut SipMessage) -> Result<(), ParseError> {
         SipMessage::Response(r) => &r.headers,
     };
     top_via(headers)?;
-    let from = message.from_header().map_err(|_| ParseError::MissingHeader("From"))?;
+    let from = message
+        .from_header()
+        .map_err(|_| ParseError::MissingHeader("From"))?;
     from.typed().map_err(|e| invalid("From", e))?;
-    let to = message.to_header().map_err(|_| ParseError::MissingHeader("To"))?;
+    let to = message
+        .to_header()
+        .map_err(|_| ParseError::MissingHeader("To"))?;
     to.typed().map_err(|e| invalid("To", e))?;
-    let call_id = message.call_id_header().map_err(|_| ParseError::MissingHeader("Call-ID"))?;
+    let call_id = message
+        .call_id_header()
+        .map_err(|_| ParseError::MissingHeader("Call-ID"))?;
     if call_id.value().trim().is_empty() {
         return Err(invalid("Call-ID", "empty"));
     }
-    let cseq = message.cseq_header().map_err(|_| ParseError::MissingHeader("CSeq"))?;
+    let cseq = message
+        .cseq_header()
+        .map_err(|_| ParseError::MissingHeader("CSeq"))?;
     let cseq = cseq.typed().map_err(|e| invalid("CSeq", e))?;
     if let SipMessage::Request(request) = &*message {
         if cseq.method != request.method {
@@ -155,14 +168,19 @@ fn validate(message: &mut SipMessage) -> Result<(), ParseError> {
             });
         }
         if let Ok(max_forwards) = request.max_forwards_header() {
-            max_forwards.num().map_err(|_| invalid("Max-Forwards", max_forwards.value()))?;
+            max_forwards
+                .num()
+                .map_err(|_| invalid("Max-Forwards", max_forwards.value()))?;
         }
     }
     let declared = content_length(message)?;
     let body = message.body_mut();
     if let Some(declared) = declared {
         if declared > body.len() {
-            return Err(ParseError::ShortBody { declared, actual: body.len() });
+            return Err(ParseError::ShortBody {
+                declared,
+                actual: body.len(),
+            });
         }
         // Bytes past Content-Length are not part of this message (RFC 3261 section 18.3).
         body.truncate(declared);
@@ -178,7 +196,10 @@ fn content_length(message: &SipMessage) -> Result<Option<usize>, ParseError> {
     });
     match found {
         None => Ok(None),
-        Some(text) => text.parse::<usize>().map(Some).map_err(|_| invalid("Content-Length", text)),
+        Some(text) => text
+            .parse::<usize>()
+            .map(Some)
+            .map_err(|_| invalid("Content-Length", text)),
     }
 }
 
@@ -193,7 +214,9 @@ pub fn top_via(headers: &Headers) -> Result<rsip::typed::Via, ParseError> {
         })
         .ok_or(ParseError::MissingHeader("Via"))?;
     let value = first_list_entry(first.value());
-    rsip::headers::Via::new(value).typed().map_err(|e| invalid("Via", e))
+    rsip::headers::Via::new(value)
+        .typed()
+        .map_err(|e| invalid("Via", e))
 }
 
 /// First element of a comma separated header value, ignoring commas inside quotes or `<>`.
@@ -236,7 +259,9 @@ pub fn response_to(
             _ => {}
         }
     }
-    headers.push(Header::ContentLength(rsip::headers::ContentLength::new("0")));
+    headers.push(Header::ContentLength(rsip::headers::ContentLength::new(
+        "0",
+    )));
     Response {
         status_code: status_code(code, reason),
         version: rsip::Version::V2,
@@ -271,7 +296,9 @@ pub fn to_tag_of(value: &str) -> Option<String> {
     };
     params.split(';').skip(1).find_map(|p| {
         let (name, val) = p.split_once('=')?;
-        name.trim().eq_ignore_ascii_case("tag").then(|| val.trim().to_owned())
+        name.trim()
+            .eq_ignore_ascii_case("tag")
+            .then(|| val.trim().to_owned())
     })
 }
 

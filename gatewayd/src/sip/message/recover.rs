@@ -27,9 +27,14 @@ impl RecoveredHeaders {
         let mut lines = head.split("\r\n").flat_map(|l| l.split('\n'));
         let start = lines.next()?.trim();
         let method = request_line_method(start)?;
-        let mut found = RecoveredHeaders { method, ..Default::default() };
+        let mut found = RecoveredHeaders {
+            method,
+            ..Default::default()
+        };
         for line in lines {
-            let Some((name, value)) = line.split_once(':') else { continue };
+            let Some((name, value)) = line.split_once(':') else {
+                continue;
+            };
             let value = value.trim();
             if value.is_empty() || value.chars().any(|c| c.is_control()) {
                 continue;
@@ -73,7 +78,9 @@ fn request_line_method(line: &str) -> Option<String> {
     let _uri = parts.next()?;
     let version = parts.next()?;
     let is_token = !method.is_empty()
-        && method.chars().all(|c| c.is_ascii_alphanumeric() || "-.!%*_+`'~".contains(c));
+        && method
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-.!%*_+`'~".contains(c));
     (is_token && version.eq_ignore_ascii_case("SIP/2.0") && parts.next().is_none())
         .then(|| method.to_owned())
 }
@@ -99,7 +106,9 @@ pub fn bad_request_for(bytes: &[u8], error: &ParseError, to_tag: &str) -> Option
     headers.push(Header::To(rsip::headers::To::new(to)));
     headers.push(Header::CallId(rsip::headers::CallId::new(found.call_id?)));
     headers.push(Header::CSeq(rsip::headers::CSeq::new(found.cseq?)));
-    headers.push(Header::ContentLength(rsip::headers::ContentLength::new("0")));
+    headers.push(Header::ContentLength(rsip::headers::ContentLength::new(
+        "0",
+    )));
     Some(Response {
         status_code: rsip::StatusCode::Other(error.status_code(), error.reason_phrase()),
         version: rsip::Version::V2,
@@ -121,13 +130,22 @@ mod tests {
     #[test]
     fn answers_a_request_whose_cseq_is_broken() {
         let error = super::super::parse(BROKEN_CSEQ).unwrap_err();
-        assert!(matches!(error, ParseError::InvalidHeader { name: "CSeq", .. }), "{error:?}");
+        assert!(
+            matches!(error, ParseError::InvalidHeader { name: "CSeq", .. }),
+            "{error:?}"
+        );
         let response = bad_request_for(BROKEN_CSEQ, &error, "t9").unwrap();
         assert_eq!(response.status_code.code(), 400);
         let text = response.to_string();
-        assert!(text.starts_with("SIP/2.0 400 Bad Request (invalid CSeq header"), "{text}");
-        let vias: Vec<_> =
-            response.headers.iter().filter(|h| matches!(h, Header::Via(_))).collect();
+        assert!(
+            text.starts_with("SIP/2.0 400 Bad Request (invalid CSeq header"),
+            "{text}"
+        );
+        let vias: Vec<_> = response
+            .headers
+            .iter()
+            .filter(|h| matches!(h, Header::Via(_)))
+            .collect();
         assert_eq!(vias.len(), 2);
         assert!(text.contains("Via: SIP/2.0/WSS a.invalid;branch=z9hG4bKabc\r\nVia: SIP/2.0/UDP"));
         assert_eq!(response.to_header().unwrap().value(), "<sip:600@gw>;tag=t9");
@@ -136,7 +154,8 @@ mod tests {
 
     #[test]
     fn keeps_an_existing_to_tag_and_reads_compact_forms() {
-        let bytes = b"INFO sip:x SIP/2.0\r\nv: SIP/2.0/TCP h;branch=z9hG4bK1\r\nf: <sip:a@b>;tag=1\r\n\
+        let bytes =
+            b"INFO sip:x SIP/2.0\r\nv: SIP/2.0/TCP h;branch=z9hG4bK1\r\nf: <sip:a@b>;tag=1\r\n\
             t: <sip:c@d>;tag=2\r\ni: id\r\nCSeq: 1 INF\r\n\r\n";
         let error = ParseError::Syntax("x".into());
         let response = bad_request_for(bytes, &error, "new").unwrap();
@@ -154,7 +173,8 @@ mod tests {
 
     #[test]
     fn never_answers_ack_responses_or_garbage() {
-        let ack = b"ACK sip:x SIP/2.0\r\nVia: SIP/2.0/WSS h;branch=z9hG4bK1\r\nFrom: <sip:a@b>;tag=1\r\n\
+        let ack =
+            b"ACK sip:x SIP/2.0\r\nVia: SIP/2.0/WSS h;branch=z9hG4bK1\r\nFrom: <sip:a@b>;tag=1\r\n\
             To: <sip:c@d>\r\nCall-ID: i\r\nCSeq: 1 ACK\r\nMax-Forwards: x\r\n\r\n";
         let error = ParseError::Syntax("x".into());
         assert!(bad_request_for(ack, &error, "t").is_none());

@@ -33,7 +33,10 @@ fn request(text: &str) -> Request {
 fn parses_a_browser_register() {
     let register = request(REGISTER);
     assert_eq!(register.method, rsip::Method::Register);
-    assert_eq!(top_branch(&register.headers).as_deref(), Some("z9hG4bK5226081"));
+    assert_eq!(
+        top_branch(&register.headers).as_deref(),
+        Some("z9hG4bK5226081")
+    );
     assert!(register.body.is_empty());
 }
 
@@ -62,7 +65,11 @@ fn names_each_missing_mandatory_header() {
             .filter(|line| !line.starts_with(&format!("{name}:")))
             .collect::<Vec<_>>()
             .join("\r\n");
-        assert_eq!(parse(text.as_bytes()), Err(ParseError::MissingHeader(expected)), "{name}");
+        assert_eq!(
+            parse(text.as_bytes()),
+            Err(ParseError::MissingHeader(expected)),
+            "{name}"
+        );
     }
 }
 
@@ -71,7 +78,11 @@ fn refuses_a_cseq_naming_another_method() {
     let text = REGISTER.replace("CSeq: 1 REGISTER", "CSeq: 1 INVITE");
     let error = parse(text.as_bytes()).unwrap_err();
     assert!(matches!(error, ParseError::CSeqMethodMismatch { .. }));
-    assert!(error.reason_phrase().contains("CSeq method INVITE"), "{}", error.reason_phrase());
+    assert!(
+        error.reason_phrase().contains("CSeq method INVITE"),
+        "{}",
+        error.reason_phrase()
+    );
 }
 
 #[test]
@@ -79,10 +90,16 @@ fn refuses_a_bad_max_forwards_and_a_bad_via() {
     let text = REGISTER.replace("Max-Forwards: 69", "Max-Forwards: many");
     assert!(matches!(
         parse(text.as_bytes()),
-        Err(ParseError::InvalidHeader { name: "Max-Forwards", .. })
+        Err(ParseError::InvalidHeader {
+            name: "Max-Forwards",
+            ..
+        })
     ));
     let text = REGISTER.replace("SIP/2.0/WSS 4k2ej0tn3u7v.invalid", "nonsense");
-    assert!(matches!(parse(text.as_bytes()), Err(ParseError::InvalidHeader { name: "Via", .. })));
+    assert!(matches!(
+        parse(text.as_bytes()),
+        Err(ParseError::InvalidHeader { name: "Via", .. })
+    ));
 }
 
 #[test]
@@ -93,12 +110,18 @@ fn content_length_cuts_the_body_and_a_short_body_is_refused() {
     let text = REGISTER.replace("Content-Length: 0", "Content-Length: 30") + "abc";
     assert_eq!(
         parse(text.as_bytes()),
-        Err(ParseError::ShortBody { declared: 30, actual: 3 })
+        Err(ParseError::ShortBody {
+            declared: 30,
+            actual: 3
+        })
     );
     let text = REGISTER.replace("Content-Length: 0", "Content-Length: -1");
     assert!(matches!(
         parse(text.as_bytes()),
-        Err(ParseError::InvalidHeader { name: "Content-Length", .. })
+        Err(ParseError::InvalidHeader {
+            name: "Content-Length",
+            ..
+        })
     ));
 }
 
@@ -120,7 +143,10 @@ fn top_via_takes_the_first_entry_of_a_combined_line() {
         "Via: SIP/2.0/UDP p1.invalid;branch=z9hG4bKfirst, SIP/2.0/UDP p2.invalid;branch=z9hG4bKsecond",
     );
     let register = request(&text);
-    assert_eq!(top_branch(&register.headers).as_deref(), Some("z9hG4bKfirst"));
+    assert_eq!(
+        top_branch(&register.headers).as_deref(),
+        Some("z9hG4bKfirst")
+    );
 }
 
 #[test]
@@ -130,26 +156,53 @@ fn response_copies_the_transaction_headers_and_adds_a_to_tag() {
     assert_eq!(response.status_code, StatusCode::OK);
     let text = response.to_string();
     assert!(text.starts_with("SIP/2.0 200 OK\r\n"), "{text}");
-    assert_eq!(response.to_header().unwrap().value(), "<sip:5001@lab.invalid>;tag=srv1");
-    assert_eq!(response.from_header().unwrap(), register.from_header().unwrap());
-    assert_eq!(response.via_header().unwrap(), register.via_header().unwrap());
-    assert_eq!(response.call_id_header().unwrap(), register.call_id_header().unwrap());
-    assert_eq!(response.cseq_header().unwrap(), register.cseq_header().unwrap());
+    assert_eq!(
+        response.to_header().unwrap().value(),
+        "<sip:5001@lab.invalid>;tag=srv1"
+    );
+    assert_eq!(
+        response.from_header().unwrap(),
+        register.from_header().unwrap()
+    );
+    assert_eq!(
+        response.via_header().unwrap(),
+        register.via_header().unwrap()
+    );
+    assert_eq!(
+        response.call_id_header().unwrap(),
+        register.call_id_header().unwrap()
+    );
+    assert_eq!(
+        response.cseq_header().unwrap(),
+        register.cseq_header().unwrap()
+    );
     assert!(text.contains("Content-Length: 0\r\n"));
-    assert!(!text.contains("Contact"), "only transaction headers are copied");
+    assert!(
+        !text.contains("Contact"),
+        "only transaction headers are copied"
+    );
     // The response parses back.
     assert!(parse(text.as_bytes()).unwrap().is_response());
 }
 
 #[test]
 fn response_keeps_an_existing_to_tag_and_100_gets_none() {
-    let text = REGISTER.replace("To: <sip:5001@lab.invalid>", "To: <sip:5001@lab.invalid>;tag=old");
+    let text = REGISTER.replace(
+        "To: <sip:5001@lab.invalid>",
+        "To: <sip:5001@lab.invalid>;tag=old",
+    );
     let register = request(&text);
     let response = response_to(&register, 486, None, Some("new"));
-    assert_eq!(response.to_header().unwrap().value(), "<sip:5001@lab.invalid>;tag=old");
+    assert_eq!(
+        response.to_header().unwrap().value(),
+        "<sip:5001@lab.invalid>;tag=old"
+    );
     let register = request(REGISTER);
     let trying = response_to(&register, 100, None, Some("new"));
-    assert_eq!(trying.to_header().unwrap().value(), "<sip:5001@lab.invalid>");
+    assert_eq!(
+        trying.to_header().unwrap().value(),
+        "<sip:5001@lab.invalid>"
+    );
 }
 
 #[test]
@@ -157,7 +210,9 @@ fn response_takes_a_custom_reason() {
     let register = request(REGISTER);
     let response = response_to(&register, 403, Some("Registered\r\nElsewhere"), None);
     assert_eq!(response.status_code.code(), 403);
-    assert!(response.to_string().starts_with("SIP/2.0 403 Registered  Elsewhere\r\n"));
+    assert!(response
+        .to_string()
+        .starts_with("SIP/2.0 403 Registered  Elsewhere\r\n"));
 }
 
 #[test]
@@ -214,7 +269,10 @@ fn parses_a_response_with_several_vias() {
         Via: SIP/2.0/UDP b;branch=z9hG4bK2\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:c@d>;tag=2\r\n\
         Call-ID: x\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n";
     let message = parse(text.as_bytes()).unwrap();
-    assert_eq!(top_branch(message_headers(&message)).as_deref(), Some("z9hG4bK1"));
+    assert_eq!(
+        top_branch(message_headers(&message)).as_deref(),
+        Some("z9hG4bK1")
+    );
 }
 
 fn message_headers(message: &SipMessage) -> &Headers {
