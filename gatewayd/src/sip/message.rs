@@ -219,20 +219,72 @@ pub fn top_via(headers: &Headers) -> Result<rsip::typed::Via, ParseError> {
         .map_err(|e| invalid("Via", e))
 }
 
-/// First element of a comma separated header value, ignoring commas inside quotes or `<>`.
+/// First element of a comma separated header value.
 fn first_list_entry(value: &str) -> &str {
+    split_header_list(value).next().unwrap_or("")
+}
+
+/// Splits `value` at `separator` where it is outside quoted strings and `<...>`.
+pub(crate) fn split_outside_quotes(value: &str, separator: char) -> Vec<&str> {
     let mut in_quotes = false;
     let mut in_angle = false;
+    let mut escaped = false;
+    let mut start = 0;
+    let mut parts = Vec::new();
     for (i, c) in value.char_indices() {
         match c {
+            _ if escaped => escaped = false,
+            '\\' if in_quotes => escaped = true,
             '"' => in_quotes = !in_quotes,
             '<' if !in_quotes => in_angle = true,
             '>' if !in_quotes => in_angle = false,
-            ',' if !in_quotes && !in_angle => return value[..i].trim(),
+            c if c == separator && !in_quotes && !in_angle => {
+                parts.push(&value[start..i]);
+                start = i + c.len_utf8();
+            }
             _ => {}
         }
     }
-    value.trim()
+    parts.push(&value[start..]);
+    parts
+}
+
+/// The elements of a comma separated header value (Via, Contact, Route...), trimmed, ignoring
+/// commas inside quoted strings or `<...>`.
+pub fn split_header_list(value: &str) -> impl Iterator<Item = &str> {
+    split_outside_quotes(value, ',')
+        .into_iter()
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+}
+
+/// Splits a name-addr or addr-spec header value (From, To, Contact, Route...) into the part up
+/// to and including the URI, and the header parameters after it (starting with `;`).
+pub fn split_header_params(value: &str) -> (&str, &str) {
+    let parts = split_outside_quotes(value, ';');
+    let uri_len = parts[0].len();
+    (value[..uri_len].trim_end(), &value[uri_len..])
+}
+
+/// The header parameters of a name-addr or addr-spec value as (name, value) pairs, quotes
+/// removed from values; a parameter without `=` has an empty value.
+pub fn header_params(value: &str) -> Vec<(String, String)> {
+    let (_, params) = split_header_params(value);
+    split_outside_quotes(params, ';')
+        .into_iter()
+        .skip(1)
+        .map(|p| match p.split_once('=') {
+            Some((n, v)) => (n.trim().to_owned(), v.trim().trim_matches('"').to_owned()),
+            None => (p.trim().to_owned(), String::new()),
+        })
+        .collect()
+}
+
+/// The value of header parameter `name` (case-insensitive), as `header_params` reads it.
+pub fn header_param(value: &str, name: &str) -> Option<String> {
+    header_params(value)
+        .into_iter()
+        .find_map(|(n, v)| n.eq_ignore_ascii_case(name).then_some(v))
 }
 
 /// The branch of the topmost Via, if any.
@@ -289,17 +341,7 @@ fn with_to_tag(to: &rsip::headers::To, code: u16, to_tag: Option<&str>) -> rsip:
 /// The `tag` parameter of a From or To header value, found without a full parse so it also works
 /// on headers recovered from a broken message.
 pub fn to_tag_of(value: &str) -> Option<String> {
-    // Parameters follow the closing `>` of a name-addr, or the URI itself in addr-spec form.
-    let params = match value.rfind('>') {
-        Some(i) => &value[i + 1..],
-        None => value,
-    };
-    params.split(';').skip(1).find_map(|p| {
-        let (name, val) = p.split_once('=')?;
-        name.trim()
-            .eq_ignore_ascii_case("tag")
-            .then(|| val.trim().to_owned())
-    })
+    header_param(value, "tag").filter(|t| !t.is_empty())
 }
 
 /// Adds or replaces `Content-Length` to match the body; call before serialising.

@@ -5,3 +5,4 @@
 pub mod digest;
 pub mod framing;
 pub mod message;
+pub mod registrar;

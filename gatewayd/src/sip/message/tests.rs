@@ -281,3 +281,39 @@ fn message_headers(message: &SipMessage) -> &Headers {
         SipMessage::Response(r) => &r.headers,
     }
 }
+
+#[test]
+fn header_lists_split_outside_quotes_and_angles() {
+    let value = "<sip:a@b;x=1,2>;q=1, \"Doe, J\" <sip:c@d>, sip:e@f;expires=5";
+    let parts: Vec<_> = split_header_list(value).collect();
+    assert_eq!(
+        parts,
+        vec![
+            "<sip:a@b;x=1,2>;q=1",
+            "\"Doe, J\" <sip:c@d>",
+            "sip:e@f;expires=5"
+        ]
+    );
+    assert_eq!(split_header_list(" , ").count(), 0);
+}
+
+#[test]
+fn header_params_skip_the_uri_and_quoted_text() {
+    let contact = "<sip:q1@h.invalid;transport=ws>;+sip.ice;reg-id=1;\
+        +sip.instance=\"<urn:uuid:0b8a;x>\";expires=600";
+    assert_eq!(
+        split_header_params(contact).0,
+        "<sip:q1@h.invalid;transport=ws>"
+    );
+    assert_eq!(header_param(contact, "expires").as_deref(), Some("600"));
+    assert_eq!(
+        header_param(contact, "+sip.instance").as_deref(),
+        Some("<urn:uuid:0b8a;x>")
+    );
+    assert_eq!(header_param(contact, "+sip.ice").as_deref(), Some(""));
+    assert_eq!(header_param(contact, "transport"), None);
+    assert_eq!(
+        header_param("sip:e@f;expires=5", "expires").as_deref(),
+        Some("5")
+    );
+}
