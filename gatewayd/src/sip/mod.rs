@@ -3,3 +3,6 @@
 //! It must not own sockets or spawn tasks; the drivers in `web` and `call` do the I/O.
 
 pub mod digest;
+pub mod framing;
+pub mod message;
+pub mod registrar;
