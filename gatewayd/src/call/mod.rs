@@ -1,3 +1,5 @@
 //! Call control: the back-to-back user agent between agents on WSS and the internal SIP server,
 //! plus the internal SIP transport driver. It asks `media` for each call's media and never
 //! handles RTP itself.
+
+pub mod agents;
