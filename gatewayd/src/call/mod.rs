@@ -3,3 +3,4 @@
 //! handles RTP itself.
 
 pub mod agents;
+pub mod driver;
