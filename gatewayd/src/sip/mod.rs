@@ -6,3 +6,4 @@ pub mod digest;
 pub mod framing;
 pub mod message;
 pub mod registrar;
+pub mod transaction;
