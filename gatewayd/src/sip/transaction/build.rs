@@ -26,7 +26,7 @@ pub(crate) struct AckKey {
     pub to_tag: String,
 }
 
-fn header<'a>(headers: &'a Headers, pick: fn(&Header) -> Option<&str>) -> Option<&'a str> {
+fn header(headers: &Headers, pick: fn(&Header) -> Option<&str>) -> Option<&str> {
     headers.iter().find_map(pick)
 }
 
