@@ -2,7 +2,9 @@
 //! transactions and dialogs. Inputs and the current time in, events and commands out.
 //! It must not own sockets or spawn tasks; the drivers in `web` and `call` do the I/O.
 
+pub mod dialog;
 pub mod digest;
 pub mod framing;
 pub mod message;
 pub mod registrar;
+pub mod transaction;

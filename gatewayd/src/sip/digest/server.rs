@@ -26,7 +26,9 @@ pub struct DigestConfig {
     /// Nonces whose nonce-count is remembered at once (bounds memory).
     pub max_tracked_nonces: usize,
     pub opaque: Option<String>,
-    /// Algorithms offered, one challenge each, in this order of preference.
+    /// Algorithms offered, one challenge each, in this order of preference. Clients that
+    /// read only the first challenge and know only MD5 (JsSIP 3.x, SIP.js 0.21: both abort on
+    /// any other algorithm) need MD5 first, or alone.
     pub algorithms: Vec<Algorithm>,
     /// Challenge with 407/Proxy-Authenticate instead of 401/WWW-Authenticate.
     pub proxy: bool,
