@@ -3,5 +3,12 @@
 //! handles RTP itself.
 
 pub mod agents;
+mod build;
+pub mod control;
+mod flows;
+pub mod media_port;
 pub mod driver;
 pub mod upstream;
+
+#[cfg(test)]
+mod tests;
