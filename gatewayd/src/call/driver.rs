@@ -1,5 +1,5 @@
-//! The call-control driver: one task owning the sans-IO cores (agent edge, and the calls behind
-//! it), fed by bounded channels from every WebSocket connection. No task per transaction or per
+//! The call-control driver: one task owning the sans-IO cores (agent edge and B2BUA), fed by
+//! bounded channels from every WebSocket connection and the internal SIP sockets. No task per transaction or per
 //! call; each connection has one small task that only forwards frames.
 
 use std::collections::HashMap;
@@ -14,6 +14,11 @@ use rand::SeedableRng;
 use tokio::sync::{mpsc, watch};
 
 use super::agents::{AgentEdge, EdgeConfig, EdgeOutput};
+use super::control::{CallConfig, CallControl, CallOutput, CallRecord};
+use super::internal::{Inbound, InternalSender};
+use super::media_port::MediaControl;
+use super::upstream::Upstreams;
+use crate::sip::transaction::Destination;
 use crate::profile::{FailureKind, LoadedProfile};
 use crate::sip::registrar::{ConnId, RegistrarEvent};
 
@@ -64,17 +69,33 @@ fn wall_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
-/// Runs call control until the event channel closes.
-pub async fn run(
-    mut events: mpsc::Receiver<ConnEvent>,
-    mut profile: watch::Receiver<Arc<LoadedProfile>>,
-    secret: Vec<u8>,
-    failures: mpsc::Sender<Failure>,
-) {
-    let config = EdgeConfig::from_profile(&profile.borrow_and_update());
-    let mut state = Driver { edge: AgentEdge::new(config, secret.clone()), conns: HashMap::new(), failures, rng: StdRng::from_rng(&mut rand::rng()) };
+/// Everything call control's task is given at start.
+pub struct CallTask<M> {
+    pub events: mpsc::Receiver<ConnEvent>,
+    pub internal: mpsc::Receiver<Inbound>,
+    pub sender: InternalSender,
+    pub profile: watch::Receiver<Arc<LoadedProfile>>,
+    pub secret: Vec<u8>,
+    pub failures: mpsc::Sender<Failure>,
+    pub media: M,
+}
+
+/// Runs call control until the agent event channel closes.
+pub async fn run<M: MediaControl>(task: CallTask<M>) {
+    let CallTask { mut events, mut internal, sender, mut profile, secret, failures, media } = task;
+    let loaded = profile.borrow_and_update().clone();
+    let calls = CallControl::new(CallConfig::from_profile(&loaded), Upstreams::from_profile(&loaded.profile.upstream), media);
+    let mut state = Driver {
+        edge: AgentEdge::new(EdgeConfig::from_profile(&loaded), secret.clone()),
+        calls,
+        conns: HashMap::new(),
+        sender,
+        failures,
+        cdr_file: loaded.profile.observe.cdr_file.as_ref().map(|p| loaded.resolve(p)),
+        rng: StdRng::from_rng(&mut rand::rng()),
+    };
     loop {
-        let wake = state.edge.poll_timeout();
+        let wake = [state.edge.poll_timeout(), state.calls.poll_timeout()].into_iter().flatten().min();
         let sleep = async {
             match wake {
                 Some(at) => tokio::time::sleep_until(at.into()).await,
@@ -86,27 +107,39 @@ pub async fn run(
                 Some(event) => state.handle(event),
                 None => break,
             },
+            Some(msg) = internal.recv() => {
+                state.calls.from_upstream(msg.message, msg.source, msg.transport, Instant::now(), wall_ms(), &mut state.rng);
+                state.flush_calls();
+            }
             () = sleep => {
-                let out = state.edge.handle_timeout(Instant::now());
+                let now = Instant::now();
+                let out = state.edge.handle_timeout(now);
                 state.apply(out);
+                state.calls.handle_timeout(now, wall_ms(), &mut state.rng);
+                state.flush_calls();
             }
             changed = profile.changed() => {
                 if changed.is_err() { break; }
-                let config = EdgeConfig::from_profile(&profile.borrow_and_update());
-                state.edge.reconfigure(config, secret.clone());
+                let loaded = profile.borrow_and_update().clone();
+                state.edge.reconfigure(EdgeConfig::from_profile(&loaded), secret.clone());
+                state.calls.reconfigure(CallConfig::from_profile(&loaded), &loaded.profile.upstream);
+                state.cdr_file = loaded.profile.observe.cdr_file.as_ref().map(|p| loaded.resolve(p));
             }
         }
     }
 }
 
-struct Driver {
+struct Driver<M: MediaControl> {
     edge: AgentEdge,
+    calls: CallControl<M>,
     conns: HashMap<ConnId, mpsc::Sender<ToConn>>,
+    sender: InternalSender,
     failures: mpsc::Sender<Failure>,
+    cdr_file: Option<std::path::PathBuf>,
     rng: StdRng,
 }
 
-impl Driver {
+impl<M: MediaControl> Driver<M> {
     fn handle(&mut self, event: ConnEvent) {
         match event {
             ConnEvent::Opened { conn, peer, tx } => {
@@ -121,6 +154,8 @@ impl Driver {
                 self.conns.remove(&conn);
                 let out = self.edge.connection_closed(conn);
                 self.apply(out);
+                self.calls.agent_gone(conn, Instant::now(), wall_ms(), &mut self.rng);
+                self.flush_calls();
             }
         }
     }
@@ -135,17 +170,62 @@ impl Driver {
                     // Never wait on the guard: a flood must not stall SIP.
                     let _ = self.failures.try_send(Failure { ip, kind, detail });
                 }
-                EdgeOutput::Registration(event) => log_registration(&event),
+                EdgeOutput::Registration(event) => {
+                    log_registration(&event);
+                    let dn = match &event {
+                        RegistrarEvent::Registered { dn, .. } | RegistrarEvent::Unregistered { dn, .. } | RegistrarEvent::Replaced { dn, .. } => dn.clone(),
+                    };
+                    let binding = self.edge.registrar().bindings_of(&dn).last().map(|b| (b.conn, b.contacts.first().cloned().unwrap_or_default()));
+                    self.calls.set_binding(&dn, binding);
+                }
                 EdgeOutput::Request { conn, user, request } => {
-                    tracing::debug!(conn = conn.0, user = ?user, method = %request.method, "request for call control");
-                    let response = crate::sip::message::response_to(&request, 501, None, Some("gw"));
-                    if request.method != rsip::Method::Ack {
-                        self.send(conn, ToConn::Text(response.to_string()));
-                    }
+                    self.calls.from_agent(conn, user, request.into(), Instant::now(), wall_ms(), &mut self.rng);
+                    self.flush_calls();
                 }
                 EdgeOutput::Response { conn, response } => {
-                    tracing::debug!(conn = conn.0, status = %response.status_code, "response from agent");
+                    self.calls.from_agent(conn, None, response.into(), Instant::now(), wall_ms(), &mut self.rng);
+                    self.flush_calls();
                 }
+            }
+        }
+    }
+
+    fn flush_calls(&mut self) {
+        while let Some(o) = self.calls.poll_output() {
+            match o {
+                CallOutput::Send { target, message } => match target.destination {
+                    Destination::Conn(conn) => self.send(conn, ToConn::Text(message.to_string())),
+                    Destination::Addr(addr) => self.sender.send(addr, target.transport, message.to_string().into_bytes()),
+                },
+                CallOutput::Ended(record) => self.record(&record),
+            }
+        }
+    }
+
+    /// One structured record per call: journald fields, and a JSON line when a CDR file is set.
+    fn record(&mut self, r: &CallRecord) {
+        let media = r.media.as_ref().map(|m| m.to_string()).unwrap_or_default();
+        tracing::info!(
+            target: "gatewayd::cdr",
+            call = r.call.0,
+            dn = %r.dn,
+            direction = ?r.direction,
+            peer = %r.peer,
+            agent_call_id = r.agent_call_id.as_deref().unwrap_or(""),
+            upstream_call_id = r.upstream_call_id.as_deref().unwrap_or(""),
+            started_ms = r.started_ms,
+            answered_ms = r.answered_ms.unwrap_or(0),
+            ended_ms = r.ended_ms,
+            status = r.status,
+            cause = %r.cause,
+            media = %media,
+            "call ended"
+        );
+        if let Some(path) = &self.cdr_file {
+            let line = serde_json::to_string(r).unwrap_or_default() + "\n";
+            let written = std::fs::OpenOptions::new().create(true).append(true).open(path).and_then(|mut f| std::io::Write::write_all(&mut f, line.as_bytes()));
+            if let Err(e) = written {
+                tracing::warn!(path = %path.display(), error = %e, "cannot append the call record");
             }
         }
     }

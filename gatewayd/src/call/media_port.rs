@@ -36,3 +36,41 @@ pub trait MediaControl {
     /// Releases the call's media; returns its quality figures for the call record.
     fn close(&mut self, call: CallRef) -> Option<serde_json::Value>;
 }
+
+/// Media for a daemon without a media bridge: every call is refused with 503.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoMedia;
+
+impl MediaControl for NoMedia {
+    fn echo(&mut self, _: CallRef, _: &str) -> Result<String, MediaFailure> {
+        Err(unavailable())
+    }
+    fn open(&mut self, _: CallRef) -> Result<(), MediaFailure> {
+        Err(unavailable())
+    }
+    fn browser_offer(&mut self, _: CallRef) -> Result<String, MediaFailure> {
+        Err(unavailable())
+    }
+    fn browser_answer(&mut self, _: CallRef, _: &str) -> Result<String, MediaFailure> {
+        Err(unavailable())
+    }
+    fn browser_accept(&mut self, _: CallRef, _: &str) -> Result<(), MediaFailure> {
+        Err(unavailable())
+    }
+    fn internal_offer(&mut self, _: CallRef) -> Result<String, MediaFailure> {
+        Err(unavailable())
+    }
+    fn internal_answer(&mut self, _: CallRef, _: &str) -> Result<String, MediaFailure> {
+        Err(unavailable())
+    }
+    fn internal_accept(&mut self, _: CallRef, _: &str) -> Result<(), MediaFailure> {
+        Err(unavailable())
+    }
+    fn close(&mut self, _: CallRef) -> Option<serde_json::Value> {
+        None
+    }
+}
+
+fn unavailable() -> MediaFailure {
+    MediaFailure::new(503, "Media Bridge Unavailable")
+}

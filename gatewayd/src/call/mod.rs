@@ -8,6 +8,7 @@ pub mod control;
 mod flows;
 pub mod media_port;
 pub mod driver;
+pub mod internal;
 pub mod upstream;
 
 #[cfg(test)]
