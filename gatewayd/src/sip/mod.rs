@@ -5,6 +5,7 @@
 pub mod dialog;
 pub mod digest;
 pub mod framing;
+pub mod headers;
 pub mod message;
 pub mod registrar;
 pub mod transaction;
