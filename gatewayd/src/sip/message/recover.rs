@@ -87,9 +87,8 @@ fn request_line_method(line: &str) -> Option<String> {
 }
 
 /// The `400 Bad Request` (`501` for an unknown method) for `bytes`, with `error` named in the
-/// reason phrase, or `None` when the
-/// request cannot be answered (not a request, an ACK, or a header a response needs is missing).
-/// `to_tag` is added when the To carries none.
+/// reason phrase, or `None` when the request cannot be answered (not a request, an ACK, or a
+/// header a response needs is missing). `to_tag` is added when the To carries none.
 pub fn bad_request_for(bytes: &[u8], error: &ParseError, to_tag: &str) -> Option<Response> {
     let found = RecoveredHeaders::scan(bytes)?;
     if !found.answerable() {
