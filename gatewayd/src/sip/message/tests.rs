@@ -342,3 +342,38 @@ fn an_unknown_method_is_501_not_400() {
         "{response}"
     );
 }
+
+/// Mutated messages must give an error or a message, never a panic: a panic in the parser
+/// would take the connection (or the task) down with it.
+#[test]
+fn mutated_input_never_panics() {
+    use rand::Rng;
+    let mut rng = rng();
+    let seeds = [REGISTER.as_bytes().to_vec(), {
+        let register = request(REGISTER);
+        response_to(&register, 401, None, Some("x"))
+            .to_string()
+            .into_bytes()
+    }];
+    let alphabet = b" \r\n:;,<>\"=@\\/0123456789abcSIPz\x00\xff\xc3";
+    for round in 0..3000 {
+        let mut bytes = seeds[round % 2].clone();
+        for _ in 0..(1 + rng.next_u32() % 6) {
+            let at = (rng.next_u32() as usize) % bytes.len();
+            match rng.next_u32() % 3 {
+                0 => bytes[at] = alphabet[(rng.next_u32() as usize) % alphabet.len()],
+                1 => {
+                    bytes.remove(at);
+                }
+                _ => bytes.insert(at, alphabet[(rng.next_u32() as usize) % alphabet.len()]),
+            }
+        }
+        let cut = (rng.next_u32() as usize) % (bytes.len() + 1);
+        for input in [&bytes[..], &bytes[..cut]] {
+            if let Err(error) = parse(input) {
+                let _ = bad_request_for(input, &error, "t");
+                assert!(!error.reason_phrase().contains(['\r', '\n']));
+            }
+        }
+    }
+}
