@@ -114,7 +114,7 @@ pub fn name_addr_uri(value: &str) -> Option<rsip::Uri> {
 pub struct ViaEntry {
     /// Transport token, uppercase (`UDP`, `TCP`, `TLS`, `WS`, `WSS`...).
     pub transport: String,
-    /// host[:port] as written (lowercased), IPv6 references included.
+    /// `host[:port]` as written (lowercased), IPv6 references included.
     pub sent_by: String,
     pub params: Vec<(String, String)>,
 }
