@@ -29,3 +29,6 @@ pub mod headers;
 pub mod message;
 pub mod registrar;
 pub mod transaction;
+
+#[cfg(test)]
+mod sipp_tests;
