@@ -1,7 +1,8 @@
 //! Dialog state (RFC 3261 section 12): identity, route set, remote target and CSeq numbers,
 //! and the in-dialog requests built from them. Both legs of a call keep one of these.
 
-use crate::sip::message::{new_branch, split_header_list, split_header_params, to_tag_of};
+use crate::sip::headers::{name_addr_uri, split_header_list, to_tag_of};
+use crate::sip::message::new_branch;
 use rand::Rng;
 use rsip::headers::UntypedHeader;
 use rsip::{Header, Headers, Method, Request, Response};
@@ -110,17 +111,7 @@ fn contact_uri(headers: &Headers) -> Result<rsip::Uri, DialogError> {
             _ => None,
         })
         .ok_or(DialogError::Missing("Contact"))?;
-    uri_of(&contact).ok_or(DialogError::BadContact)
-}
-
-/// The URI of a name-addr (`"x" <uri>;params`) or addr-spec value.
-fn uri_of(value: &str) -> Option<rsip::Uri> {
-    let (addr, _) = split_header_params(value);
-    let text = match (addr.find('<'), addr.rfind('>')) {
-        (Some(open), Some(close)) if open < close => &addr[open + 1..close],
-        _ => addr.trim(),
-    };
-    rsip::Uri::try_from(text).ok()
+    name_addr_uri(&contact).ok_or(DialogError::BadContact)
 }
 
 /// Record-Route entries of `headers`, each header split into its elements, in order.
@@ -221,7 +212,7 @@ impl Dialog {
     /// True when the first route is a strict router (no `lr`): RFC 3261 section 12.2.1.1.
     fn strict_first_route(&self) -> bool {
         self.route_set.first().is_some_and(|route| {
-            uri_of(route)
+            name_addr_uri(route)
                 .is_some_and(|uri| !uri.params.iter().any(|p| matches!(p, rsip::Param::Lr)))
         })
     }
@@ -230,7 +221,7 @@ impl Dialog {
     pub fn next_hop(&self) -> rsip::Uri {
         self.route_set
             .first()
-            .and_then(|r| uri_of(r))
+            .and_then(|r| name_addr_uri(r))
             .unwrap_or_else(|| self.remote_target.clone())
     }
 

@@ -80,7 +80,11 @@ impl Default for TimerConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TxConfig {
     pub timers: TimerConfig,
+    /// Limit on live transactions; beyond it new ones get `TxError::Overloaded` (503).
     pub max_transactions: usize,
+    /// Limit on live transactions over one connection (`Destination::Conn`), so one
+    /// connection cannot take the whole table; datagram peers share `max_transactions` only.
+    pub max_per_connection: usize,
 }
 
 impl Default for TxConfig {
@@ -88,6 +92,7 @@ impl Default for TxConfig {
         TxConfig {
             timers: TimerConfig::default(),
             max_transactions: 10_000,
+            max_per_connection: 100,
         }
     }
 }
@@ -184,6 +189,7 @@ pub struct TransactionLayer {
     entries: HashMap<TxId, Entry>,
     index: HashMap<TxKey, TxId>,
     acks: HashMap<AckKey, TxId>,
+    per_conn: HashMap<ConnId, usize>,
     timers: BTreeSet<(Instant, TxId, Timer)>,
     outputs: VecDeque<Output>,
 }
@@ -196,6 +202,7 @@ impl TransactionLayer {
             entries: HashMap::new(),
             index: HashMap::new(),
             acks: HashMap::new(),
+            per_conn: HashMap::new(),
             timers: BTreeSet::new(),
             outputs: VecDeque::new(),
         }
@@ -251,13 +258,34 @@ impl TransactionLayer {
         id
     }
 
-    fn check_capacity(&self) -> Result<(), TxError> {
+    fn check_capacity(&self, target: &Target) -> Result<(), TxError> {
         if self.entries.len() >= self.config.max_transactions {
             return Err(TxError::Overloaded {
                 limit: self.config.max_transactions,
             });
         }
+        if let Destination::Conn(conn) = target.destination {
+            if self.per_conn.get(&conn).copied().unwrap_or(0) >= self.config.max_per_connection {
+                return Err(TxError::Overloaded {
+                    limit: self.config.max_per_connection,
+                });
+            }
+        }
         Ok(())
+    }
+
+    /// A connection closed: its transactions fail now (`TransportError`) instead of timing
+    /// out later.
+    pub fn connection_closed(&mut self, conn: ConnId, now: Instant) {
+        let gone: Vec<TxId> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| e.target.destination == Destination::Conn(conn))
+            .map(|(id, _)| *id)
+            .collect();
+        for tx in gone {
+            self.transport_failed(tx, now);
+        }
     }
 
     /// Starts a client transaction sending `request` (which must carry a fresh branch) to
@@ -275,7 +303,7 @@ impl TransactionLayer {
         if self.index.contains_key(&key) {
             return Err(TxError::Duplicate);
         }
-        self.check_capacity()?;
+        self.check_capacity(&target)?;
         let kind = match request.method {
             rsip::Method::Invite => Kind::InviteClient,
             _ => Kind::NonInviteClient,
@@ -367,7 +395,7 @@ impl TransactionLayer {
         if request.method == rsip::Method::Ack {
             return self.receive_2xx_ack(request, source, now);
         }
-        self.check_capacity()?;
+        self.check_capacity(&source)?;
         let cancels = (request.method == rsip::Method::Cancel)
             .then(|| {
                 let invite_key = TxKey {
@@ -429,6 +457,9 @@ impl TransactionLayer {
 
     fn insert(&mut self, id: TxId, tx: Transaction, key: TxKey, target: Target) {
         self.index.insert(key.clone(), id);
+        if let Destination::Conn(conn) = target.destination {
+            *self.per_conn.entry(conn).or_default() += 1;
+        }
         self.entries.insert(
             id,
             Entry {
@@ -492,6 +523,14 @@ impl TransactionLayer {
             return;
         };
         self.index.remove(&entry.key);
+        if let Destination::Conn(conn) = entry.target.destination {
+            if let Some(count) = self.per_conn.get_mut(&conn) {
+                *count -= 1;
+                if *count == 0 {
+                    self.per_conn.remove(&conn);
+                }
+            }
+        }
         if let Some(key) = entry.ack_key {
             self.acks.remove(&key);
         }

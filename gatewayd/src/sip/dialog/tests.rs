@@ -1,5 +1,6 @@
 use super::*;
-use crate::sip::message::{parse, response_to, top_branch, BRANCH_COOKIE};
+use crate::sip::headers::top_branch;
+use crate::sip::message::{parse, response_to, BRANCH_COOKIE};
 use rand::SeedableRng;
 use rsip::message::HeadersExt;
 use rsip::SipMessage;

@@ -2,7 +2,8 @@
 //! layer builds itself: the ACK for a non-2xx final response and, for the TU, CANCEL.
 
 use super::TxError;
-use crate::sip::message::{header_param, response_to, split_header_list, top_via, BRANCH_COOKIE};
+use crate::sip::headers::{header_param, split_header_list, top_via};
+use crate::sip::message::{response_to, BRANCH_COOKIE};
 use rsip::headers::{ToTypedHeader, UntypedHeader};
 use rsip::{Header, Headers, Method, Request, Response};
 
@@ -68,9 +69,9 @@ fn method_key(method: &Method) -> String {
 /// The server transaction key of a received request.
 pub(crate) fn server_key(request: &Request) -> Result<TxKey, TxError> {
     let via = top_via(&request.headers).map_err(|_| TxError::MissingVia)?;
-    let sent_by = via.uri.host_with_port.to_string().to_ascii_lowercase();
+    let sent_by = via.sent_by.clone();
     let method = method_key(&request.method);
-    match via.branch().map(|b| b.to_string()) {
+    match via.branch().map(str::to_owned) {
         Some(branch) if branch.starts_with(BRANCH_COOKIE) => Ok(TxKey {
             server: true,
             branch,
@@ -100,7 +101,7 @@ pub(crate) fn server_key(request: &Request) -> Result<TxKey, TxError> {
 /// The client transaction key of a request we send; it must carry an RFC 3261 branch.
 pub(crate) fn client_key(request: &Request) -> Result<TxKey, TxError> {
     let via = top_via(&request.headers).map_err(|_| TxError::MissingVia)?;
-    let branch = via.branch().map(|b| b.to_string()).unwrap_or_default();
+    let branch = via.branch().unwrap_or_default().to_owned();
     if !branch.starts_with(BRANCH_COOKIE) || branch.len() <= BRANCH_COOKIE.len() {
         return Err(TxError::MissingBranch);
     }
@@ -115,7 +116,7 @@ pub(crate) fn client_key(request: &Request) -> Result<TxKey, TxError> {
 /// The client transaction a response belongs to: top Via branch and CSeq method.
 pub(crate) fn response_key(response: &Response) -> Option<TxKey> {
     let via = top_via(&response.headers).ok()?;
-    let branch = via.branch()?.to_string();
+    let branch = via.branch()?.to_owned();
     let method = cseq(&response.headers)?.method.to_string();
     Some(TxKey {
         server: false,

@@ -191,3 +191,39 @@ fn build_cancel_copies_what_rfc_3261_section_9_1_asks() {
     assert_eq!(cancel.route_header(), invite.route_header());
     assert!(parse(cancel.to_string().as_bytes()).is_ok());
 }
+
+#[test]
+fn one_connection_cannot_take_the_whole_table() {
+    let config = TxConfig {
+        max_per_connection: 2,
+        ..Default::default()
+    };
+    let mut layer = TransactionLayer::new(config);
+    let now = Instant::now();
+    layer.receive(invite("z9hG4bKc1").into(), WS, now).unwrap();
+    layer.receive(invite("z9hG4bKc2").into(), WS, now).unwrap();
+    let error = layer
+        .receive(invite("z9hG4bKc3").into(), WS, now)
+        .unwrap_err();
+    assert_eq!(error, TxError::Overloaded { limit: 2 });
+    // Another connection and datagram peers are not affected.
+    let other = Target {
+        transport: Transport::Ws,
+        destination: Destination::Conn(ConnId(8)),
+    };
+    layer
+        .receive(invite("z9hG4bKc4").into(), other, now)
+        .unwrap();
+    layer.receive(invite("z9hG4bKc5").into(), UDP, now).unwrap();
+    // Closing the connection fails its transactions and frees its share.
+    drain(&mut layer);
+    layer.connection_closed(ConnId(7), now);
+    let evs = events(&drain(&mut layer));
+    let failed = evs
+        .iter()
+        .filter(|e| matches!(e, TxEvent::TransportError { .. }))
+        .count();
+    assert_eq!(failed, 2);
+    assert_eq!(layer.len(), 2);
+    layer.receive(invite("z9hG4bKc6").into(), WS, now).unwrap();
+}
