@@ -181,8 +181,8 @@ impl BanEngine {
                 !w.times.is_empty()
             })
         });
-        let windows = &self.windows;
-        self.last_seen.retain(|ip, _| windows.keys().any(|(w, _)| w == ip));
+        let live: std::collections::HashSet<IpAddr> = self.windows.keys().map(|(ip, _)| *ip).collect();
+        self.last_seen.retain(|ip, _| live.contains(ip));
         over.into_iter().map(GuardAction::Unban).collect()
     }
 
@@ -227,9 +227,9 @@ impl BanEngine {
         // Evict the stalest tenth at once so the cost is paid rarely.
         let mut by_age: Vec<(SystemTime, IpAddr)> = self.last_seen.iter().map(|(ip, t)| (*t, *ip)).collect();
         by_age.sort_unstable();
-        for (_, ip) in by_age.into_iter().take(MAX_TRACKED_SOURCES / 10) {
-            self.forget_failures(ip);
-        }
+        let stale: std::collections::HashSet<IpAddr> = by_age.into_iter().take(MAX_TRACKED_SOURCES / 10).map(|(_, ip)| ip).collect();
+        self.windows.retain(|(ip, _), _| !stale.contains(ip));
+        self.last_seen.retain(|ip, _| !stale.contains(ip));
     }
 }
 
