@@ -187,7 +187,7 @@ impl Ruleset {
             };
             let _ = write!(s, "\tset {} {{\n\t\ttype {ty}\n\t\tflags timeout\n", set.name);
             if !set.elements.is_empty() {
-                let elems: Vec<String> = set.elements.iter().map(|(ip, d)| format!("{ip} timeout {}s", d.as_secs().max(1))).collect();
+                let elems: Vec<String> = set.elements.iter().map(|(ip, d)| format!("{ip} timeout {}s", timeout_secs(*d))).collect();
                 let _ = writeln!(s, "\t\telements = {{ {} }}", elems.join(", "));
             }
             s.push_str("\t}\n\n");
@@ -240,9 +240,15 @@ fn set_json(table: &str, set: &TimeoutSet) -> schema::Set<'static> {
     }
 }
 
-/// A set element that times out after `d` (at least one second: nft has no zero timeout).
+/// Whole seconds for nft, rounded up (a ban never ends early) and at least one.
+pub fn timeout_secs(d: Duration) -> u32 {
+    let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+    u32::try_from(secs.max(1)).unwrap_or(u32::MAX)
+}
+
+/// A set element that times out after `d`.
 pub fn timed_element(ip: IpAddr, d: Duration) -> Expression<'static> {
-    let secs = u32::try_from(d.as_secs().max(1)).unwrap_or(u32::MAX);
+    let secs = timeout_secs(d);
     Expression::Named(NamedExpression::Elem(expr::Elem { val: Box::new(Expression::String(ip.to_string().into())), timeout: Some(secs), ..Default::default() }))
 }
 
