@@ -34,6 +34,16 @@ pub struct CallConfig {
     pub agent_destinations: HashMap<String, Vec<Regex>>,
     pub auto_answer: HashMap<String, AutoAnswer>,
     pub max_calls: usize,
+    /// When set, outbound calls need a valid click-to-dial token.
+    pub token: Option<TokenPolicy>,
+}
+
+/// How outbound tokens are checked.
+#[derive(Debug, Clone)]
+pub struct TokenPolicy {
+    pub secret: Vec<u8>,
+    pub header: String,
+    pub max_age_secs: u64,
 }
 
 impl CallConfig {
@@ -58,8 +68,27 @@ impl CallConfig {
             agent_destinations,
             auto_answer,
             max_calls: p.media.max_calls as usize,
+            token: token_policy(loaded),
         }
     }
+}
+
+/// The token secret from the profile. An unreadable secret file fails closed: every outbound
+/// call is refused (an empty secret verifies nothing), never silently allowed.
+fn token_policy(loaded: &LoadedProfile) -> Option<TokenPolicy> {
+    let o = &loaded.profile.upstream.outbound;
+    let secret = match (&o.token_secret, &o.token_secret_file) {
+        (Some(s), _) => s.as_bytes().to_vec(),
+        (None, Some(path)) => match std::fs::read(loaded.resolve(path)) {
+            Ok(s) => String::from_utf8_lossy(&s).trim().as_bytes().to_vec(),
+            Err(e) => {
+                tracing::error!(path = %path.display(), error = %e, "cannot read upstream.outbound.token_secret_file; outbound calls are refused");
+                Vec::new()
+            }
+        },
+        (None, None) => return None,
+    };
+    Some(TokenPolicy { secret, header: o.token_header.clone(), max_age_secs: o.token_max_age.as_secs() })
 }
 
 /// Which side of a call a message belongs to.

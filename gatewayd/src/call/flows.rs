@@ -57,6 +57,13 @@ impl<M: MediaControl> CallControl<M> {
         if !self.destination_allowed(&dn, &dest) {
             return self.respond(tx, &request, 403, Some("Destination Not Allowed"), now, rng);
         }
+        if let Some(policy) = &self.config.token {
+            let token = build::header(&request.headers, &policy.header);
+            if let Err(e) = super::token::verify(&policy.secret, token.as_deref(), &dn, &dest, self.wall_ms / 1000, policy.max_age_secs) {
+                tracing::info!(dn = %dn, destination = %dest, reason = %e, "outbound call refused: click-to-dial token");
+                return self.respond(tx, &request, 403, Some("Invalid Token"), now, rng);
+            }
+        }
         let Some(offer) = offer else { return self.respond(tx, &request, 488, Some("Offer Required"), now, rng) };
         let Some(max_forwards) = build::next_max_forwards(&request) else {
             return self.respond(tx, &request, 483, None, now, rng);
@@ -101,7 +108,13 @@ impl<M: MediaControl> CallControl<M> {
             Some(crate::profile::Transport::Tcp) => Transport::Tcp,
             _ => Transport::Udp,
         };
-        let extra: Vec<(String, String)> = agent_invite.headers.iter().filter_map(build::name_value).filter(|(n, _)| build::passes_through(n)).collect();
+        let token_header = self.config.token.as_ref().map(|t| t.header.to_ascii_lowercase());
+        let extra: Vec<(String, String)> = agent_invite
+            .headers
+            .iter()
+            .filter_map(build::name_value)
+            .filter(|(n, _)| build::passes_through(n) && token_header.as_deref() != Some(n.to_ascii_lowercase().as_str()))
+            .collect();
         let domain = self.config.domain.clone();
         let sent_by = self.config.internal_sent_by.clone();
         let (invite, tag) = build::invite(

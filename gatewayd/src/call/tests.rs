@@ -93,6 +93,7 @@ impl Harness {
             agent_destinations: HashMap::new(),
             auto_answer: HashMap::from([("5001".to_owned(), AutoAnswer::OnRequest)]),
             max_calls: 10,
+            token: None,
         };
         let mut cc = CallControl::new(config, Upstreams::from_profile(&upstream), FakeMedia::default());
         cc.set_binding("5001", Some((CONN, "<sip:abc@xyz.invalid;transport=ws>".into())));
@@ -280,4 +281,21 @@ fn cancel_from_the_server_cancels_the_agent_leg() {
     assert!(to_agent(&out).iter().any(|m| m.starts_with("CANCEL") && m.contains(&header(&invite, "Call-ID"))), "{out:?}");
     assert!(out.iter().any(|(_, m)| m.starts_with("ENDED Inbound 487")));
     let _ = Direction::Inbound;
+}
+
+#[test]
+fn outbound_calls_need_a_valid_token_when_a_secret_is_set() {
+    let mut h = Harness::new();
+    h.cc.config.token = Some(super::control::TokenPolicy { secret: b"crm".to_vec(), header: "X-Gatewayd-Token".into(), max_age_secs: 300 });
+    let out = h.agent(&agent_invite("1234", &sdp("browser")));
+    assert!(to_agent(&out).iter().any(|m| m.starts_with("SIP/2.0 403")), "no token: {out:?}");
+
+    // wall clock in the harness is 1000 ms = 1 s.
+    let token = super::token::sign(b"crm", "5001", "1234", 200);
+    let invite = agent_invite("1234", &sdp("browser")).replace("X-Genesys-Data: keep\r\n", &format!("X-Gatewayd-Token: {token}\r\n"));
+    let invite = invite.replace("branch=z9hG4bKa1", "branch=z9hG4bKa2").replace("CSeq: 2 INVITE", "CSeq: 3 INVITE");
+    let out = h.agent(&invite);
+    let upstream = to_server(&out, SERVER);
+    assert!(upstream.iter().any(|m| m.starts_with("INVITE")), "valid token: {out:?}");
+    assert!(!upstream.iter().any(|m| m.contains("X-Gatewayd-Token")), "the token stays at the gateway");
 }
