@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use super::build;
 use super::media_port::{CallRef, MediaControl};
+use super::registration::{RegistrationConfig, Registrations};
 use super::upstream::Upstreams;
 use crate::profile::{AutoAnswer, LoadedProfile};
 use crate::sip::dialog::Dialog;
@@ -36,6 +37,8 @@ pub struct CallConfig {
     pub max_calls: usize,
     /// When set, outbound calls need a valid click-to-dial token.
     pub token: Option<TokenPolicy>,
+    /// Registration mode `register`: DNs are registered with the SIP server.
+    pub registration: Option<RegistrationConfig>,
 }
 
 /// How outbound tokens are checked.
@@ -69,6 +72,7 @@ impl CallConfig {
             auto_answer,
             max_calls: p.media.max_calls as usize,
             token: token_policy(loaded),
+            registration: RegistrationConfig::from_profile(loaded),
         }
     }
 }
@@ -180,6 +184,7 @@ pub struct CallControl<M: MediaControl> {
     pub(crate) bindings: HashMap<String, (ConnId, String)>,
     /// The DN each agent connection proved.
     pub(crate) conn_users: HashMap<ConnId, String>,
+    pub(crate) registrations: Registrations,
     pub(crate) next_call: u64,
     pub(crate) out: VecDeque<CallOutput>,
     pub(crate) wall_ms: u64,
@@ -198,6 +203,7 @@ impl<M: MediaControl> CallControl<M> {
             health_checks: HashMap::new(),
             bindings: HashMap::new(),
             conn_users: HashMap::new(),
+            registrations: Registrations::default(),
             next_call: 1,
             out: VecDeque::new(),
             wall_ms: 0,
@@ -265,7 +271,7 @@ impl<M: MediaControl> CallControl<M> {
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        [self.tx.poll_timeout(), self.upstreams.poll_timeout()].into_iter().flatten().min()
+        [self.tx.poll_timeout(), self.upstreams.poll_timeout(), self.registrations.poll_timeout()].into_iter().flatten().min()
     }
 
     pub fn handle_timeout(&mut self, now: Instant, wall_ms: u64, rng: &mut impl Rng) {
@@ -274,6 +280,7 @@ impl<M: MediaControl> CallControl<M> {
         for (addr, transport) in self.upstreams.due_checks(now) {
             self.send_health_check(addr, transport, now, rng);
         }
+        self.refresh_registrations(now, rng);
         self.drain(now, rng);
     }
 

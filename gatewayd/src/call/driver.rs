@@ -176,7 +176,12 @@ impl<M: MediaControl> Driver<M> {
                         RegistrarEvent::Registered { dn, .. } | RegistrarEvent::Unregistered { dn, .. } | RegistrarEvent::Replaced { dn, .. } => dn.clone(),
                     };
                     let binding = self.edge.registrar().bindings_of(&dn).last().map(|b| (b.conn, b.contacts.first().cloned().unwrap_or_default()));
+                    let registered = binding.is_some();
                     self.calls.set_binding(&dn, binding);
+                    if matches!(event, RegistrarEvent::Registered { .. }) || !registered {
+                        self.calls.mirror_registration(&dn, registered, Instant::now(), &mut self.rng);
+                        self.flush_calls();
+                    }
                 }
                 EdgeOutput::Request { conn, user, request } => {
                     self.calls.from_agent(conn, user, request.into(), Instant::now(), wall_ms(), &mut self.rng);

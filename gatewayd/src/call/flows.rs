@@ -227,6 +227,9 @@ impl<M: MediaControl> CallControl<M> {
 
     /// A response to an INVITE (or BYE, CANCEL, OPTIONS) we sent.
     pub(crate) fn on_response(&mut self, tx: TxId, response: Response, now: Instant, rng: &mut impl Rng) {
+        if self.on_register_response(tx, &response, now, rng) {
+            return;
+        }
         let code = response.status_code.code();
         if let Some(server) = self.health_checks.get(&tx).copied() {
             if code >= 200 {

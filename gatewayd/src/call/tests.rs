@@ -94,6 +94,7 @@ impl Harness {
             auto_answer: HashMap::from([("5001".to_owned(), AutoAnswer::OnRequest)]),
             max_calls: 10,
             token: None,
+            registration: None,
         };
         let mut cc = CallControl::new(config, Upstreams::from_profile(&upstream), FakeMedia::default());
         cc.set_binding("5001", Some((CONN, "<sip:abc@xyz.invalid;transport=ws>".into())));
@@ -298,4 +299,44 @@ fn outbound_calls_need_a_valid_token_when_a_secret_is_set() {
     let upstream = to_server(&out, SERVER);
     assert!(upstream.iter().any(|m| m.starts_with("INVITE")), "valid token: {out:?}");
     assert!(!upstream.iter().any(|m| m.contains("X-Gatewayd-Token")), "the token stays at the gateway");
+}
+
+#[test]
+fn register_mode_mirrors_agent_registrations_with_digest_and_deregisters() {
+    use crate::sip::digest::ClientSecret;
+    let mut h = Harness::new();
+    h.cc.config.registration = Some(super::registration::RegistrationConfig {
+        expires_secs: 600,
+        secrets: HashMap::from([("5001".to_owned(), ClientSecret::Password("up5001".into()))]),
+    });
+    let now = h.now;
+    h.cc.mirror_registration("5001", true, now, &mut h.rng);
+    let out = h.outputs();
+    let register = to_server(&out, SERVER).into_iter().find(|m| m.starts_with("REGISTER sip:127.0.0.1:5080")).expect("REGISTER upstream");
+    assert_eq!(header(&register, "Contact"), "<sip:5001@127.0.0.1:5060>");
+    assert_eq!(header(&register, "Expires"), "600");
+
+    let mut challenge = String::from("SIP/2.0 401 Unauthorized\r\n");
+    for name in ["Via", "From", "To", "Call-ID", "CSeq"] {
+        challenge.push_str(&format!("{name}: {}\r\n", header(&register, name)));
+    }
+    challenge.push_str("WWW-Authenticate: Digest realm=\"genesys\", nonce=\"abc123\", algorithm=MD5, qop=\"auth\"\r\nContent-Length: 0\r\n\r\n");
+    let out = h.upstream(SERVER, &challenge);
+    let again = to_server(&out, SERVER).into_iter().find(|m| m.starts_with("REGISTER")).expect("REGISTER with credentials");
+    assert!(header(&again, "Authorization").contains("username=\"5001\""), "{again}");
+    assert!(header(&again, "CSeq").starts_with("2 "));
+
+    let mut ok = String::from("SIP/2.0 200 OK\r\n");
+    for name in ["Via", "From", "To", "Call-ID", "CSeq"] {
+        ok.push_str(&format!("{name}: {}\r\n", header(&again, name)));
+    }
+    ok.push_str("Contact: <sip:5001@127.0.0.1:5060>;expires=300\r\nContent-Length: 0\r\n\r\n");
+    h.upstream(SERVER, &ok);
+    let refresh = h.cc.registrations.poll_timeout().expect("a refresh is scheduled");
+    assert_eq!(refresh, now + std::time::Duration::from_secs(240), "refresh at 80% of the granted 300 s");
+
+    h.cc.mirror_registration("5001", false, now, &mut h.rng);
+    let out = h.outputs();
+    let unregister = to_server(&out, SERVER).into_iter().find(|m| m.starts_with("REGISTER")).expect("de-REGISTER");
+    assert_eq!(header(&unregister, "Expires"), "0");
 }
