@@ -151,6 +151,13 @@ pub(crate) struct Leg {
     pub provisional: bool,
 }
 
+impl Leg {
+    /// A 2xx confirmed this leg's dialog.
+    pub fn confirmed(&self) -> bool {
+        self.dialog.as_ref().is_some_and(|d| d.state == crate::sip::dialog::DialogState::Confirmed)
+    }
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct Call {
     pub direction: Direction,
@@ -162,8 +169,6 @@ pub(crate) struct Call {
     pub agent_sdp: Option<String>,
     /// Our SDP for the upstream leg, held until the 200 goes out (inbound).
     pub upstream_sdp: Option<String>,
-    /// Inbound call without SDP: our 200 carries the offer and the ACK the answer.
-    pub late_offer: bool,
     /// Outbound: servers still to try after the current one.
     pub failover: Vec<SocketAddr>,
     pub started_ms: u64,
@@ -420,6 +425,15 @@ impl<M: MediaControl> CallControl<M> {
         id
     }
 
+    /// Makes in-dialog requests on a leg (early ones included) find their call: the key is the
+    /// leg's Call-ID and our tag on it, known from the moment the leg exists.
+    pub(crate) fn index_leg(&mut self, call: CallRef, side: Side) {
+        let key = self.leg_mut(call, side).and_then(|l| Some((build::header(&l.invite.headers, "Call-ID")?, l.local_tag.clone())));
+        if let Some(key) = key {
+            self.by_dialog.insert(key, (call, side));
+        }
+    }
+
     pub(crate) fn index_dialog(&mut self, call: CallRef, side: Side) {
         let key = self.leg_mut(call, side).and_then(|l| l.dialog.as_ref()).map(|d| (d.id.call_id.clone(), d.id.local_tag.clone()));
         if let Some(key) = key {
@@ -444,7 +458,7 @@ impl<M: MediaControl> CallControl<M> {
             Side::Upstream => c.upstream.clone(),
         };
         if let Some(leg) = own {
-            if leg.dialog.is_none() && self.tx.state(leg.invite_tx).is_some() && self.by_tx.get(&leg.invite_tx).is_some_and(|(_, s)| *s == from) {
+            if !leg.confirmed() && self.tx.state(leg.invite_tx).is_some() && self.by_tx.get(&leg.invite_tx).is_some_and(|(_, s)| *s == from) {
                 let r = build::response(&leg.invite, status.max(400), None, &leg.local_tag, None, None);
                 self.send_response(leg.invite_tx, r, now);
             }

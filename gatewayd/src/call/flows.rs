@@ -37,7 +37,6 @@ impl<M: MediaControl> CallControl<M> {
             upstream: None,
             agent_sdp: None,
             upstream_sdp: None,
-            late_offer: false,
             failover: Vec::new(),
             started_ms: self.wall_ms,
             answered_ms: None,
@@ -47,6 +46,7 @@ impl<M: MediaControl> CallControl<M> {
             let Some(offer) = offer else { return self.respond(tx, &request, 488, Some("Offer Required"), now, rng) };
             let id = self.new_call(Call { direction: Direction::Echo, ..call });
             self.by_tx.insert(tx, (id, Side::Agent));
+            self.index_leg(id, Side::Agent);
             match self.media.echo(id, &offer) {
                 Ok(answer) => self.answer_agent(id, &answer, now),
                 Err(f) => self.fail_setup(id, Side::Agent, f, now, rng),
@@ -70,6 +70,7 @@ impl<M: MediaControl> CallControl<M> {
         };
         let id = self.new_call(call);
         self.by_tx.insert(tx, (id, Side::Agent));
+        self.index_leg(id, Side::Agent);
         let sdp = self.media.open(id).and_then(|()| {
             let answer = self.media.browser_answer(id, &offer)?;
             let internal = self.media.internal_offer(id)?;
@@ -138,6 +139,7 @@ impl<M: MediaControl> CallControl<M> {
                 if let Some(c) = self.calls.get_mut(&call) {
                     c.upstream = Some(Leg { target, invite, invite_tx: tx, local_tag: tag, dialog: None, provisional: false });
                 }
+                self.index_leg(call, Side::Upstream);
             }
             Err(e) => self.fail_setup(call, Side::Agent, MediaFailure::new(e.status_code(), e.to_string()), now, rng),
         }
@@ -170,12 +172,12 @@ impl<M: MediaControl> CallControl<M> {
             upstream: Some(Leg { target: source, invite: request.clone(), invite_tx: tx, local_tag, dialog: None, provisional: false }),
             agent_sdp: None,
             upstream_sdp: None,
-            late_offer: offer.is_none(),
             failover: Vec::new(),
             started_ms: self.wall_ms,
             answered_ms: None,
         });
         self.by_tx.insert(tx, (id, Side::Upstream));
+        self.index_leg(id, Side::Upstream);
         let sdp = self.media.open(id).and_then(|()| {
             let internal = match &offer {
                 Some(o) => Some(self.media.internal_answer(id, o)?),
@@ -220,6 +222,7 @@ impl<M: MediaControl> CallControl<M> {
                 if let Some(c) = self.calls.get_mut(&id) {
                     c.agent = Some(Leg { target, invite, invite_tx: agent_tx, local_tag: tag, dialog: None, provisional: false });
                 }
+                self.index_leg(id, Side::Agent);
             }
             Err(e) => self.fail_setup(id, Side::Upstream, MediaFailure::new(e.status_code(), e.to_string()), now, rng),
         }
@@ -277,7 +280,7 @@ impl<M: MediaControl> CallControl<M> {
             }
             200..=299 => {
                 self.upstreams.record_success(server);
-                if up.dialog.is_some() {
+                if up.confirmed() {
                     return self.ack_upstream(call, &response, rng);
                 }
                 if let Some(s) = &sdp {
@@ -357,14 +360,18 @@ impl<M: MediaControl> CallControl<M> {
         match code {
             100 => {}
             101..=199 => {
+                let early = if agent.dialog.is_none() { Dialog::from_uac(&agent.invite, &response).ok() } else { None };
                 if let Some(l) = self.leg_mut(call, Side::Agent) {
                     l.provisional = true;
+                    if early.is_some() {
+                        l.dialog = early;
+                    }
                 }
                 let relay = build::response(&up.invite, code, None, &up.local_tag, Some(&self.upstream_contact(&c.dn)), None);
                 self.send_response(up.invite_tx, relay, now);
             }
             200..=299 => {
-                if agent.dialog.is_some() {
+                if agent.confirmed() {
                     return self.ack_agent(call, &response, rng);
                 }
                 if let Some(answer) = build::sdp_of(&response.headers, &response.body) {
@@ -380,13 +387,19 @@ impl<M: MediaControl> CallControl<M> {
                 }
                 self.ack_agent(call, &response, rng);
                 let body = match c.upstream_sdp.clone() {
-                    Some(answer) => Some(answer),
+                    Some(answer) => answer,
+                    // Late offer: our 200 carries the offer, the ACK will carry the answer.
                     None => match self.media.internal_offer(call) {
-                        Ok(offer) => Some(offer),
+                        Ok(offer) => {
+                            if let Some(c) = self.calls.get_mut(&call) {
+                                c.upstream_sdp = Some(offer.clone());
+                            }
+                            offer
+                        }
                         Err(f) => return self.hang_up(call, Side::Agent, f.status, &f.reason, now, rng),
                     },
                 };
-                let ok = build::response(&up.invite, 200, None, &up.local_tag, Some(&self.upstream_contact(&c.dn)), body.as_deref());
+                let ok = build::response(&up.invite, 200, None, &up.local_tag, Some(&self.upstream_contact(&c.dn)), Some(&body));
                 if let Ok(dialog) = Dialog::from_uas(&up.invite, &up.local_tag) {
                     if let Some(l) = self.leg_mut(call, Side::Upstream) {
                         l.dialog = Some(dialog);
@@ -420,14 +433,12 @@ impl<M: MediaControl> CallControl<M> {
     pub(crate) fn on_ack(&mut self, request: Request, _acked: Option<TxId>) {
         let Some(id) = crate::sip::dialog::DialogId::of_request(&request) else { return };
         let Some((call, side)) = self.by_dialog.get(&(id.call_id, id.local_tag)).copied() else { return };
-        let late = self.calls.get(&call).is_some_and(|c| c.late_offer && c.upstream_sdp.is_none());
-        if side == Side::Upstream && late {
+        // An SDP in an ACK answers the offer our 200 carried (late offer, or a re-INVITE that
+        // asked for our offer).
+        if side == Side::Upstream {
             if let Some(answer) = build::sdp_of(&request.headers, &request.body) {
                 if let Err(f) = self.media.internal_accept(call, &answer) {
                     tracing::warn!(call = call.0, reason = %f.reason, "answer in ACK refused");
-                }
-                if let Some(c) = self.calls.get_mut(&call) {
-                    c.upstream_sdp = Some(answer);
                 }
             }
         }
@@ -437,8 +448,8 @@ impl<M: MediaControl> CallControl<M> {
     pub(crate) fn cancelled(&mut self, call: CallRef, side: Side, now: Instant, rng: &mut impl Rng) {
         let Some(c) = self.calls.get(&call) else { return };
         let answered = match side {
-            Side::Agent => c.agent.as_ref().is_some_and(|l| l.dialog.is_some()),
-            Side::Upstream => c.upstream.as_ref().is_some_and(|l| l.dialog.is_some()),
+            Side::Agent => c.agent.as_ref().is_some_and(Leg::confirmed),
+            Side::Upstream => c.upstream.as_ref().is_some_and(Leg::confirmed),
         };
         if answered {
             return;

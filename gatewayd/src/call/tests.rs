@@ -6,7 +6,6 @@ use std::time::Instant;
 
 use rand::rngs::StdRng;
 use rand::SeedableRng;
-use rsip::SipMessage;
 
 use super::control::{CallConfig, CallControl, CallOutput, Direction};
 use super::media_port::{CallRef, MediaControl, MediaFailure};
@@ -339,4 +338,48 @@ fn register_mode_mirrors_agent_registrations_with_digest_and_deregisters() {
     let out = h.outputs();
     let unregister = to_server(&out, SERVER).into_iter().find(|m| m.starts_with("REGISTER")).expect("de-REGISTER");
     assert_eq!(header(&unregister, "Expires"), "0");
+}
+
+/// The agent's 200 to the INVITE we sent it, with an answer.
+fn agent_ok(invite: &str, answer: &str) -> String {
+    let mut ok = String::from("SIP/2.0 200 OK\r\n");
+    for name in ["Via", "From", "Call-ID", "CSeq"] {
+        ok.push_str(&format!("{name}: {}\r\n", header(invite, name)));
+    }
+    ok.push_str(&format!("To: {};tag=agtag\r\nContact: <sip:abc@xyz.invalid;transport=ws>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{answer}", header(invite, "To"), answer.len()));
+    ok
+}
+
+#[test]
+fn late_offer_puts_our_offer_in_the_200_and_takes_the_answer_from_the_ack() {
+    let mut h = Harness::new();
+    let out = h.upstream(SERVER, &server_invite("5001", None));
+    let invite = to_agent(&out).into_iter().find(|m| m.starts_with("INVITE")).expect("the agent is called even without an offer");
+    assert!(invite.contains("s=browser-offer"));
+    let out = h.agent(&agent_ok(&invite, &sdp("agent-answer")));
+    let ok = to_server(&out, SERVER).into_iter().find(|m| m.starts_with("SIP/2.0 200")).expect("200 to the server");
+    assert!(ok.contains("s=internal-offer"), "our 200 carries the offer: {ok}");
+    let to_tag = header(&ok, "To").split("tag=").nth(1).unwrap().to_owned();
+    let answer = sdp("server-answer");
+    let ack = format!("ACK sip:5001@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5080;branch=z9hG4bKack1\r\nMax-Forwards: 70\r\nFrom: \"Customer\" <sip:+15551234@genesys>;tag=s1\r\nTo: <sip:5001@lab>;tag={to_tag}\r\nCall-ID: servercall\r\nCSeq: 1 ACK\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{answer}", answer.len());
+    let before = h.cc.media().log.iter().filter(|l| *l == "internal-accept").count();
+    h.upstream(SERVER, &ack);
+    let after = h.cc.media().log.iter().filter(|l| *l == "internal-accept").count();
+    assert_eq!(after, before + 1, "the answer in the ACK reaches media");
+}
+
+#[test]
+fn a_reinvite_from_the_server_is_answered_without_touching_the_agent() {
+    let mut h = Harness::new();
+    let out = h.upstream(SERVER, &server_invite("5001", Some(&sdp("server-offer"))));
+    let invite = to_agent(&out).into_iter().find(|m| m.starts_with("INVITE")).unwrap();
+    let out = h.agent(&agent_ok(&invite, &sdp("agent-answer")));
+    let ok = to_server(&out, SERVER).into_iter().find(|m| m.starts_with("SIP/2.0 200")).unwrap();
+    let to_tag = header(&ok, "To").split("tag=").nth(1).unwrap().to_owned();
+    let hold = sdp("server-hold").replace("t=0 0\r\n", "t=0 0\r\na=sendonly\r\n");
+    let reinvite = format!("INVITE sip:5001@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5080;branch=z9hG4bKre1\r\nMax-Forwards: 70\r\nFrom: \"Customer\" <sip:+15551234@genesys>;tag=s1\r\nTo: <sip:5001@lab>;tag={to_tag}\r\nCall-ID: servercall\r\nCSeq: 2 INVITE\r\nContact: <sip:sipp@127.0.0.1:5080>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{hold}", hold.len());
+    let out = h.upstream(SERVER, &reinvite);
+    let answer = to_server(&out, SERVER).into_iter().find(|m| m.starts_with("SIP/2.0 200") && m.contains("CSeq: 2 INVITE")).expect("200 to the re-INVITE");
+    assert!(answer.contains("s=internal-answer"));
+    assert!(to_agent(&out).is_empty(), "the browser leg is not disturbed: {out:?}");
 }
