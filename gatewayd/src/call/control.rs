@@ -190,6 +190,9 @@ pub struct CallControl<M: MediaControl> {
     /// The DN each agent connection proved.
     pub(crate) conn_users: HashMap<ConnId, String>,
     pub(crate) registrations: Registrations,
+    /// In-dialog requests relayed to the other leg: our client transaction -> the server
+    /// transaction (and its request) waiting for the answer.
+    pub(crate) relays: HashMap<TxId, (TxId, Request)>,
     pub(crate) next_call: u64,
     pub(crate) out: VecDeque<CallOutput>,
     pub(crate) wall_ms: u64,
@@ -209,6 +212,7 @@ impl<M: MediaControl> CallControl<M> {
             bindings: HashMap::new(),
             conn_users: HashMap::new(),
             registrations: Registrations::default(),
+            relays: HashMap::new(),
             next_call: 1,
             out: VecDeque::new(),
             wall_ms: 0,
@@ -335,6 +339,7 @@ impl<M: MediaControl> CallControl<M> {
             }
             TxEvent::Terminated { tx } => {
                 self.health_checks.remove(&tx);
+                self.relays.remove(&tx);
                 if let Some((call, _)) = self.by_tx.get(&tx) {
                     if !self.calls.contains_key(call) {
                         self.by_tx.remove(&tx);
@@ -395,6 +400,8 @@ impl<M: MediaControl> CallControl<M> {
                 self.hang_up(call, side, 200, if side == Side::Agent { "agent hung up" } else { "remote party hung up" }, now, rng);
             }
             Method::Invite | Method::Update => self.reoffer(tx, call, side, &request, now, rng),
+            Method::Info => self.relay_in_dialog(tx, call, side, &request, now, rng),
+            Method::Notify if side == Side::Upstream => self.remote_control(tx, call, &request, now, rng),
             _ => self.respond(tx, &request, 200, None, now, rng),
         }
     }

@@ -233,6 +233,13 @@ impl<M: MediaControl> CallControl<M> {
         if self.on_register_response(tx, &response, now, rng) {
             return;
         }
+        if response.status_code.code() >= 200 {
+            if let Some((server_tx, request)) = self.relays.remove(&tx) {
+                let code = response.status_code.code();
+                let r = build::response(&request, code, None, &new_tag(rng), None, None);
+                return self.send_response(server_tx, r, now);
+            }
+        }
         let code = response.status_code.code();
         if let Some(server) = self.health_checks.get(&tx).copied() {
             if code >= 200 {
@@ -367,7 +374,9 @@ impl<M: MediaControl> CallControl<M> {
                         l.dialog = early;
                     }
                 }
-                let relay = build::response(&up.invite, code, None, &up.local_tag, Some(&self.upstream_contact(&c.dn)), None);
+                let mut relay = build::response(&up.invite, code, None, &up.local_tag, Some(&self.upstream_contact(&c.dn)), None);
+                // The gateway answers and holds for the browser when the server asks (NOTIFY).
+                build::insert_before_length(&mut relay.headers, rsip::Header::Other("Allow-Events".into(), "talk, hold".into()));
                 self.send_response(up.invite_tx, relay, now);
             }
             200..=299 => {
@@ -556,4 +565,72 @@ fn addr_of(uri: &rsip::Uri) -> Option<SocketAddr> {
     let ip: std::net::IpAddr = uri.host_with_port.host.to_string().trim_matches(['[', ']']).parse().ok()?;
     let port = uri.host_with_port.port.as_ref().map(|p| *p.value()).unwrap_or(5060);
     Some(SocketAddr::new(ip, port))
+}
+
+/// Content type of the control messages the gateway sends the softphone (remote answer, hold).
+pub const CONTROL_CONTENT_TYPE: &str = "application/vnd.gatewayd.control+json";
+
+impl<M: MediaControl> CallControl<M> {
+    /// An INFO (DTMF or application data) goes on to the other leg; its answer comes back.
+    pub(crate) fn relay_in_dialog(&mut self, tx: TxId, call: CallRef, side: Side, request: &Request, now: Instant, rng: &mut impl Rng) {
+        let other = if side == Side::Agent { Side::Upstream } else { Side::Agent };
+        let Some(leg) = self.leg_mut(call, other).cloned() else {
+            return self.respond(tx, request, 200, None, now, rng);
+        };
+        let Some(mut dialog) = leg.dialog.clone() else {
+            return self.respond(tx, request, 200, None, now, rng);
+        };
+        let (t, sent_by) = self.via_for(other);
+        let t = if leg.target.transport == Transport::Tcp { "TCP" } else { t };
+        let mut relayed = dialog.request(request.method.clone(), t, &sent_by, None, rng);
+        if let Some(ct) = build::header(&request.headers, "Content-Type") {
+            let mut headers: Vec<rsip::Header> = relayed.headers.iter().filter(|h| !matches!(h, rsip::Header::ContentLength(_))).cloned().collect();
+            headers.push(rsip::Header::ContentType(rsip::headers::ContentType::from(ct)));
+            headers.push(rsip::Header::ContentLength(rsip::headers::ContentLength::from(request.body.len().to_string())));
+            relayed.headers = headers.into();
+            relayed.body = request.body.clone();
+        }
+        if let Some(l) = self.leg_mut(call, other) {
+            l.dialog = Some(dialog);
+        }
+        match self.tx.send_request(relayed, leg.target, now) {
+            Ok(client) => {
+                self.relays.insert(client, (tx, request.clone()));
+            }
+            Err(e) => self.respond(tx, request, e.status_code(), None, now, rng),
+        }
+    }
+
+    /// The SIP server's NOTIFY `Event: talk` or `hold` (remote answer and hold, as contact-centre
+    /// servers drive desk phones) becomes a control INFO the softphone acts on.
+    pub(crate) fn remote_control(&mut self, tx: TxId, call: CallRef, request: &Request, now: Instant, rng: &mut impl Rng) {
+        let event = build::header(&request.headers, "Event").unwrap_or_default().split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        let Some(agent) = self.leg_mut(call, Side::Agent).cloned() else {
+            return self.respond(tx, request, 481, None, now, rng);
+        };
+        let action = match (event.as_str(), agent.confirmed()) {
+            ("talk", false) => "answer",
+            ("talk", true) => "resume",
+            ("hold", _) => "hold",
+            _ => return self.respond(tx, request, 489, Some("Bad Event"), now, rng),
+        };
+        let Some(mut dialog) = agent.dialog.clone() else {
+            // Not even ringing yet: nothing to answer.
+            return self.respond(tx, request, 481, None, now, rng);
+        };
+        self.respond(tx, request, 200, None, now, rng);
+        let (t, sent_by) = self.via_for(Side::Agent);
+        let mut info = dialog.request(rsip::Method::Info, t, &sent_by, None, rng);
+        let body = format!("{{\"action\":\"{action}\"}}");
+        let mut headers: Vec<rsip::Header> = info.headers.iter().filter(|h| !matches!(h, rsip::Header::ContentLength(_))).cloned().collect();
+        headers.push(rsip::Header::ContentType(rsip::headers::ContentType::from(CONTROL_CONTENT_TYPE)));
+        headers.push(rsip::Header::ContentLength(rsip::headers::ContentLength::from(body.len().to_string())));
+        info.headers = headers.into();
+        info.body = body.into_bytes();
+        if let Some(l) = self.leg_mut(call, Side::Agent) {
+            l.dialog = Some(dialog);
+        }
+        tracing::info!(call = call.0, action, "remote control from the SIP server");
+        let _ = self.tx.send_request(info, agent.target, now);
+    }
 }

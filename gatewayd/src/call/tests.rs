@@ -383,3 +383,27 @@ fn a_reinvite_from_the_server_is_answered_without_touching_the_agent() {
     assert!(answer.contains("s=internal-answer"));
     assert!(to_agent(&out).is_empty(), "the browser leg is not disturbed: {out:?}");
 }
+
+#[test]
+fn notify_talk_from_the_server_asks_the_ringing_softphone_to_answer() {
+    let mut h = Harness::new();
+    let out = h.upstream(SERVER, &server_invite("5001", Some(&sdp("server-offer"))));
+    let invite = to_agent(&out).into_iter().find(|m| m.starts_with("INVITE")).unwrap();
+    let mut ringing = String::from("SIP/2.0 180 Ringing\r\n");
+    for name in ["Via", "From", "Call-ID", "CSeq"] {
+        ringing.push_str(&format!("{name}: {}\r\n", header(&invite, name)));
+    }
+    ringing.push_str(&format!("To: {};tag=agtag\r\nContact: <sip:abc@xyz.invalid;transport=ws>\r\nContent-Length: 0\r\n\r\n", header(&invite, "To")));
+    let out = h.agent(&ringing);
+    let relayed = to_server(&out, SERVER).into_iter().find(|m| m.starts_with("SIP/2.0 180")).expect("180 relayed");
+    assert_eq!(header(&relayed, "Allow-Events"), "talk, hold");
+    let to_tag = header(&relayed, "To").split("tag=").nth(1).unwrap().to_owned();
+
+    let notify = format!("NOTIFY sip:5001@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5080;branch=z9hG4bKn1\r\nMax-Forwards: 70\r\nFrom: \"Customer\" <sip:+15551234@genesys>;tag=s1\r\nTo: <sip:5001@lab>;tag={to_tag}\r\nCall-ID: servercall\r\nCSeq: 2 NOTIFY\r\nEvent: talk\r\nContent-Length: 0\r\n\r\n");
+    let out = h.upstream(SERVER, &notify);
+    assert!(to_server(&out, SERVER).iter().any(|m| m.starts_with("SIP/2.0 200") && m.contains("NOTIFY")), "{out:?}");
+    let info = to_agent(&out).into_iter().find(|m| m.starts_with("INFO")).expect("control INFO to the softphone");
+    assert_eq!(header(&info, "Content-Type"), super::flows::CONTROL_CONTENT_TYPE);
+    assert!(info.ends_with("{\"action\":\"answer\"}"), "{info}");
+    assert!(header(&info, "To").contains("tag=agtag"), "sent in the early dialog");
+}
