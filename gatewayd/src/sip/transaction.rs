@@ -138,9 +138,8 @@ pub enum TxEvent {
     /// INVITE server transaction `tx` got no ACK for its final response (timer H or L):
     /// after a 2xx the TU should end the dialog with BYE.
     AckTimeout { tx: TxId },
-    /// Sending for `tx` failed; the transaction is gone. `response` is a 503 synthesised from
-    /// the transaction's request (RFC 3261 section 8.1.3.1), like the 408 of `Timeout`.
-    TransportError { tx: TxId, response: Response },
+    /// Sending for `tx` failed; the transaction is gone.
+    TransportError { tx: TxId },
     /// Transaction `tx` ended; the TU can drop what it kept for it.
     Terminated { tx: TxId },
 }
@@ -447,15 +446,9 @@ impl TransactionLayer {
 
     /// The driver could not send for `tx` (connection gone, ICMP error...).
     pub fn transport_failed(&mut self, tx: TxId, now: Instant) {
-        if let Some(entry) = self.entries.get(&tx) {
-            let response = crate::sip::message::response_to(
-                &entry.tx.request,
-                503,
-                Some("Service Unavailable (transport error)"),
-                None,
-            );
+        if self.entries.contains_key(&tx) {
             let actions = vec![
-                Action::Event(TxEvent::TransportError { tx, response }),
+                Action::Event(TxEvent::TransportError { tx }),
                 Action::Terminate,
             ];
             self.apply(tx, actions, now);

@@ -162,18 +162,10 @@ fn transport_failure_ends_the_transaction() {
     let tx = layer.send_request(invite("z9hG4bKtf"), WS, now).unwrap();
     drain(&mut layer);
     layer.transport_failed(tx, now);
-    let evs = events(&drain(&mut layer));
-    let [TxEvent::TransportError {
-        tx: failed,
-        response,
-    }, TxEvent::Terminated { tx: ended }] = evs.as_slice()
-    else {
-        panic!("{evs:?}")
-    };
-    assert_eq!((*failed, *ended), (tx, tx));
-    assert_eq!(response.status_code.code(), 503);
-    assert_eq!(response.call_id_header().unwrap().value(), "call-1");
-    assert_eq!(response.cseq_header().unwrap().value(), "1 INVITE");
+    assert_eq!(
+        events(&drain(&mut layer)),
+        vec![TxEvent::TransportError { tx }, TxEvent::Terminated { tx }]
+    );
     assert!(layer.is_empty());
     assert_eq!(layer.poll_timeout(), None);
 }
