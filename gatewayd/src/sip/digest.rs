@@ -101,8 +101,6 @@ pub enum DigestError {
     NoChallenge,
     #[error("no secret for algorithm {0:?}")]
     NoSecret(Algorithm),
-    #[error("HA1 is not for realm {0}")]
-    WrongRealm(String),
 }
 
 fn truncate(text: &str, max: usize) -> String {
@@ -255,13 +253,12 @@ impl Challenge {
     }
 }
 
-/// What a client authenticates with: the password, or HA1 values, which only work for the
-/// realm they were computed with (challenges for other realms are not answered).
+/// What a client authenticates with: the password, or HA1 values (which only work for the
+/// realm they were computed with; compare `Challenge::realm` when that can differ).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClientSecret {
     Password(String),
     Ha1 {
-        realm: String,
         md5: Option<String>,
         sha256: Option<String>,
     },
@@ -271,10 +268,7 @@ impl ClientSecret {
     fn ha1(&self, algorithm: Algorithm, user: &str, realm: &str) -> Result<String, DigestError> {
         match self {
             ClientSecret::Password(password) => Ok(ha1(algorithm, user, realm, password)),
-            ClientSecret::Ha1 { realm: own, .. } if own != realm => {
-                Err(DigestError::WrongRealm(truncate(realm, 64)))
-            }
-            ClientSecret::Ha1 { md5, sha256, .. } => match algorithm {
+            ClientSecret::Ha1 { md5, sha256 } => match algorithm {
                 Algorithm::Md5 => md5.clone(),
                 Algorithm::Sha256 => sha256.clone(),
             }
