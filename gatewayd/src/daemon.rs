@@ -23,6 +23,11 @@ pub struct RunOptions {
 
 /// Runs until SIGTERM or SIGINT. Errors before readiness end the process with a message.
 pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
+    // Handlers first: a SIGHUP that arrives while listeners are still being bound must not
+    // take the default action (terminate).
+    let mut hangup = signal(SignalKind::hangup())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
     let loaded = profile::load(&opts.profile).map_err(|d| anyhow::anyhow!("{d}"))?;
     let log = observe::init_logging(&loaded.profile.observe.log_level);
     let notifier = Notifier;
@@ -69,9 +74,6 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     });
     let _agent_connections = conn_tx;
 
-    let mut hangup = signal(SignalKind::hangup())?;
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
     let watchdog = notifier.watchdog_interval();
     let mut watchdog_tick = tokio::time::interval(watchdog.unwrap_or(std::time::Duration::from_secs(3600)));
 
