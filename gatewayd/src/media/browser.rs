@@ -152,7 +152,7 @@ impl BrowserLeg {
 
     pub fn accept_answer(&mut self, now: Instant, sdp: &str) -> Result<(), MediaError> {
         let pending = self.pending.take().ok_or_else(|| MediaError::State("no offer pending toward the browser".into()))?;
-        let answer = SdpAnswer::from_sdp_string(sdp).map_err(|e| MediaError::Sdp(e.to_string()))?;
+        let answer = SdpAnswer::from_sdp_string(&normalize_rtpmap(sdp)).map_err(|e| MediaError::Sdp(e.to_string()))?;
         let rtc = self.rtc.as_mut().ok_or_else(|| MediaError::State("no browser session".into()))?;
         rtc.sdp_api().accept_answer(pending, answer).map_err(|e| MediaError::Sdp(e.to_string()))?;
         self.drain(now);
@@ -160,6 +160,7 @@ impl BrowserLeg {
     }
 
     pub fn answer(&mut self, now: Instant, sdp: &str, codecs: &[AudioCodec]) -> Result<String, MediaError> {
+        let sdp = &normalize_rtpmap(sdp);
         let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| MediaError::Sdp(e.to_string()))?;
         if !sdp.contains("a=fingerprint:") {
             return Err(MediaError::Sdp("browser offer carries no DTLS fingerprint".into()));
@@ -170,6 +171,11 @@ impl BrowserLeg {
         let answer = rtc.sdp_api().accept_offer(offer).map_err(|e| MediaError::Sdp(e.to_string()))?;
         let text = answer.to_sdp_string();
         self.drain(now);
+        if self.mid.is_none() {
+            // The first audio section of the offer is the one we bridge.
+            let rtc = self.rtc.as_ref().expect("built above");
+            self.mid = mids_of(sdp).into_iter().map(|m| Mid::from(m.as_str())).find(|m| rtc.media(*m).is_some_and(|x| x.kind() == MediaKind::Audio));
+        }
         if self.mid.is_none() {
             return Err(MediaError::Sdp("browser offer has no usable audio stream".into()));
         }
@@ -321,6 +327,29 @@ impl BrowserLeg {
     }
 }
 
+/// "PCMU/8000/1" and "PCMU/8000" are the same format (mono is the default), but str0m only
+/// matches the short form; some WebRTC stacks write the long one.
+fn normalize_rtpmap(sdp: &str) -> String {
+    let mut out = String::with_capacity(sdp.len());
+    for line in sdp.split_inclusive('\n') {
+        let body = line.trim_end_matches(['\r', '\n']);
+        match body.strip_prefix("a=rtpmap:").and_then(|r| r.strip_suffix("/8000/1")) {
+            Some(head) => {
+                out.push_str("a=rtpmap:");
+                out.push_str(head);
+                out.push_str("/8000");
+                out.push_str(&line[body.len()..]);
+            }
+            None => out.push_str(line),
+        }
+    }
+    out
+}
+
+fn mids_of(sdp: &str) -> Vec<String> {
+    sdp.lines().filter_map(|l| l.trim_end().strip_prefix("a=mid:")).map(str::to_owned).collect()
+}
+
 fn payload_of_codec(c: Codec) -> Option<Payload> {
     match c {
         Codec::PCMU => Some(Payload::Audio(AudioCodec::Pcmu)),
@@ -346,5 +375,16 @@ fn from_rtc(d: RtcDirection) -> Direction {
         RtcDirection::SendOnly => Direction::SendOnly,
         RtcDirection::RecvOnly => Direction::RecvOnly,
         RtcDirection::Inactive => Direction::Inactive,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mono_channel_suffix_is_dropped_for_8k_formats_only() {
+        let sdp = "a=rtpmap:0 PCMU/8000/1\r\na=rtpmap:111 opus/48000/2\r\na=rtpmap:8 PCMA/8000\r\n";
+        assert_eq!(normalize_rtpmap(sdp), "a=rtpmap:0 PCMU/8000\r\na=rtpmap:111 opus/48000/2\r\na=rtpmap:8 PCMA/8000\r\n");
     }
 }
