@@ -77,11 +77,14 @@ enum SockKind {
     InternalRtcp,
 }
 
+/// The internal leg's even port and its RTP and RTCP sockets.
+type InternalSockets = (u16, (Token, UdpSocket), (Token, UdpSocket));
+
 struct CallEntry {
     core: CallCore,
     public: Vec<(Token, UdpSocket)>,
     public_port: Option<u16>,
-    internal: Option<(u16, (Token, UdpSocket), (Token, UdpSocket))>,
+    internal: Option<InternalSockets>,
     events: mpsc::Sender<MediaEvent>,
     deadline: Option<Instant>,
     ufrag: String,
@@ -140,7 +143,7 @@ impl Worker {
             heap: BinaryHeap::new(),
         };
         if let Some(port) = w.cfg.single_public_port {
-            w.public_pool = PortPool::singles(1..=0);
+            w.public_pool = PortPool::empty();
             for i in 0..w.cfg.public.len() {
                 let mut s = bind_udp(SocketAddr::new(w.cfg.public[i].bind, port), w.cfg.dscp)?;
                 let t = w.token();

@@ -12,6 +12,11 @@ pub struct PortPool {
 }
 
 impl PortPool {
+    /// No ports at all (every browser leg shares one configured port).
+    pub fn empty() -> PortPool {
+        PortPool { free: VecDeque::new(), step: 1, total: 0 }
+    }
+
     /// Every port of the range.
     pub fn singles(range: RangeInclusive<u16>) -> PortPool {
         let free: VecDeque<u16> = range.collect();

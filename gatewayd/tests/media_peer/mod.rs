@@ -66,7 +66,6 @@ fn codec(mime: &str, pt: u8, fmtp: &str) -> RTCRtpCodecParameters {
     RTCRtpCodecParameters {
         rtp_codec: RTCRtpCodec { mime_type: mime.to_owned(), clock_rate: 8000, channels: 1, sdp_fmtp_line: fmtp.to_owned(), rtcp_feedback: vec![] },
         payload_type: pt,
-        ..Default::default()
     }
 }
 
