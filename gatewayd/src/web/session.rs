@@ -124,7 +124,8 @@ async fn run(mut ws: yawc::HttpWebSocket, info: SessionInfo, events: mpsc::Sende
                     pinged = false;
                     match frame.opcode() {
                         OpCode::Text | OpCode::Binary => {
-                            if events.send(WsEvent::Message { id, data: frame.into_payload() }).await.is_err() {
+                            let delivered = events.send(WsEvent::Message { id, data: frame.into_payload() }).await;
+                            if delivered.is_err() {
                                 let _ = ws.send(Frame::close(CloseCode::Away, "shutting down")).await;
                                 break "consumer gone";
                             }
