@@ -89,6 +89,8 @@ pub(crate) async fn upgrade(State(shared): State<Arc<Shared>>, Extension(conn): 
             return refuse(StatusCode::BAD_REQUEST, "Bad WebSocket upgrade");
         }
     };
+    let deflate = response.headers().contains_key(header::SEC_WEBSOCKET_EXTENSIONS);
+    tracing::debug!(peer = %conn.peer, deflate, "web: WebSocket upgrade accepted");
     let info = SessionInfo { id: shared.next_id(), peer: conn.peer, local: conn.local, origin: origin.to_string() };
     let events = shared.events.clone();
     tokio::spawn(async move {
