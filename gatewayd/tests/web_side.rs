@@ -347,6 +347,8 @@ async fn sip_websocket_with_own_origin_round_trips() {
     let (mut ws2, _) = ws_connect(addr, Some("https://127.0.0.1:8443"), "chat, sip").await.expect("listed origin accepted");
     let (second, outbound2) = g.opened().await;
     assert_ne!(second.id, session.id);
+    assert_eq!(g.handle.open_sessions(), 2);
+    assert!(g.handle.open_connections() >= 2);
     round_trip(&mut g, &mut ws2, second.id, &outbound2, "OPTIONS sip:127.0.0.1 SIP/2.0").await;
 
     // Close on request (a ban): the client sees 1008 and the session reports closed.
@@ -364,6 +366,7 @@ async fn sip_websocket_with_own_origin_round_trips() {
         other => panic!("expected the socket to close, got {other:?}"),
     }
     assert!(matches!(g.event().await, WsEvent::Closed { id } if id == session.id));
+    assert_eq!(g.handle.open_sessions(), 0);
 }
 
 #[tokio::test]
