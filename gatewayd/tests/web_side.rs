@@ -537,3 +537,34 @@ async fn bad_tls_is_a_failure_and_lab_certificate_is_generated() {
     tcp.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
     g.failure(FailureKind::TlsHandshake).await;
 }
+
+#[tokio::test]
+async fn acme_serves_a_placeholder_until_its_certificate_is_there() {
+    let dir = temp_dir();
+    let mut first = lab(&dir, &new_pair(), "unused", "placeholder");
+    first.profile.tls.source = TlsSource::Acme;
+    first.profile.tls.acme = Some(profile::Acme {
+        directory: "https://acme.invalid/directory".into(),
+        contact: "mailto:noc@example.com".into(),
+        domains: vec!["agents.example.com".into()],
+    });
+    let (profile, rx) = watch::channel(Arc::new(first.clone()));
+    let (events_tx, events) = mpsc::channel(64);
+    let (failures_tx, failures) = mpsc::channel(64);
+    let state = dir.join("state");
+    let handle = web::start(&state, rx, events_tx, failures_tx).await.expect("starts before ACME has a certificate");
+    let mut g = Gateway { handle, events, failures, profile, dir: dir.clone() };
+    let placeholder = fingerprint(&tls_connect(g.https()).await);
+
+    let obtained = new_pair();
+    std::fs::create_dir_all(state.join("acme")).unwrap();
+    std::fs::write(state.join("acme/web.crt"), &obtained.chain).unwrap();
+    std::fs::write(state.join("acme/web.key"), &obtained.key).unwrap();
+    let mut again = first;
+    again.sha256 = "obtained".into();
+    g.profile.send_replace(Arc::new(again));
+    assert!(g.handle.wait_applied("obtained").await);
+    let now = fingerprint(&tls_connect(g.https()).await);
+    assert_ne!(now, placeholder);
+    assert_eq!(now, pem_fingerprint(&obtained));
+}
