@@ -314,6 +314,31 @@ async fn softphone_off_hides_pages_but_not_ws() {
     round_trip(&mut g, &mut ws, session.id, &outbound, "OPTIONS sip:x SIP/2.0").await;
 }
 
+async fn http_request(addr: SocketAddr, method: &str, path: &str) -> String {
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    let req = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", addr.port());
+    tcp.write_all(req.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(DEADLINE, tcp.read_to_string(&mut answer)).await.unwrap().unwrap();
+    answer
+}
+
+#[tokio::test]
+async fn redirect_listener_answers_acme_challenges() {
+    let g = start_with(|_| {}).await;
+    let http = g.handle.bound().http_redirect[0];
+    let challenges = g.dir.join("state").join(web::HTTP01_DIR);
+    std::fs::create_dir_all(&challenges).unwrap();
+    std::fs::write(challenges.join("tok-EN_1"), "tok-EN_1.thumbprint").unwrap();
+    let answer = http_request(http, "GET", "/.well-known/acme-challenge/tok-EN_1").await;
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+    assert!(answer.ends_with("\r\n\r\ntok-EN_1.thumbprint"), "{answer}");
+    // Unknown or path-like tokens are just redirected.
+    for path in ["/.well-known/acme-challenge/other", "/.well-known/acme-challenge/..%2Fweb.key", "/.well-known/acme-challenge/"] {
+        assert!(http_request(http, "GET", path).await.starts_with("HTTP/1.1 301 "), "{path}");
+    }
+}
+
 #[tokio::test]
 async fn redirect_listener_sends_to_https_keeping_path() {
     let g = start_with(|_| {}).await;

@@ -34,7 +34,8 @@ use crate::call::driver::Failure;
 use crate::profile::{FailureKind, LoadedProfile};
 
 pub use origin::{parse_host, Origin, OriginPolicy, OriginRefusal};
-pub use settings::{leaf_sha256, Settings, SettingsError, ALPN};
+pub use redirect::HTTP01_DIR;
+pub use settings::{leaf_sha256, Settings, SettingsError, ACME_DIR, ALPN};
 
 /// Room for frames queued toward one connection.
 pub const OUTGOING_QUEUE: usize = 256;
@@ -143,6 +144,7 @@ pub async fn start(
         sources: Mutex::new(HashMap::new()),
         next_id: AtomicU64::new(1),
         sessions: AtomicUsize::new(0),
+        state_dir: state_dir.to_owned(),
     });
     let mut listeners = listen::Listeners::default();
     listeners.rebind(&settings, &shared).await?;
@@ -188,6 +190,8 @@ pub(crate) struct Shared {
     next_id: AtomicU64,
     /// Open SIP WebSockets.
     sessions: AtomicUsize,
+    /// Where http-01 challenge answers are read from (`acme/http-01/<token>`).
+    state_dir: PathBuf,
 }
 
 impl Shared {
