@@ -96,6 +96,12 @@ pub struct WebHandle {
     shared: Arc<Shared>,
 }
 
+impl std::fmt::Debug for WebHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebHandle").field("bound", &*self.bound.borrow()).finish_non_exhaustive()
+    }
+}
+
 impl WebHandle {
     /// Where the listeners are bound now.
     pub fn bound(&self) -> Bound {
