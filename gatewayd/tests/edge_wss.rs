@@ -21,20 +21,21 @@ const DEADLINE: Duration = Duration::from_secs(20);
 
 struct Lab {
     dir: TempDir,
-    _gw: Gateway,
+    gw: Gateway,
     https: u16,
     sip: u16,
     upstream: u16,
 }
 
 fn lab(env: &[(&str, &str)]) -> Lab {
+    let _ = std::env::var("RUST_LOG");
     let dir = TempDir::new("edge");
     let (text, ports) = lab_profile_free_ports();
     let profile = dir.path().join("profile.toml");
     std::fs::write(&profile, text).unwrap();
     let mut gw = Gateway::start(&profile, &dir.path().join("state"), env);
     gw.wait_for_log("gatewayd ready", DEADLINE);
-    Lab { https: ports[&8443], sip: ports[&5060], upstream: ports[&5080], _gw: gw, dir }
+    Lab { https: ports[&8443], sip: ports[&5060], upstream: ports[&5080], gw, dir }
 }
 
 /// Trusts exactly the certificate the gateway generated in its state directory.
@@ -150,6 +151,8 @@ async fn registers_with_md5_and_sha256_and_the_binding_ends_with_the_socket() {
     assert_eq!(tokio::task::block_in_place(|| options_status(&lab, "5001", 1)), 200);
     ws.close(None).await.unwrap();
     drop(ws);
+    let mut lab = lab;
+    lab.gw.wait_for_log("agent unregistered", DEADLINE);
     eventually("binding removed when the socket closed", DEADLINE, || (options_status(&lab, "5001", 2) == 480).then_some(()));
     assert_eq!(tokio::task::block_in_place(|| options_status(&lab, "5002", 3)), 200, "the other agent stays registered");
 }
