@@ -49,6 +49,7 @@ function render(phone) {
   $('reg-detail').textContent = s.detail;
   $('login-panel').hidden = phone.loggedIn;
   $('phone-panel').hidden = !phone.loggedIn;
+  $('quality-panel').hidden = !phone.loggedIn;
   $('me').textContent = s.dn;
 
   $('call-state').textContent = s.call;

@@ -1,0 +1,275 @@
+// Shared pieces of the browser tests: Debian chromium through playwright-core, the gateway
+// process, a static server for testing the page on its own, and deadline-bound waits.
+
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import http from 'node:http';
+import https from 'node:https';
+import { tmpdir } from 'node:os';
+import { dirname, extname, join, normalize, resolve, sep } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+export const WEB_DIST = join(ROOT, 'web', 'dist');
+export const ARTIFACTS = join(ROOT, 'target', 'artifacts');
+export const CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
+export const GATEWAY_URL = 'https://127.0.0.1:8443';
+
+// ---- waiting -------------------------------------------------------------------------
+
+/**
+ * Polls `probe` until it returns a truthy value or the deadline passes; returns that value.
+ * `describe` is called on timeout to say what was last seen.
+ */
+export async function waitFor(probe, { timeout = 10_000, interval = 100, what = 'condition', describe } = {}) {
+  const deadline = Date.now() + timeout;
+  let last;
+  for (;;) {
+    try {
+      last = await probe();
+      if (last) return last;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() >= deadline) {
+      const seen = describe ? await describe() : last instanceof Error ? last.message : JSON.stringify(last);
+      throw new Error(`timed out after ${timeout} ms waiting for ${what}; last seen: ${seen}`);
+    }
+    await new Promise((r) => setTimeout(r, interval));
+  }
+}
+
+const matches = (text, expected) =>
+  expected instanceof RegExp ? expected.test(text) : typeof expected === 'function' ? expected(text) : text === expected;
+
+/** Waits until the text of `selector` matches `expected` (string, RegExp or predicate). */
+export async function waitForText(page, selector, expected, { timeout = 10_000 } = {}) {
+  const read = async () => ((await page.locator(selector).textContent({ timeout: 1000 })) ?? '').trim();
+  return waitFor(async () => {
+    const text = await read();
+    return matches(text, expected) ? text : null;
+  }, { timeout, what: `${selector} to read ${expected}`, describe: () => read().catch((e) => e.message) });
+}
+
+export const waitForRegState = (page, expected, opts) => waitForText(page, '#reg-state', expected, opts);
+export const waitForCallState = (page, expected, opts) => waitForText(page, '#call-state', expected, opts);
+
+/** Reads the page's read-only test hook. */
+export function phoneState(page) {
+  return page.evaluate(() => {
+    const p = window.gatewaydPhone;
+    return p
+      ? { registration: p.registrationState, call: p.callState, stats: p.stats, quality: p.quality, dtmfSent: p.dtmfSent }
+      : null;
+  });
+}
+
+// ---- browser ------------------------------------------------------------------------
+
+export const CHROMIUM_ARGS = [
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+  '--use-fake-ui-for-media-stream',
+  '--use-fake-device-for-media-stream',
+  '--allow-loopback-in-peer-connection',
+];
+
+export function chromiumMissing() {
+  return existsSync(CHROMIUM) ? false : `${CHROMIUM} not found: apt-get install chromium`;
+}
+
+/** Launches headless Debian chromium; `fakeAudioFile` feeds a WAV file as the microphone. */
+export async function launchBrowser({ fakeAudioFile } = {}) {
+  const args = [...CHROMIUM_ARGS];
+  if (fakeAudioFile) args.push(`--use-file-for-fake-audio-capture=${fakeAudioFile}`);
+  return chromium.launch({ executablePath: CHROMIUM, headless: true, args });
+}
+
+export async function newContext(browser) {
+  return browser.newContext({ ignoreHTTPSErrors: true, viewport: { width: 1100, height: 800 } });
+}
+
+/**
+ * Records what a page complains about: console errors, uncaught exceptions and CSP violations
+ * (collected in the page through an init script, which the page's CSP does not govern).
+ */
+export async function watchPage(page) {
+  const seen = { consoleErrors: [], pageErrors: [] };
+  page.on('console', (msg) => {
+    if (msg.type() === 'error') seen.consoleErrors.push(msg.text());
+  });
+  page.on('pageerror', (err) => seen.pageErrors.push(String(err)));
+  await page.addInitScript(() => {
+    window.__cspViolations = [];
+    document.addEventListener('securitypolicyviolation', (e) => {
+      window.__cspViolations.push(`${e.effectiveDirective} blocked ${e.blockedURI || 'inline'} (${e.sourceFile}:${e.lineNumber})`);
+    });
+  });
+  seen.cspViolations = () => page.evaluate(() => window.__cspViolations || []);
+  return seen;
+}
+
+export async function login(page, dn, password) {
+  await page.locator('#login').waitFor({ state: 'visible' });
+  await waitFor(() => page.locator('#login').isEnabled(), { what: '#login to be enabled' });
+  await page.fill('#dn', dn);
+  await page.fill('#password', password);
+  await page.click('#login');
+}
+
+// ---- gateway ------------------------------------------------------------------------
+
+export const gatewayBinary = () => process.env.GATEWAYD_BIN || join(ROOT, 'target', 'debug', 'gatewayd');
+
+/**
+ * Returns false when the gateway binary is there; otherwise a skip message, or throws when
+ * GATEWAYD_REQUIRE=1 so a missing binary fails the run instead of skipping it.
+ */
+export function gatewayMissing() {
+  const bin = gatewayBinary();
+  if (existsSync(bin)) return false;
+  const msg = `gateway binary ${bin} not found (build it with cargo build, or set GATEWAYD_BIN)`;
+  if (process.env.GATEWAYD_REQUIRE === '1') throw new Error(`${msg}; GATEWAYD_REQUIRE=1`);
+  return msg;
+}
+
+/** One HTTPS GET that accepts the lab's self-signed certificate; resolves to the status code. */
+export function probeHttps(url, { timeout = 1000 } = {}) {
+  return new Promise((resolvePromise, reject) => {
+    const req = https.get(url, { rejectUnauthorized: false, timeout }, (res) => {
+      res.resume();
+      resolvePromise(res.statusCode);
+    });
+    req.on('timeout', () => req.destroy(new Error('timeout')));
+    req.on('error', reject);
+  });
+}
+
+/**
+ * Starts `gatewayd run --profile profiles/lab.toml` with a fresh state directory and waits
+ * until https://127.0.0.1:8443/ answers. stop() ends it and removes the state directory.
+ */
+export async function startGateway({ profile = 'profiles/lab.toml', timeout = 30_000 } = {}) {
+  // Another gateway answering already would make this test talk to the wrong process.
+  const busy = await probeHttps(`${GATEWAY_URL}/`).then(() => true, () => false);
+  if (busy) throw new Error(`${GATEWAY_URL} already answers: stop the other gateway first`);
+
+  const stateDir = await mkdtemp(join(tmpdir(), 'gatewayd-browser-'));
+  const output = [];
+  const proc = spawn(gatewayBinary(), ['run', '--profile', profile, '--state-dir', stateDir], {
+    cwd: ROOT,
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info' },
+  });
+  const keep = (chunk) => {
+    output.push(chunk.toString());
+    if (output.length > 2000) output.splice(0, output.length - 2000);
+  };
+  proc.stdout.on('data', keep);
+  proc.stderr.on('data', keep);
+  let exited = null;
+  const exitPromise = new Promise((r) => proc.on('exit', (code, signal) => r((exited = { code, signal }))));
+  const logs = () => output.join('');
+
+  const stop = async () => {
+    if (!exited) {
+      proc.kill('SIGTERM');
+      const done = await Promise.race([exitPromise, new Promise((r) => setTimeout(() => r(null), 10_000))]);
+      if (!done) {
+        proc.kill('SIGKILL');
+        await exitPromise;
+      }
+    }
+    await rm(stateDir, { recursive: true, force: true });
+  };
+
+  try {
+    await waitFor(async () => {
+      if (exited) throw new Error(`gatewayd exited early (${JSON.stringify(exited)}):\n${logs()}`);
+      return probeHttps(`${GATEWAY_URL}/`).then(() => true, () => false);
+    }, { timeout, interval: 200, what: `${GATEWAY_URL}/ to answer`, describe: () => logs().slice(-4000) || '(no output)' });
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+  return { proc, stateDir, url: GATEWAY_URL, logs, stop, exited: () => exited };
+}
+
+// ---- static server for the page alone -------------------------------------------------
+
+const TYPES = {
+  '.html': 'text/html; charset=utf-8',
+  '.js': 'text/javascript; charset=utf-8',
+  '.css': 'text/css; charset=utf-8',
+  '.map': 'application/json',
+  '.json': 'application/json',
+};
+
+export function cspFor(host) {
+  return [
+    "default-src 'self'",
+    `connect-src 'self' wss://${host}`,
+    "img-src 'self' data:",
+    "media-src 'self' blob:",
+    "style-src 'self'",
+    "script-src 'self'",
+    "frame-ancestors 'none'",
+  ].join('; ');
+}
+
+export const LAB_CONFIG = {
+  site: 'lab',
+  sip_domain: '127.0.0.1',
+  ws_path: '/ws',
+  echo_number: '600',
+  ice_servers: [],
+};
+
+/**
+ * Serves web/dist over plain HTTP on 127.0.0.1 (a secure context for the browser) with the
+ * gateway's CSP and a /config.json. Nothing answers WebSocket upgrades there.
+ */
+export async function startStaticServer({ root = WEB_DIST, config = LAB_CONFIG } = {}) {
+  const server = http.createServer(async (req, res) => {
+    const host = req.headers.host || '127.0.0.1';
+    const headers = {
+      'Content-Security-Policy': cspFor(host),
+      'X-Content-Type-Options': 'nosniff',
+      'Cache-Control': 'no-store',
+    };
+    const path = decodeURIComponent(new URL(req.url, 'http://x').pathname);
+    if (path === '/config.json' && config) {
+      res.writeHead(200, { ...headers, 'Content-Type': 'application/json' });
+      res.end(JSON.stringify(config));
+      return;
+    }
+    const file = normalize(join(root, path === '/' ? 'index.html' : path));
+    if (!file.startsWith(root + sep)) {
+      res.writeHead(403, headers).end();
+      return;
+    }
+    try {
+      if (!(await stat(file)).isFile()) throw new Error('not a file');
+      const body = await readFile(file);
+      res.writeHead(200, { ...headers, 'Content-Type': TYPES[extname(file)] || 'application/octet-stream' });
+      res.end(body);
+    } catch {
+      res.writeHead(404, headers).end();
+    }
+  });
+  server.on('upgrade', (_req, socket) => socket.destroy());
+  await new Promise((r) => server.listen(0, '127.0.0.1', r));
+  const { port } = server.address();
+  return {
+    url: `http://127.0.0.1:${port}`,
+    port,
+    close: () => new Promise((r) => { server.closeAllConnections(); server.close(r); }),
+  };
+}
