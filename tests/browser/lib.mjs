@@ -1,9 +1,9 @@
 // Shared pieces of the browser tests: Debian chromium through playwright-core, the gateway
 // process, a static server for testing the page on its own, and deadline-bound waits.
 
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import http from 'node:http';
 import https from 'node:https';
 import { tmpdir } from 'node:os';
@@ -202,6 +202,47 @@ export async function startGateway({ profile = 'profiles/lab.toml', timeout = 30
   return { proc, stateDir, url: GATEWAY_URL, logs, stop, exited: () => exited };
 }
 
+/** A throwaway self-signed certificate for 127.0.0.1, made with the openssl command. */
+export async function selfSignedCert() {
+  const dir = await mkdtemp(join(tmpdir(), 'softphone-tls-'));
+  const key = join(dir, 'key.pem');
+  const cert = join(dir, 'cert.pem');
+  const run = spawnSync('openssl', [
+    'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
+    '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=127.0.0.1',
+    '-addext', 'subjectAltName=IP:127.0.0.1',
+  ], { encoding: 'utf8' });
+  if (run.status !== 0) throw new Error(`openssl failed: ${run.error || run.stderr}`);
+  const pair = { key: await readFile(key), cert: await readFile(cert) };
+  await rm(dir, { recursive: true, force: true });
+  return pair;
+}
+
+/**
+ * Writes a mono 16-bit WAV with a steady sine tone, for --use-file-for-fake-audio-capture.
+ */
+export async function writeToneWav(path, { freq = 440, seconds = 10, rate = 48000, amplitude = 0.5 } = {}) {
+  const samples = seconds * rate;
+  const buf = Buffer.alloc(44 + samples * 2);
+  buf.write('RIFF', 0);
+  buf.writeUInt32LE(36 + samples * 2, 4);
+  buf.write('WAVEfmt ', 8);
+  buf.writeUInt32LE(16, 16);
+  buf.writeUInt16LE(1, 20); // PCM
+  buf.writeUInt16LE(1, 22); // mono
+  buf.writeUInt32LE(rate, 24);
+  buf.writeUInt32LE(rate * 2, 28);
+  buf.writeUInt16LE(2, 32);
+  buf.writeUInt16LE(16, 34);
+  buf.write('data', 36);
+  buf.writeUInt32LE(samples * 2, 40);
+  for (let i = 0; i < samples; i++) {
+    buf.writeInt16LE(Math.round(Math.sin((2 * Math.PI * freq * i) / rate) * amplitude * 32767), 44 + i * 2);
+  }
+  await writeFile(path, buf);
+  return path;
+}
+
 // ---- static server for the page alone -------------------------------------------------
 
 const TYPES = {
@@ -233,11 +274,12 @@ export const LAB_CONFIG = {
 };
 
 /**
- * Serves web/dist over plain HTTP on 127.0.0.1 (a secure context for the browser) with the
- * gateway's CSP and a /config.json. Nothing answers WebSocket upgrades there.
+ * Serves web/dist on 127.0.0.1 with the gateway's CSP and a /config.json: over plain HTTP
+ * (still a secure context for the browser) where nothing answers WebSocket upgrades, or, given
+ * `tls` ({key, cert}) and a `relay`, over HTTPS with the relay answering /ws.
  */
-export async function startStaticServer({ root = WEB_DIST, config = LAB_CONFIG } = {}) {
-  const server = http.createServer(async (req, res) => {
+export async function startStaticServer({ root = WEB_DIST, config = LAB_CONFIG, tls = null, relay = null } = {}) {
+  const handler = async (req, res) => {
     const host = req.headers.host || '127.0.0.1';
     const headers = {
       'Content-Security-Policy': cspFor(host),
@@ -263,12 +305,16 @@ export async function startStaticServer({ root = WEB_DIST, config = LAB_CONFIG }
     } catch {
       res.writeHead(404, headers).end();
     }
+  };
+  const server = tls ? https.createServer(tls, handler) : http.createServer(handler);
+  server.on('upgrade', (req, socket, head) => {
+    if (relay && new URL(req.url, 'http://x').pathname === config?.ws_path) relay.upgrade(req, socket, head);
+    else socket.destroy();
   });
-  server.on('upgrade', (_req, socket) => socket.destroy());
   await new Promise((r) => server.listen(0, '127.0.0.1', r));
   const { port } = server.address();
   return {
-    url: `http://127.0.0.1:${port}`,
+    url: `${tls ? 'https' : 'http'}://127.0.0.1:${port}`,
     port,
     close: () => new Promise((r) => { server.closeAllConnections(); server.close(r); }),
   };
