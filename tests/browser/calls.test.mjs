@@ -10,7 +10,7 @@ import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
-  ARTIFACTS, WEB_DIST, chromiumMissing, launchBrowser, login, newContext, phoneState, selfSignedCert,
+  ARTIFACTS, CALL_ENDED, WEB_DIST, chromiumMissing, launchBrowser, login, newContext, phoneState, selfSignedCert,
   startStaticServer, waitFor, waitForCallState, waitForRegState, waitForText, watchPage, writeToneWav,
 } from './lib.mjs';
 import { SipRelay } from './sip-relay.mjs';
@@ -112,8 +112,8 @@ describe('calls between softphone pages', { skip: chromiumMissing(), timeout: 18
     assert.ok(await b.page.isVisible('#answer'));
     assert.ok(await b.page.isVisible('#reject'));
     await b.page.click('#answer');
-    await waitForCallState(a.page, 'In call');
-    await waitForCallState(b.page, 'In call');
+    await waitForCallState(a.page, 'In call', { failOn: CALL_ENDED });
+    await waitForCallState(b.page, 'In call', { failOn: CALL_ENDED });
     assert.equal(await b.page.isVisible('#answer'), false);
 
     const sa = await waitForAudio(a, { above: 0.05 });
@@ -144,6 +144,7 @@ describe('calls between softphone pages', { skip: chromiumMissing(), timeout: 18
     await waitForCallState(a.page, 'On hold');
     await waitForText(b.page, '#call-detail', 'The far end put the call on hold');
     await receivingStops(a);
+    await waitForAudio(a, { below: 0.01 });
     await a.page.click('#hold');
     await waitForCallState(a.page, 'In call');
     await receivedGrows(a);
@@ -197,8 +198,8 @@ describe('calls between softphone pages', { skip: chromiumMissing(), timeout: 18
     await a.page.fill('#number', AUTO_ANSWER_DN);
     await a.page.click('#call');
     await waitForText(c.page, '#call-detail', 'Auto-answer in 1 s');
-    await waitForCallState(c.page, 'In call');
-    await waitForCallState(a.page, 'In call');
+    await waitForCallState(c.page, 'In call', { failOn: CALL_ENDED });
+    await waitForCallState(a.page, 'In call', { failOn: CALL_ENDED });
     await waitForAudio(c, { above: 0.05 });
     await a.page.click('#hangup');
     await waitForCallState(c.page, 'Ended: Terminated');

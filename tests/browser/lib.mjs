@@ -44,17 +44,30 @@ export async function waitFor(probe, { timeout = 10_000, interval = 100, what = 
 const matches = (text, expected) =>
   expected instanceof RegExp ? expected.test(text) : typeof expected === 'function' ? expected(text) : text === expected;
 
-/** Waits until the text of `selector` matches `expected` (string, RegExp or predicate). */
-export async function waitForText(page, selector, expected, { timeout = 10_000 } = {}) {
+/**
+ * Waits until the text of `selector` matches `expected` (string, RegExp or predicate); gives up
+ * at once when it matches `failOn` instead (a state the expected one can no longer follow).
+ */
+export async function waitForText(page, selector, expected, { timeout = 10_000, failOn = null } = {}) {
   const read = async () => ((await page.locator(selector).textContent({ timeout: 1000 })) ?? '').trim();
-  return waitFor(async () => {
+  let failed = null;
+  const found = await waitFor(async () => {
     const text = await read();
-    return matches(text, expected) ? text : null;
+    if (matches(text, expected)) return text;
+    if (failOn && matches(text, failOn)) {
+      failed = text;
+      return true;
+    }
+    return null;
   }, { timeout, what: `${selector} to read ${expected}`, describe: () => read().catch((e) => e.message) });
+  if (failed !== null) throw new Error(`${selector} reads "${failed}" while waiting for ${expected}`);
+  return found;
 }
 
 export const waitForRegState = (page, expected, opts) => waitForText(page, '#reg-state', expected, opts);
 export const waitForCallState = (page, expected, opts) => waitForText(page, '#call-state', expected, opts);
+// For a call already under way: an end state means the expected state will never come.
+export const CALL_ENDED = /^Ended: /;
 
 /** Reads the page's read-only test hook. */
 export function phoneState(page) {

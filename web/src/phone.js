@@ -443,6 +443,8 @@ export class Phone extends EventTarget {
       const cur = summarize(report.values());
       const loss = intervalLoss(this.prevStats, cur);
       const receiving = cur.packetsReceived > (this.prevStats ? this.prevStats.packetsReceived : 0);
+      // getStats keeps the level of the last packet; with no packet this second, it is silence.
+      if (!receiving && cur.audioLevel !== null) cur.audioLevel = 0;
       this.prevStats = cur;
       const quality = this.state.held ? null : grade({ loss, jitterMs: cur.jitterMs, rttMs: cur.rttMs, receiving });
       this.set({ stats: { ...cur, intervalLoss: loss }, quality });
