@@ -109,6 +109,7 @@ describe('calls between softphone pages', { skip: chromiumMissing(), timeout: 18
     await a.page.click('#call');
     await waitForCallState(b.page, 'Ringing');
     assert.equal((await a.page.textContent('#call-state')).trim(), 'Calling');
+    assert.match(await b.page.title(), /^Ringing: 5001/);
     assert.ok(await b.page.isVisible('#answer'));
     assert.ok(await b.page.isVisible('#reject'));
     await b.page.click('#answer');
@@ -149,6 +150,23 @@ describe('calls between softphone pages', { skip: chromiumMissing(), timeout: 18
     await waitForCallState(a.page, 'In call');
     await receivedGrows(a);
     await waitForAudio(a, { above: 0.05 });
+  });
+
+  test('switching the microphone mid-call keeps the audio flowing', async () => {
+    const { a, b } = phones;
+    const options = await waitFor(async () => {
+      const values = await a.page.$$eval('#mic option', (os) => os.map((o) => o.value));
+      return values.length > 1 ? values : null;
+    }, { what: 'microphones listed once the call has the microphone' });
+    const chosen = options[options.length - 1];
+    assert.notEqual(await a.page.evaluate(() => window.gatewaydPhone.inputDevice), chosen);
+    await a.page.selectOption('#mic', chosen);
+    await waitFor(async () => (await a.page.evaluate(() => window.gatewaydPhone.inputDevice)) === chosen, {
+      what: 'the call to use the chosen microphone',
+    });
+    await receivedGrows(b);
+    await waitForAudio(b, { above: 0.05 });
+    assert.equal((await phoneState(a.page)).call, 'In call');
   });
 
   test('DTMF goes in the media stream, never as SIP INFO', async () => {

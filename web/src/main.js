@@ -53,6 +53,9 @@ function render(phone) {
   $('me').textContent = s.dn;
 
   $('call-state').textContent = s.call;
+  // A ringing call shows in the tab title too, for agents working in another tab.
+  const ringingTitle = s.call === 'Ringing' ? `Ringing: ${s.remote} – ` : '';
+  document.title = `${ringingTitle}Agent phone${s.dn ? ` ${s.dn}` : ''}`;
   $('call-detail').textContent = s.autoAnswerIn !== null ? `Auto-answer in ${s.autoAnswerIn} s` : s.callDetail;
 
   const registered = s.registration === 'Registered';
@@ -109,6 +112,7 @@ function exposeTestHook(phone) {
     get muted() { return phone.state.muted; },
     get held() { return phone.state.held; },
     get dtmfSent() { return phone.state.dtmfSent; },
+    get inputDevice() { return phone.inputDevice; },
     get direction() { return phone.state.direction; },
     get remote() { return phone.state.remote; },
     get config() { return copy(phone.config); },

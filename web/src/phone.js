@@ -55,6 +55,12 @@ export class Phone extends EventTarget {
     return this.ua !== null;
   }
 
+  /** deviceId of the microphone track in use, or null outside a call. */
+  get inputDevice() {
+    const track = this.localStream ? this.localStream.getAudioTracks()[0] : null;
+    return track ? track.getSettings().deviceId || null : null;
+  }
+
   get inCall() {
     return this.session !== null;
   }
