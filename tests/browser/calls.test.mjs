@@ -127,6 +127,10 @@ describe('calls between softphone pages', { skip: chromiumMissing(), timeout: 18
     assert.equal((await phoneState(a.page)).quality, 'good');
     assert.match(await a.page.textContent('#stat-received'), /^\d+$/);
     await a.page.screenshot({ path: join(ARTIFACTS, 'softphone-in-call.png'), fullPage: true });
+    await b.page.setViewportSize({ width: 360, height: 740 });
+    const overflow = await b.page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    assert.ok(overflow <= 0, `the in-call page is ${overflow}px wider than a phone screen`);
+    await b.page.screenshot({ path: join(ARTIFACTS, 'softphone-in-call-narrow.png'), fullPage: true });
   });
 
   test('mute silences the far end and unmute brings the audio back', async () => {

@@ -80,9 +80,8 @@ function render(phone) {
   const st = s.stats;
   $('stat-codec').textContent = st && st.codec ? st.codec : '–';
   $('stat-received').textContent = st ? String(st.packetsReceived) : '–';
-  $('stat-lost').textContent = st
-    ? `${st.packetsLost}${st.intervalLoss !== null ? ` (${fmt(st.intervalLoss * 100, 1, ' %')} last second)` : ''}`
-    : '–';
+  $('stat-lost').textContent = st ? String(st.packetsLost) : '–';
+  $('stat-loss').textContent = fmt(st && st.intervalLoss !== null ? st.intervalLoss * 100 : null, 1, ' %');
   $('stat-jitter').textContent = fmt(st && st.jitterMs, 1, ' ms');
   $('stat-rtt').textContent = fmt(st && st.rttMs, 0, ' ms');
   $('stat-sent').textContent = st ? String(st.packetsSent) : '–';
