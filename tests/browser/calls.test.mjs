@@ -1,6 +1,7 @@
 // Calls between softphone pages through a small SIP relay (sip-relay.mjs): real chromium,
 // real JsSIP, real WebRTC media between the pages. This proves the page's call handling
-// (ring, answer, reject, mute, hold, in-band DTMF, auto-answer, quality figures, reconnect)
+// (ring, answer, reject, mute, hold, in-band DTMF, auto-answer, remote answer/hold by NOTIFY,
+// quality figures, microphone switch, reconnect)
 // without the gateway; the gateway's own tests prove the same page against the real thing.
 
 import { after, before, describe, test } from 'node:test';
@@ -213,6 +214,27 @@ describe('calls between softphone pages', { skip: chromiumMissing(), timeout: 18
     await b.page.click('#reject');
     await waitForCallState(a.page, 'Ended: Busy');
     await waitForCallState(b.page, /^Ended: /);
+  });
+
+  test('the SIP server answers, holds and resumes the call with NOTIFY talk/hold', async () => {
+    const { a, b } = phones;
+    const notifyOks = () => relay.log.filter((e) => e.status === 200 && /NOTIFY/.test(e.cseq || '')).length;
+    await a.page.fill('#number', '5002');
+    await a.page.click('#call');
+    await waitForCallState(b.page, 'Ringing');
+    relay.remoteControl('5002', 'talk');
+    await waitForCallState(b.page, 'In call', { failOn: CALL_ENDED });
+    await waitForCallState(a.page, 'In call', { failOn: CALL_ENDED });
+    relay.remoteControl('5002', 'hold');
+    await waitForCallState(b.page, 'On hold');
+    await waitForText(a.page, '#call-detail', 'The far end put the call on hold');
+    relay.remoteControl('5002', 'talk');
+    await waitForCallState(b.page, 'In call');
+    await receivedGrows(b);
+    await waitFor(() => notifyOks() === 3, { what: 'three NOTIFYs answered 200', describe: () => String(notifyOks()) });
+    await b.page.click('#hangup');
+    await waitForCallState(a.page, 'Ended: Terminated');
+    await waitForCallState(b.page, 'Ended: Terminated');
   });
 
   test('Call-Info answer-after makes the page answer by itself', async () => {

@@ -67,6 +67,7 @@ export class SipRelay {
     this.nonces = new Set();
     this.log = []; // { dir: 'in', method|status, from }
     this.refusing = false;
+    this.calls = new Map(); // Call-ID -> what the relay needs to speak in that call's dialog
   }
 
   /** Hand an HTTP upgrade for /ws over to the relay. */
@@ -101,9 +102,10 @@ export class SipRelay {
     const host = viaHost(msg.get('via'));
     // A request's top Via names its sender; a response's names where it must go.
     if (host && msg.method) this.hosts.set(host, ws);
-    this.log.push({ method: msg.method, status: msg.status, uri: msg.uri });
+    this.log.push({ method: msg.method, status: msg.status, uri: msg.uri, cseq: msg.get('cseq') });
 
     if (msg.status !== null) {
+      this.noteAnswer(msg);
       const to = this.hosts.get(host);
       if (to && to !== ws) to.send(text);
       return;
@@ -121,6 +123,14 @@ export class SipRelay {
     let out = text;
     const initialInvite = msg.method === 'INVITE' && !/;\s*tag=/i.test(msg.get('to') || '');
     if (initialInvite) {
+      this.calls.set(msg.get('call-id'), {
+        callee: target.user,
+        from: msg.get('from'),
+        callerContact: msg.get('contact'),
+        cseq: parseInt(msg.get('cseq'), 10),
+        to: null,
+        contact: null,
+      });
       const extra = this.inviteHeaders(target.user);
       if (extra.length) {
         const eol = text.indexOf('\r\n');
@@ -128,6 +138,43 @@ export class SipRelay {
       }
     }
     peer.send(out);
+  }
+
+  // The callee's provisional or final answer to an INVITE fixes its tag and Contact.
+  noteAnswer(msg) {
+    const call = this.calls.get(msg.get('call-id'));
+    if (!call || !/INVITE/i.test(msg.get('cseq') || '') || msg.status < 101 || msg.status >= 300) return;
+    const to = msg.get('to');
+    const contact = /<([^>]+)>/.exec(msg.get('contact') || '');
+    if (/;\s*tag=/i.test(to || '') && contact) Object.assign(call, { to, contact: contact[1] });
+  }
+
+  /**
+   * Sends the callee of the latest call to `user` an in-dialog NOTIFY with `Event: <event>`
+   * (talk or hold), the way a contact-centre SIP server drives a desk phone remotely.
+   */
+  remoteControl(user, event) {
+    const call = [...this.calls.entries()].reverse().find(([, c]) => c.callee === user && c.contact);
+    if (!call) throw new Error(`no early or confirmed dialog with ${user}`);
+    const [callId, c] = call;
+    const peer = this.hosts.get(uriParts(c.contact).host);
+    if (!peer) throw new Error(`no connection for ${c.contact}`);
+    c.cseq += 1;
+    const lines = [
+      `NOTIFY ${c.contact} SIP/2.0`,
+      `Via: SIP/2.0/WSS relay.invalid;branch=z9hG4bK${randomBytes(6).toString('hex')}`,
+      'Max-Forwards: 70',
+      `From: ${c.from}`,
+      `To: ${c.to}`,
+      `Call-ID: ${callId}`,
+      `CSeq: ${c.cseq} NOTIFY`,
+      `Event: ${event}`,
+      'Subscription-State: terminated',
+      // NOTIFY refreshes the dialog's target: keep it pointing at the caller.
+      `Contact: ${c.callerContact}`,
+      'Content-Length: 0',
+    ];
+    peer.send(`${lines.join('\r\n')}\r\n\r\n`);
   }
 
   register(ws, msg) {

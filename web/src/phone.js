@@ -15,6 +15,7 @@ const REGISTER_RETRY_MIN_S = 5;
 const REGISTER_RETRY_MAX_S = 60;
 const DTMF_DURATION_MS = 120;
 const DTMF_GAP_MS = 70;
+const REOFFER_WAIT_MS = 5000;
 
 export class Phone extends EventTarget {
   /**
@@ -247,6 +248,7 @@ export class Phone extends EventTarget {
       this.set({ remote: remote || this.state.remote });
     }
 
+    this.acceptRemoteControl(session);
     if (session.connection) this.watchConnection(session.connection);
     else session.on('peerconnection', (e) => this.watchConnection(e.peerconnection));
 
@@ -287,6 +289,44 @@ export class Phone extends EventTarget {
         }, delay * 1000);
       }
     }
+  }
+
+  // Genesys SIP Server and other contact-centre servers answer, hold and resume a desk phone
+  // from the agent desktop with an in-dialog NOTIFY carrying `Event: talk` or `Event: hold`.
+  // JsSIP refuses both (403 before the answer, 489 after), so the session's entry point for
+  // in-dialog requests is wrapped to act on them; everything else goes to JsSIP unchanged.
+  acceptRemoteControl(session) {
+    const receive = session.receiveRequest.bind(session);
+    session.receiveRequest = (request) => {
+      const event = request.method === 'NOTIFY' && request.event ? request.event.event.toLowerCase() : '';
+      if (event !== 'talk' && event !== 'hold') {
+        receive(request);
+        return;
+      }
+      request.reply(200);
+      if (session !== this.session) return;
+      if (event === 'talk' && !session.isEstablished()) this.answer();
+      else this.setHold(session, event === 'hold');
+    };
+  }
+
+  // Puts the call on hold or resumes it. A request made while the previous re-INVITE is still
+  // open waits for it (JsSIP would drop it silently), for at most REOFFER_WAIT_MS.
+  setHold(session, hold) {
+    const deadline = Date.now() + REOFFER_WAIT_MS;
+    const attempt = () => {
+      if (session !== this.session || !session.isEstablished()) return;
+      if (session.isOnHold().local === hold) return;
+      if (session.isReadyToReOffer()) {
+        if (hold) session.hold();
+        else session.unhold();
+      } else if (Date.now() < deadline) {
+        setTimeout(attempt, 100);
+      } else {
+        this.set({ callDetail: `${hold ? 'Hold' : 'Resume'} did not go through; try again` });
+      }
+    };
+    attempt();
   }
 
   clearIceLimit() {
@@ -393,8 +433,7 @@ export class Phone extends EventTarget {
   toggleHold() {
     const s = this.session;
     if (!s || !s.isEstablished()) return;
-    if (s.isOnHold().local) s.unhold();
-    else s.hold();
+    this.setHold(s, !s.isOnHold().local);
   }
 
   sendDtmf(digit) {
