@@ -164,9 +164,9 @@ describe('calls between softphone pages', { skip: chromiumMissing(), timeout: 18
       return values.length > 1 ? values : null;
     }, { what: 'microphones listed once the call has the microphone' });
     const chosen = options[options.length - 1];
-    assert.notEqual(await a.page.evaluate(() => window.gatewaydPhone.inputDevice), chosen);
+    assert.notEqual((await phoneState(a.page)).inputDevice, chosen);
     await a.page.selectOption('#mic', chosen);
-    await waitFor(async () => (await a.page.evaluate(() => window.gatewaydPhone.inputDevice)) === chosen, {
+    await waitFor(async () => (await phoneState(a.page)).inputDevice === chosen, {
       what: 'the call to use the chosen microphone',
     });
     await receivedGrows(b);

@@ -90,7 +90,8 @@ describe('softphone in Firefox', { skip: missing || chromiumMissing(), timeout: 
     await waitForFirefoxText('#call-state', 'In call');
     await waitForCallState(other, 'In call', { failOn: CALL_ENDED });
 
-    const ffStats = () => page.evaluate(() => window.gatewaydPhone.stats);
+    // phoneState only uses page.evaluate, which puppeteer pages have too.
+    const ffStats = async () => (await phoneState(page)).stats;
     await waitFor(async () => (await ffStats())?.packetsReceived > 25, {
       what: 'Firefox to receive RTP', describe: async () => JSON.stringify(await ffStats()),
     });
@@ -98,7 +99,7 @@ describe('softphone in Firefox', { skip: missing || chromiumMissing(), timeout: 
       what: 'chromium to receive RTP from Firefox', describe: async () => JSON.stringify((await phoneState(other)).stats),
     });
     await page.click('#dtmf-7');
-    await waitFor(async () => (await page.evaluate(() => window.gatewaydPhone.dtmfSent)) === '7', { what: 'DTMF from Firefox' });
+    await waitFor(async () => (await phoneState(page)).dtmfSent === '7', { what: 'DTMF from Firefox' });
     assert.deepEqual(relay.requests('INFO'), []);
 
     await page.click('#hangup');

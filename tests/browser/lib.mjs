@@ -74,7 +74,14 @@ export function phoneState(page) {
   return page.evaluate(() => {
     const p = window.gatewaydPhone;
     return p
-      ? { registration: p.registrationState, call: p.callState, stats: p.stats, quality: p.quality, dtmfSent: p.dtmfSent }
+      ? {
+          registration: p.registrationState,
+          call: p.callState,
+          stats: p.stats,
+          quality: p.quality,
+          dtmfSent: p.dtmfSent,
+          inputDevice: p.inputDevice,
+        }
       : null;
   });
 }

@@ -181,11 +181,7 @@ export class SipRelay {
     const user = uriParts(msg.get('to'))?.user;
     const auth = authParams(msg.get('authorization'));
     if (!auth.response || !this.nonces.has(auth.nonce)) {
-      const nonce = randomBytes(12).toString('hex');
-      this.nonces.add(nonce);
-      ws.send(this.reply(msg, 401, 'Unauthorized', [
-        `WWW-Authenticate: Digest realm="${this.realm}", nonce="${nonce}", algorithm=MD5, qop="auth"`,
-      ]));
+      this.challenge(ws, msg);
       return;
     }
     const ha1 = md5(`${auth.username}:${this.realm}:${this.password(auth.username)}`);
@@ -195,11 +191,7 @@ export class SipRelay {
       : md5(`${ha1}:${auth.nonce}:${ha2}`);
     if (auth.username !== user || expected !== auth.response) {
       this.nonces.delete(auth.nonce);
-      const nonce = randomBytes(12).toString('hex');
-      this.nonces.add(nonce);
-      ws.send(this.reply(msg, 401, 'Unauthorized', [
-        `WWW-Authenticate: Digest realm="${this.realm}", nonce="${nonce}", algorithm=MD5, qop="auth"`,
-      ]));
+      this.challenge(ws, msg);
       return;
     }
     const contact = msg.get('contact') || '';
@@ -211,6 +203,14 @@ export class SipRelay {
     }
     this.users.set(user, ws);
     ws.send(this.reply(msg, 200, 'OK', [`Contact: ${contact.replace(/;\s*expires=\d+/i, '')};expires=${expires}`]));
+  }
+
+  challenge(ws, msg) {
+    const nonce = randomBytes(12).toString('hex');
+    this.nonces.add(nonce);
+    ws.send(this.reply(msg, 401, 'Unauthorized', [
+      `WWW-Authenticate: Digest realm="${this.realm}", nonce="${nonce}", algorithm=MD5, qop="auth"`,
+    ]));
   }
 
   reply(msg, status, phrase, extra = []) {

@@ -24,7 +24,7 @@ export class Ringtone {
   }
 
   applySink() {
-    if (this.ctx && typeof this.ctx.setSinkId === 'function' && this.sinkId !== undefined) {
+    if (this.ctx && typeof this.ctx.setSinkId === 'function') {
       this.ctx.setSinkId(this.sinkId).catch(() => {});
     }
   }
