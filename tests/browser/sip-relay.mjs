@@ -127,6 +127,7 @@ export class SipRelay {
         callee: target.user,
         from: msg.get('from'),
         callerContact: msg.get('contact'),
+        invite: msg.get('cseq'),
         cseq: parseInt(msg.get('cseq'), 10),
         to: null,
         contact: null,
@@ -140,10 +141,11 @@ export class SipRelay {
     peer.send(out);
   }
 
-  // The callee's provisional or final answer to an INVITE fixes its tag and Contact.
+  // The callee's provisional or final answer to the initial INVITE (not to a re-INVITE, which
+  // may come from either side) fixes its tag and Contact.
   noteAnswer(msg) {
     const call = this.calls.get(msg.get('call-id'));
-    if (!call || !/INVITE/i.test(msg.get('cseq') || '') || msg.status < 101 || msg.status >= 300) return;
+    if (!call || msg.get('cseq') !== call.invite || msg.status < 101 || msg.status >= 300) return;
     const to = msg.get('to');
     const contact = /<([^>]+)>/.exec(msg.get('contact') || '');
     if (/;\s*tag=/i.test(to || '') && contact) Object.assign(call, { to, contact: contact[1] });
