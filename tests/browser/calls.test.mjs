@@ -106,6 +106,7 @@ describe('calls between softphone pages', { skip: chromiumMissing(), timeout: 18
 
   test('A calls B; B rings, answers, and audio flows both ways', async () => {
     const { a, b } = phones;
+    const configsBefore = server.configRequests();
     await a.page.fill('#number', '5002');
     await a.page.click('#call');
     await waitForCallState(b.page, 'Ringing');
@@ -117,6 +118,7 @@ describe('calls between softphone pages', { skip: chromiumMissing(), timeout: 18
     await waitForCallState(a.page, 'In call', { failOn: CALL_ENDED });
     await waitForCallState(b.page, 'In call', { failOn: CALL_ENDED });
     assert.equal(await b.page.isVisible('#answer'), false);
+    assert.equal(server.configRequests() - configsBefore, 2, 'ICE servers fetched afresh by caller and callee');
 
     const sa = await waitForAudio(a, { above: 0.05 });
     const sb = await waitForAudio(b, { above: 0.05 });

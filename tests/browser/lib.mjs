@@ -299,6 +299,7 @@ export const LAB_CONFIG = {
  * `tls` ({key, cert}) and a `relay`, over HTTPS with the relay answering /ws.
  */
 export async function startStaticServer({ root = WEB_DIST, config = LAB_CONFIG, tls = null, relay = null } = {}) {
+  const counts = { config: 0 };
   const handler = async (req, res) => {
     const host = req.headers.host || '127.0.0.1';
     const headers = {
@@ -308,6 +309,7 @@ export async function startStaticServer({ root = WEB_DIST, config = LAB_CONFIG, 
     };
     const path = decodeURIComponent(new URL(req.url, 'http://x').pathname);
     if (path === '/config.json' && config) {
+      counts.config += 1;
       res.writeHead(200, { ...headers, 'Content-Type': 'application/json' });
       res.end(JSON.stringify(config));
       return;
@@ -336,6 +338,7 @@ export async function startStaticServer({ root = WEB_DIST, config = LAB_CONFIG, 
   return {
     url: `${tls ? 'https' : 'http'}://127.0.0.1:${port}`,
     port,
+    configRequests: () => counts.config,
     close: () => new Promise((r) => { server.closeAllConnections(); server.close(r); }),
   };
 }

@@ -15,8 +15,10 @@ function showNotice(text) {
   n.hidden = !text;
 }
 
-async function loadConfig() {
-  const res = await fetch('/config.json', { cache: 'no-store', credentials: 'same-origin' });
+const CONFIG_REFRESH_LIMIT_MS = 2000;
+
+async function loadConfig({ signal } = {}) {
+  const res = await fetch('/config.json', { cache: 'no-store', credentials: 'same-origin', signal });
   if (!res.ok) throw new Error(`/config.json answered ${res.status}`);
   const c = await res.json();
   if (!c.sip_domain || !c.ws_path) throw new Error('/config.json lacks sip_domain or ws_path');
@@ -217,6 +219,8 @@ async function main() {
   const phone = new Phone(config, {
     rawAudio: params.get('raw-audio') === '1',
     audio: $('remote-audio'),
+    refreshIceServers: async () =>
+      (await loadConfig({ signal: AbortSignal.timeout(CONFIG_REFRESH_LIMIT_MS) })).ice_servers,
   });
   phone.addEventListener('change', () => render(phone));
   bind(phone);

@@ -20,11 +20,12 @@ const REOFFER_WAIT_MS = 5000;
 export class Phone extends EventTarget {
   /**
    * @param {{site:string, sip_domain:string, ws_url:string, echo_number:string, ice_servers:object[]}} config
-   * @param {{rawAudio:boolean, audio:HTMLAudioElement}} options
+   * @param {{rawAudio:boolean, audio:HTMLAudioElement, refreshIceServers?:() => Promise<object[]>}} options
    */
-  constructor(config, { rawAudio, audio }) {
+  constructor(config, { rawAudio, audio, refreshIceServers = null }) {
     super();
     this.config = config;
+    this.refreshIceServers = refreshIceServers;
     this.rawAudio = rawAudio;
     this.audio = audio;
     this.ringtone = new Ringtone();
@@ -75,9 +76,22 @@ export class Phone extends EventTarget {
     this.emit();
   }
 
-  pcConfig() {
+  // TURN credentials handed out in /config.json are short-lived and agents keep the page open
+  // all day: fetch them again for each call, keeping the previous list if that fails.
+  async iceServers() {
+    if (this.refreshIceServers) {
+      try {
+        this.config.ice_servers = await this.refreshIceServers();
+      } catch {
+        // keep the list from page load
+      }
+    }
+    return this.config.ice_servers || [];
+  }
+
+  pcConfig(iceServers) {
     return {
-      iceServers: this.config.ice_servers || [],
+      iceServers,
       rtcpMuxPolicy: 'require',
       bundlePolicy: 'max-bundle',
     };
@@ -197,6 +211,7 @@ export class Phone extends EventTarget {
     const target = String(number || '').trim();
     if (!this.ua || this.session || !target) return;
     this.resetCall({ call: 'Calling', direction: 'outgoing', remote: target });
+    const ice = this.iceServers();
     let stream;
     try {
       stream = await this.microphone();
@@ -204,6 +219,7 @@ export class Phone extends EventTarget {
       this.set({ call: `Ended: Microphone unavailable (${err.name})` });
       return;
     }
+    const iceServers = await ice;
     if (!this.ua || this.session) {
       this.releaseMicrophone();
       return;
@@ -212,7 +228,7 @@ export class Phone extends EventTarget {
       this.ua.call(`sip:${target}@${this.config.sip_domain}`, {
         mediaStream: stream,
         mediaConstraints: { audio: true, video: false },
-        pcConfig: this.pcConfig(),
+        pcConfig: this.pcConfig(iceServers),
         rtcOfferConstraints: { offerToReceiveAudio: true, offerToReceiveVideo: false },
       });
     } catch (err) {
@@ -387,6 +403,7 @@ export class Phone extends EventTarget {
     this.timers.autoAnswer = null;
     this.ringtone.stop();
     this.set({ callDetail: 'Answering', autoAnswerIn: null });
+    const ice = this.iceServers();
     let stream;
     try {
       stream = await this.microphone();
@@ -394,6 +411,7 @@ export class Phone extends EventTarget {
       session.terminate({ status_code: 480, reason_phrase: 'Microphone Unavailable' });
       return;
     }
+    const iceServers = await ice;
     if (session !== this.session || session.isEnded()) {
       this.releaseMicrophone();
       return;
@@ -402,7 +420,7 @@ export class Phone extends EventTarget {
       session.answer({
         mediaStream: stream,
         mediaConstraints: { audio: true, video: false },
-        pcConfig: this.pcConfig(),
+        pcConfig: this.pcConfig(iceServers),
       });
     } catch (err) {
       this.set({ callDetail: `Answer failed: ${err.message}` });
