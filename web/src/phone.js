@@ -17,6 +17,17 @@ const DTMF_DURATION_MS = 120;
 const DTMF_GAP_MS = 70;
 const REOFFER_WAIT_MS = 5000;
 
+// What each new call starts from.
+const FRESH_CALL = Object.freeze({
+  callDetail: '',
+  muted: false,
+  held: false,
+  autoAnswerIn: null,
+  dtmfSent: '',
+  stats: null,
+  quality: null,
+});
+
 export class Phone extends EventTarget {
   /**
    * @param {{site:string, sip_domain:string, ws_url:string, echo_number:string, ice_servers:object[]}} config
@@ -41,15 +52,9 @@ export class Phone extends EventTarget {
       registration: 'Unregistered',
       detail: '',
       call: 'Idle',
-      callDetail: '',
       direction: null,
       remote: '',
-      muted: false,
-      held: false,
-      autoAnswerIn: null,
-      dtmfSent: '',
-      stats: null,
-      quality: null,
+      ...FRESH_CALL,
     };
   }
 
@@ -209,7 +214,7 @@ export class Phone extends EventTarget {
 
   async call(number) {
     const target = String(number || '').trim();
-    if (!this.ua || this.session || !target) return;
+    if (!this.ua || this.session || !target || this.state.registration !== 'Registered') return;
     this.resetCall({ call: 'Calling', direction: 'outgoing', remote: target });
     const ice = this.iceServers();
     let stream;
@@ -239,16 +244,7 @@ export class Phone extends EventTarget {
 
   resetCall(patch) {
     this.prevStats = null;
-    this.set({
-      callDetail: '',
-      muted: false,
-      held: false,
-      autoAnswerIn: null,
-      dtmfSent: '',
-      stats: null,
-      quality: null,
-      ...patch,
-    });
+    this.set({ ...FRESH_CALL, ...patch });
   }
 
   onNewSession({ originator, session, request }) {
