@@ -95,7 +95,9 @@ describe('softphone page', { skip: chromiumMissing() }, () => {
     await waitForRegState(page, 'Connecting');
     // JsSIP reports the dropped socket; the page says so and keeps retrying.
     await waitForText(page, '#reg-detail', /Connection lost.*retrying/);
+    assert.ok(await page.isVisible('#reg-detail'), 'the reason is on screen while signed in');
     assert.equal((await page.textContent('#reg-state')).trim(), 'Connecting');
+    await page.screenshot({ path: join(ARTIFACTS, 'softphone-connecting.png'), fullPage: true });
     assert.equal((await phoneState(page)).registration, 'Connecting');
     assert.equal(await page.isDisabled('#call'), true, 'cannot call while not registered');
     assert.equal(await page.isDisabled('#echo-test'), true);
@@ -104,6 +106,7 @@ describe('softphone page', { skip: chromiumMissing() }, () => {
     await page.click('#logout');
     await waitForRegState(page, 'Unregistered');
     assert.ok(await page.isVisible('#login'), 'login form is back');
+    assert.equal(await page.isVisible('#reg-detail'), false, 'no stale reason after signing out');
 
     assert.deepEqual(await seen.cspViolations(), [], 'the WebSocket attempt is within the CSP');
     const unexpected = seen.consoleErrors.filter((text) => !WS_FAILURE.test(text));
