@@ -107,8 +107,23 @@ export class Phone extends EventTarget {
   login(dn, password) {
     if (this.ua) return;
     this.ringtone.unlock();
+    let ua;
+    try {
+      ua = this.createUa(dn, password);
+    } catch (err) {
+      // JsSIP rejects a DN that makes no valid SIP URI before anything is sent.
+      this.set({ registration: `Registration failed: ${err.message}`, detail: 'Check the DN' });
+      return;
+    }
+    this.ua = ua;
+    this.set({ dn, registration: 'Connecting', detail: `Connecting to ${this.config.ws_url}` });
+    this.listen(ua);
+    ua.start();
+  }
+
+  createUa(dn, password) {
     const socket = new JsSIP.WebSocketInterface(this.config.ws_url);
-    const ua = new JsSIP.UA({
+    return new JsSIP.UA({
       sockets: [socket],
       uri: `sip:${dn}@${this.config.sip_domain}`,
       authorization_user: dn,
@@ -119,9 +134,9 @@ export class Phone extends EventTarget {
       // would only add glare with the B2BUA.
       session_timers: false,
     });
-    this.ua = ua;
-    this.set({ dn, registration: 'Connecting', detail: `Connecting to ${this.config.ws_url}` });
+  }
 
+  listen(ua) {
     ua.on('connecting', () => {
       if (this.ua !== ua) return;
       if (this.state.registration !== 'Connecting') this.set({ registration: 'Connecting' });
@@ -150,7 +165,6 @@ export class Phone extends EventTarget {
     });
     ua.on('registrationFailed', (e) => this.onRegistrationFailed(ua, e));
     ua.on('newRTCSession', (e) => this.onNewSession(e));
-    ua.start();
   }
 
   onRegistrationFailed(ua, e) {
