@@ -146,7 +146,9 @@ export async function login(page, dn, password) {
 
 // ---- gateway ------------------------------------------------------------------------
 
-export const gatewayBinary = () => process.env.GATEWAYD_BIN || join(ROOT, 'target', 'debug', 'gatewayd');
+// Where `cargo build` puts the binary (it honours CARGO_TARGET_DIR), unless GATEWAYD_BIN says.
+export const gatewayBinary = () =>
+  process.env.GATEWAYD_BIN || join(resolve(ROOT, process.env.CARGO_TARGET_DIR || 'target'), 'debug', 'gatewayd');
 
 /**
  * Returns false when the gateway binary is there; otherwise a skip message, or throws when
