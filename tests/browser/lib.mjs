@@ -81,6 +81,7 @@ export function phoneState(page) {
           quality: p.quality,
           dtmfSent: p.dtmfSent,
           inputDevice: p.inputDevice,
+          direction: p.direction,
         }
       : null;
   });
@@ -264,6 +265,29 @@ export async function writeToneWav(path, { freq = 440, seconds = 10, rate = 4800
   await writeFile(path, buf);
   return path;
 }
+
+// G.711 u-law of one 16-bit sample (ITU-T G.711, the usual segment search).
+function ulaw(sample) {
+  let s = Math.max(-32635, Math.min(32635, sample));
+  const sign = s < 0 ? 0x80 : 0;
+  if (sign) s = -s;
+  s += 0x84;
+  let exponent = 7;
+  for (let mask = 0x4000; (s & mask) === 0 && exponent > 0; mask >>= 1) exponent--;
+  const mantissa = (s >> (exponent + 3)) & 0x0f;
+  return ~(sign | (exponent << 4) | mantissa) & 0xff;
+}
+
+/** Writes headerless 8 kHz G.711 u-law with a steady tone, for sipp's rtp_stream. */
+export async function writeToneUlaw(path, { freq = 440, seconds = 20, amplitude = 0.5 } = {}) {
+  const rate = 8000;
+  const out = Buffer.alloc(seconds * rate);
+  for (let i = 0; i < out.length; i++) out[i] = ulaw(Math.round(Math.sin((2 * Math.PI * freq * i) / rate) * amplitude * 32767));
+  await writeFile(path, out);
+  return path;
+}
+
+export const SIPP = process.env.SIPP_BIN || '/usr/bin/sipp';
 
 // ---- static server for the page alone -------------------------------------------------
 
