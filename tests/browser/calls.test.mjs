@@ -11,8 +11,9 @@ import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
-  ARTIFACTS, CALL_ENDED, WEB_DIST, chromiumMissing, launchBrowser, login, newContext, phoneState, selfSignedCert,
-  startStaticServer, waitFor, waitForCallState, waitForRegState, waitForText, watchPage, writeToneWav,
+  ARTIFACTS, CALL_ENDED, WEB_DIST, chromiumMissing, launchBrowser, openPhone, phoneState, selfSignedCert,
+  startStaticServer, waitFor, waitForAudio as waitForPageAudio, waitForCallState, waitForRegState, waitForText,
+  writeToneWav,
 } from './lib.mjs';
 import { SipRelay } from './sip-relay.mjs';
 
@@ -52,27 +53,9 @@ describe('calls between softphone pages', { skip: chromiumMissing(), timeout: 18
     if (tmp) await rm(tmp, { recursive: true, force: true });
   });
 
-  async function open(dn, password = `pass${dn}`) {
-    const context = await newContext(browser);
-    const page = await context.newPage();
-    const seen = await watchPage(page);
-    await page.goto(`${server.url}/?raw-audio=1`);
-    await login(page, dn, password);
-    return { dn, context, page, seen };
-  }
-
+  const open = (dn, password = `pass${dn}`) => openPhone(browser, server.url, dn, password, { query: '?raw-audio=1' });
   const stats = async (p) => (await phoneState(p.page)).stats;
-
-  async function waitForAudio(p, { above = null, below = null, timeout = 15_000 } = {}) {
-    return waitFor(async () => {
-      const s = await stats(p);
-      if (!s || s.audioLevel === null) return null;
-      if (above !== null && !(s.audioLevel > above)) return null;
-      if (below !== null && !(s.audioLevel < below)) return null;
-      return s;
-    }, { timeout, what: `${p.dn} inbound audio level ${above !== null ? `> ${above}` : `< ${below}`}`,
-      describe: async () => JSON.stringify(await stats(p)) });
-  }
+  const waitForAudio = (p, opts) => waitForPageAudio(p.page, { label: p.dn, ...opts });
 
   async function receivedGrows(p) {
     const start = (await stats(p))?.packetsReceived ?? 0;

@@ -8,8 +8,8 @@ import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
-  ARTIFACTS, CALL_ENDED, chromiumMissing, gatewayMissing, launchBrowser, login, newContext, phoneState,
-  startGateway, waitFor, waitForCallState, waitForRegState, watchPage, writeToneWav,
+  ARTIFACTS, CALL_ENDED, chromiumMissing, gatewayMissing, launchBrowser, openPhone, phoneState,
+  startGateway, waitFor, waitForAudio, waitForCallState, waitForRegState, writeToneWav,
 } from './lib.mjs';
 
 describe('echo test through the gateway', { skip: chromiumMissing() || gatewayMissing(), timeout: 120_000 }, () => {
@@ -30,19 +30,12 @@ describe('echo test through the gateway', { skip: chromiumMissing() || gatewayMi
   });
 
   test('Test my audio: the echo number answers and the tone comes back', async () => {
-    const context = await newContext(browser);
-    const page = await context.newPage();
-    const seen = await watchPage(page);
-    await page.goto(`${gateway.url}/?raw-audio=1`);
-    await login(page, '5001', 'pass5001');
+    const { context, page, seen } = await openPhone(browser, gateway.url, '5001', 'pass5001', { query: '?raw-audio=1' });
     await waitForRegState(page, 'Registered', { timeout: 15_000 });
     await page.click('#echo-test');
     await waitForCallState(page, 'In call', { timeout: 15_000, failOn: CALL_ENDED });
 
-    const stats = await waitFor(async () => {
-      const s = (await phoneState(page)).stats;
-      return s && s.packetsReceived > 50 && s.audioLevel > 0.05 ? s : null;
-    }, { timeout: 15_000, what: 'the echoed tone', describe: async () => JSON.stringify((await phoneState(page)).stats) });
+    const stats = await waitForAudio(page, { above: 0.05, minPackets: 50, label: 'the echoed tone:' });
     assert.match(stats.codec, /^(PCMU|PCMA)$/, 'G.711 end to end');
     assert.ok(stats.packetsSent > 50);
     await page.screenshot({ path: join(ARTIFACTS, 'softphone-echo.png'), fullPage: true });

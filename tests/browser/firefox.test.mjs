@@ -8,7 +8,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import puppeteer from 'puppeteer-core';
 import {
-  CALL_ENDED, WEB_DIST, chromiumMissing, launchBrowser, login, newContext, phoneState, selfSignedCert,
+  CALL_ENDED, WEB_DIST, chromiumMissing, launchBrowser, openPhone, phoneState, selfSignedCert,
   startStaticServer, waitFor, waitForCallState, waitForRegState,
 } from './lib.mjs';
 import { SipRelay } from './sip-relay.mjs';
@@ -77,10 +77,7 @@ describe('softphone in Firefox', { skip: missing || chromiumMissing(), timeout: 
   });
 
   test('Firefox calls chromium and both receive audio', async () => {
-    const context = await newContext(chromium);
-    const other = await context.newPage();
-    await other.goto(`${server.url}/`);
-    await login(other, '5002', 'pass5002');
+    const { context, page: other } = await openPhone(chromium, server.url, '5002', 'pass5002');
     await waitForRegState(other, 'Registered');
 
     await page.type('#number', '5002');

@@ -7,12 +7,12 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
-  ARTIFACTS, CALL_ENDED, ROOT, SIPP, chromiumMissing, gatewayMissing, launchBrowser, login, newContext,
-  phoneState, startGateway, waitFor, waitForCallState, waitForRegState, watchPage, writeToneUlaw, writeToneWav,
+  ARTIFACTS, CALL_ENDED, ROOT, SIPP, chromiumMissing, gatewayMissing, launchBrowser, openPhone, phoneState,
+  startGateway, waitFor, waitForAudio, waitForCallState, waitForRegState, writeToneUlaw, writeToneWav,
 } from './lib.mjs';
 
 const SCENARIO = join(ROOT, 'tests', 'browser', 'sipp', 'inbound-auto-answer.xml');
@@ -38,18 +38,14 @@ describe('inbound call from the SIP server', { skip: chromiumMissing() || sippMi
   });
 
   test('auto-answered call carries the tone, and the far end hangs up', async () => {
-    const context = await newContext(browser);
-    const page = await context.newPage();
-    const seen = await watchPage(page);
-    await page.goto(`${gateway.url}/?raw-audio=1`);
-    await login(page, '5001', 'pass5001');
+    const { context, page, seen } = await openPhone(browser, gateway.url, '5001', 'pass5001', { query: '?raw-audio=1' });
     await waitForRegState(page, 'Registered', { timeout: 15_000 });
 
     // sipp resolves tone.ulaw against its working directory; a missing file would be silent.
     const output = [];
     const sipp = spawn(SIPP, [
       '-sf', SCENARIO, '-i', '127.0.0.1', '-p', '5080', '-mp', '30000', '-m', '1', '-s', '5001',
-      '-d', String(TALK_MS), '-aa', '-nostdin', '-timeout', '60s', '-timeout_error', '-trace_err',
+      '-d', String(TALK_MS), '-aa', '-nostdin', '-timeout', '60s', '-timeout_error', '-trace_err', '-trace_msg',
       '127.0.0.1:5060',
     ], { cwd: tmp, stdio: ['ignore', 'pipe', 'pipe'] });
     sipp.stdout.on('data', (d) => output.push(d.toString()));
@@ -58,10 +54,7 @@ describe('inbound call from the SIP server', { skip: chromiumMissing() || sippMi
     try {
       await waitForCallState(page, 'In call', { timeout: 15_000, failOn: CALL_ENDED });
       assert.equal((await phoneState(page)).direction, 'incoming');
-      const stats = await waitFor(async () => {
-        const s = (await phoneState(page)).stats;
-        return s && s.packetsReceived > 50 && s.audioLevel > 0.05 ? s : null;
-      }, { timeout: 10_000, what: 'the tone from sipp', describe: async () => JSON.stringify((await phoneState(page)).stats) });
+      const stats = await waitForAudio(page, { above: 0.05, minPackets: 50, timeout: 10_000, label: 'the tone from sipp:' });
       assert.equal(stats.codec, 'PCMU');
       await page.screenshot({ path: join(ARTIFACTS, 'softphone-inbound.png'), fullPage: true });
       await page.click('#dtmf-1');
@@ -70,6 +63,12 @@ describe('inbound call from the SIP server', { skip: chromiumMissing() || sippMi
       await waitForCallState(page, 'Ended: Terminated', { timeout: TALK_MS + 10_000 });
       const code = await Promise.race([exited, new Promise((r) => setTimeout(() => r('still running'), 10_000))]);
       assert.equal(code, 0, `sipp finished the scenario:\n${output.join('').slice(-3000)}`);
+    } catch (err) {
+      // -trace_err and -trace_msg write sipp's complaints and messages into its working directory.
+      const logs = (await readdir(tmp)).filter((f) => /_(errors|messages)\.log$/.test(f)).sort();
+      const errors = (await Promise.all(logs.map((f) => readFile(join(tmp, f), 'utf8')))).join('');
+      err.message += `\nsipp said:\n${output.join('').slice(-2000)}\n${errors.slice(-4000) || '(no sipp log)'}`;
+      throw err;
     } finally {
       if (sipp.exitCode === null) sipp.kill('SIGKILL');
       await exited;

@@ -137,6 +137,38 @@ export async function watchPage(page) {
   return seen;
 }
 
+/**
+ * Opens the softphone at `baseUrl` (plus `query`, e.g. `?raw-audio=1`) in a fresh context,
+ * watching it for errors, and signs in. The caller waits for the state it expects.
+ */
+export async function openPhone(browser, baseUrl, dn, password, { query = '' } = {}) {
+  const context = await newContext(browser);
+  const page = await context.newPage();
+  const seen = await watchPage(page);
+  await page.goto(`${baseUrl}/${query}`);
+  await login(page, dn, password);
+  return { dn, context, page, seen };
+}
+
+/**
+ * Waits until the page's inbound audio level is above `above` (or below `below`) with at least
+ * `minPackets` received; returns the stats. The page refreshes them once a second.
+ */
+export async function waitForAudio(page, { above = null, below = null, minPackets = 0, timeout = 15_000, label = 'page' } = {}) {
+  const read = async () => (await phoneState(page)).stats;
+  return waitFor(async () => {
+    const s = await read();
+    if (!s || s.audioLevel === null || s.packetsReceived < minPackets) return null;
+    if (above !== null && !(s.audioLevel > above)) return null;
+    if (below !== null && !(s.audioLevel < below)) return null;
+    return s;
+  }, {
+    timeout,
+    what: `${label} inbound audio level ${above !== null ? `> ${above}` : `< ${below}`}`,
+    describe: async () => JSON.stringify(await read()),
+  });
+}
+
 export async function login(page, dn, password) {
   await page.locator('#login').waitFor({ state: 'visible' });
   await waitFor(() => page.locator('#login').isEnabled(), { what: '#login to be enabled' });

@@ -6,8 +6,7 @@ import assert from 'node:assert/strict';
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
-  ARTIFACTS, chromiumMissing, gatewayMissing, launchBrowser, login, newContext, phoneState,
-  startGateway, waitForRegState, watchPage,
+  ARTIFACTS, chromiumMissing, gatewayMissing, launchBrowser, openPhone, phoneState, startGateway, waitForRegState,
 } from './lib.mjs';
 
 describe('softphone registration through the gateway', { skip: chromiumMissing() || gatewayMissing() }, () => {
@@ -25,11 +24,7 @@ describe('softphone registration through the gateway', { skip: chromiumMissing()
   });
 
   test('5001 registers and the page says Registered', async () => {
-    const context = await newContext(browser);
-    const page = await context.newPage();
-    const seen = await watchPage(page);
-    await page.goto(`${gateway.url}/`);
-    await login(page, '5001', 'pass5001');
+    const { context, page, seen } = await openPhone(browser, gateway.url, '5001', 'pass5001');
     await waitForRegState(page, 'Registered', { timeout: 15_000 });
     assert.equal((await phoneState(page)).registration, 'Registered');
     assert.equal(await page.isEnabled('#call'), true, 'calling is possible once registered');
@@ -44,10 +39,7 @@ describe('softphone registration through the gateway', { skip: chromiumMissing()
   });
 
   test('a wrong password shows the failure', async () => {
-    const context = await newContext(browser);
-    const page = await context.newPage();
-    await page.goto(`${gateway.url}/`);
-    await login(page, '5002', 'not-the-password');
+    const { context, page } = await openPhone(browser, gateway.url, '5002', 'not-the-password');
     const text = await waitForRegState(page, /^Registration failed: .+/, { timeout: 15_000 });
     assert.notEqual((await phoneState(page)).registration, 'Registered', text);
     assert.ok(await page.isVisible('#login'), 'the login form is offered again');
