@@ -95,6 +95,7 @@ describe('calls between softphone pages', { skip: chromiumMissing(), timeout: 18
     await waitForCallState(b.page, 'Ringing');
     assert.equal((await a.page.textContent('#call-state')).trim(), 'Calling');
     assert.match(await b.page.title(), /^Ringing: 5001/);
+    assert.equal((await b.page.textContent('#call-detail')).trim(), 'From 5001');
     assert.ok(await b.page.isVisible('#answer'));
     assert.ok(await b.page.isVisible('#reject'));
     await b.page.click('#answer');

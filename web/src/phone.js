@@ -267,9 +267,11 @@ export class Phone extends EventTarget {
       return;
     }
     this.session = session;
-    const remote = session.remote_identity && session.remote_identity.uri ? session.remote_identity.uri.user : '';
+    const id = session.remote_identity;
+    const remote = id && id.uri ? id.uri.user : '';
     if (originator === 'remote') {
-      this.resetCall({ call: 'Ringing', direction: 'incoming', remote: remote || 'unknown' });
+      const who = id && id.display_name ? `${id.display_name} (${remote})` : remote || 'unknown';
+      this.resetCall({ call: 'Ringing', direction: 'incoming', remote: remote || 'unknown', callDetail: `From ${who}` });
     } else {
       this.set({ remote: remote || this.state.remote });
     }
