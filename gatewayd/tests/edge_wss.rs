@@ -41,6 +41,11 @@ fn lab(env: &[(&str, &str)]) -> Lab {
 /// Trusts exactly the certificate the gateway generated in its state directory.
 fn tls(lab: &Lab) -> TlsConnector {
     let pem = std::fs::read(lab.dir.path().join("state/web.crt")).expect("self-signed certificate in the state directory");
+    tls_trusting(&pem)
+}
+
+/// Trusts exactly the certificate in `pem`.
+fn tls_trusting(pem: &[u8]) -> TlsConnector {
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_pemfile::certs(&mut &pem[..]) {
         roots.add(cert.unwrap()).unwrap();
@@ -56,9 +61,13 @@ fn tls(lab: &Lab) -> TlsConnector {
 type Ws = tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<TcpStream>>;
 
 async fn connect(lab: &Lab, origin: &str) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
+    connect_with(lab, tls(lab), origin).await
+}
+
+async fn connect_with(lab: &Lab, connector: TlsConnector, origin: &str) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
     let tcp = TcpStream::connect(("127.0.0.1", lab.https)).await.unwrap();
     let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
-    let stream = tls(lab).connect(name, tcp).await.unwrap();
+    let stream = connector.connect(name, tcp).await?;
     let mut request = format!("wss://127.0.0.1:{}/ws", lab.https).into_client_request().unwrap();
     request.headers_mut().insert("Origin", origin.parse().unwrap());
     request.headers_mut().insert("Sec-WebSocket-Protocol", "sip".parse().unwrap());
@@ -229,4 +238,39 @@ async fn malformed_sip_gets_400_keepalives_get_pong_and_the_socket_lives() {
     assert_eq!(r.status_code.code(), 400, "{r}");
     send(&mut ws, "OPTIONS sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/WSS c.invalid;branch=z9hG4bKo\r\nMax-Forwards: 70\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:127.0.0.1>\r\nCall-ID: o1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n").await;
     assert_eq!(response(&mut ws).await.status_code.code(), 200, "the connection still works");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reload_keeps_registered_agents_while_new_handshakes_see_the_new_certificate_and_origins() {
+    let mut lab = lab(&[]);
+    let mut ws = connect(&lab, &own_origin(&lab)).await.unwrap();
+    let ok = register_with(&mut ws, "5006", &ClientSecret::Password("pass5006".into())).await;
+    assert_eq!(ok.status_code.code(), 200);
+    let old_cert = std::fs::read(lab.dir.path().join("state/web.crt")).unwrap();
+
+    // A new certificate (files) and a new allowed origin, then SIGHUP.
+    let g = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    std::fs::write(lab.dir.path().join("new.crt"), g.cert.pem()).unwrap();
+    std::fs::write(lab.dir.path().join("new.key"), g.signing_key.serialize_pem()).unwrap();
+    let profile = lab.dir.path().join("profile.toml");
+    let text = std::fs::read_to_string(&profile).unwrap()
+        .replace("source = \"self-signed\"", "source = \"files\"\ncertificate = \"new.crt\"\nkey = \"new.key\"")
+        .replace("allowed_origins = [", "allowed_origins = [\"https://crm.example.com\", ");
+    std::fs::write(&profile, &text).unwrap();
+    lab.gw.signal("HUP");
+    lab.gw.wait_for_log("profile reloaded", DEADLINE);
+    lab.gw.wait_for_log("web: settings applied", DEADLINE);
+
+    // The registered agent's socket is still up and still registered.
+    send(&mut ws, "\r\n\r\n").await;
+    assert_eq!(recv(&mut ws).await, "\r\n", "the old connection lives");
+    assert_eq!(tokio::task::block_in_place(|| options_status(&lab, "5006", 9)), 200, "still registered");
+
+    // New handshakes: the new certificate, and the newly allowed origin.
+    let new_cert = g.cert.pem().into_bytes();
+    assert_ne!(old_cert, new_cert);
+    let ws2 = connect_with(&lab, tls_trusting(&new_cert), "https://crm.example.com").await;
+    assert!(ws2.is_ok(), "new certificate and origin apply to new connections: {:?}", ws2.err());
+    let stale = connect_with(&lab, tls_trusting(&old_cert), &own_origin(&lab)).await;
+    assert!(stale.is_err(), "the old certificate is no longer served to new connections");
 }
