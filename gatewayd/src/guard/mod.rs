@@ -6,6 +6,7 @@
 //! in the state directory and answers the admin endpoint. This module never opens sockets and
 //! never edits nftables itself.
 
+pub mod admin;
 mod engine;
 mod limiter;
 mod service;
