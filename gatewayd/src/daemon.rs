@@ -6,8 +6,9 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
+use crate::call;
 use crate::observe::{self, LogHandle};
 use crate::profile::{self, LoadedProfile};
 use crate::system::{self, Notifier};
@@ -35,6 +36,26 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on observe.admin {admin_addr}"))?;
     tokio::spawn(admin);
+
+    let listen = profile_rx.borrow().profile.sip.listen.clone();
+    let (sip_sender, sip_inbound) = call::internal::bind(&listen, call::driver::EVENT_QUEUE)
+        .await
+        .with_context(|| "cannot listen on sip.listen")?;
+    let (conn_tx, conn_rx) = mpsc::channel(call::driver::EVENT_QUEUE);
+    let (failure_tx, mut failure_rx) = mpsc::channel::<call::driver::Failure>(1024);
+    let secret = call::driver::digest_secret(&state_dir).context("cannot keep the digest nonce key")?;
+    tokio::spawn(call::driver::run(call::driver::CallTask {
+        events: conn_rx,
+        internal: sip_inbound,
+        sender: sip_sender,
+        profile: profile_rx.clone(),
+        secret,
+        failures: failure_tx,
+        media: call::media_port::NoMedia,
+    }));
+    // Until the guard consumes them, failures are only logged (by call control).
+    tokio::spawn(async move { while failure_rx.recv().await.is_some() {} });
+    let _agent_connections = conn_tx;
 
     let mut hangup = signal(SignalKind::hangup())?;
     let mut terminate = signal(SignalKind::terminate())?;

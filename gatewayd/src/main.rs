@@ -31,8 +31,12 @@ enum Command {
         #[arg(required = true)]
         profiles: Vec<PathBuf>,
     },
-    /// Print the JSON Schema of the profile.
-    Schema,
+    /// Print the JSON Schema of the profile (or its Markdown reference).
+    Schema {
+        /// Print the profile reference in Markdown instead.
+        #[arg(long)]
+        markdown: bool,
+    },
     /// Read a password from stdin and print the digest HA1 lines for the profile.
     HashPassword {
         /// The DN (digest user name).
@@ -48,8 +52,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Validate { profiles } => validate(&profiles),
-        Command::Schema => {
-            print!("{}", profile::schema_json());
+        Command::Schema { markdown } => {
+            if markdown {
+                print!("{}", profile::reference_markdown());
+            } else {
+                print!("{}", profile::schema_json());
+            }
             ExitCode::SUCCESS
         }
         Command::HashPassword { user, realm } => hash_password(&user, &realm),

@@ -178,12 +178,30 @@ pub struct Auth {
     /// How long a nonce stays valid before the client is told `stale=true`.
     #[serde(default = "default_nonce_lifetime")]
     pub nonce_lifetime: Duration,
+    /// Digest algorithms challenged, in this order. JsSIP (the softphone's SIP stack) reads only
+    /// the first challenge and supports only MD5, so MD5 comes first unless every client of the
+    /// site speaks SHA-256.
+    #[serde(default = "default_algorithms")]
+    pub algorithms: Vec<DigestAlgorithm>,
 }
 
 impl Default for Auth {
     fn default() -> Self {
-        Self { nonce_lifetime: default_nonce_lifetime() }
+        Self { nonce_lifetime: default_nonce_lifetime(), algorithms: default_algorithms() }
     }
+}
+
+/// A digest algorithm (RFC 7616, RFC 8760).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum DigestAlgorithm {
+    #[serde(rename = "MD5")]
+    Md5,
+    #[serde(rename = "SHA-256")]
+    Sha256,
+}
+
+fn default_algorithms() -> Vec<DigestAlgorithm> {
+    vec![DigestAlgorithm::Md5, DigestAlgorithm::Sha256]
 }
 
 fn default_nonce_lifetime() -> Duration {

@@ -361,6 +361,15 @@ impl Validator<'_> {
     }
 
     fn registrar(&mut self) {
+        let algorithms = &self.p.sip.auth.algorithms;
+        if algorithms.is_empty() {
+            self.error("sip.auth.algorithms", "name at least one algorithm");
+        }
+        for (i, a) in algorithms.iter().enumerate() {
+            if algorithms[..i].contains(a) {
+                self.error(format!("sip.auth.algorithms[{i}]"), "listed twice");
+            }
+        }
         let r = &self.p.sip.registrar;
         if !(r.min_expires <= r.default_expires && r.default_expires <= r.max_expires) {
             self.error("sip.registrar", format!("expected min_expires <= default_expires <= max_expires, got {} / {} / {}", r.min_expires, r.default_expires, r.max_expires));
