@@ -265,10 +265,7 @@ fn digest_config(config: &EdgeConfig, secret: Vec<u8>) -> DigestConfig {
 }
 
 fn has_to_tag(request: &Request) -> bool {
-    request.headers.iter().any(|h| match h {
-        rsip::Header::To(to) => message::to_tag_of(&rsip::headers::UntypedHeader::value(to).to_string()).is_some(),
-        _ => false,
-    })
+    crate::sip::dialog::DialogId::of_request(request).is_some()
 }
 
 #[cfg(test)]
