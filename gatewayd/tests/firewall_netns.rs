@@ -91,7 +91,7 @@ async fn only_the_profiles_openings_answer_and_bans_drop_one_source_everywhere()
     // An operator's ban survives a reload and a restart, and is lifted through the same API.
     service.ban(attacker, Some(Duration::from_secs(60))).await.expect("bans");
     assert!(!answers(&lab.inet, ATTACKER, Proto::Tcp, PUBLIC_GW, 443).await);
-    firewall.apply(&profile, &service.firewall_bans()).await.expect("reload applies");
+    service.apply_firewall(&profile).await.expect("reload applies");
     assert!(!answers(&lab.inet, ATTACKER, Proto::Tcp, PUBLIC_GW, 443).await, "ban survives a reload");
     service.flush();
     drop(service);
@@ -102,7 +102,7 @@ async fn only_the_profiles_openings_answer_and_bans_drop_one_source_everywhere()
     // A fresh table (as after a reboot) gets the persisted ban preloaded.
     firewall.remove().await.unwrap();
     assert!(answers(&lab.inet, ATTACKER, Proto::Tcp, PUBLIC_GW, 443).await, "no table, no ban");
-    firewall.apply(&profile, &restarted.firewall_bans()).await.expect("applies");
+    restarted.apply_firewall(&profile).await.expect("applies");
     assert!(!answers(&lab.inet, ATTACKER, Proto::Tcp, PUBLIC_GW, 443).await, "ban survives a restart");
     restarted.remove(attacker).await.expect("lifted");
     assert!(answers(&lab.inet, ATTACKER, Proto::Tcp, PUBLIC_GW, 443).await, "lifted ban lets the source in at once");

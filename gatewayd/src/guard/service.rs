@@ -14,7 +14,7 @@ use super::engine::{Ban, BanReason, Failure, GuardAction};
 use super::limiter::Limit;
 use super::store::{BanStore, StoredState};
 use super::{kind_name, Guard, GuardCounters};
-use crate::firewall::Firewall;
+use crate::firewall::{ApplyError, Firewall, Status};
 use crate::profile::Profile;
 
 /// Sources to disconnect, queued for slow listeners before the oldest are dropped.
@@ -58,6 +58,9 @@ pub struct BanService {
     close_tx: broadcast::Sender<IpAddr>,
     generation: AtomicU64,
     saved: Arc<Mutex<u64>>,
+    /// Serialises ruleset replacement and ban set edits, so a ban committed while the table is
+    /// being replaced cannot be wiped by the replacement.
+    nft: tokio::sync::Mutex<()>,
 }
 
 impl BanService {
@@ -78,11 +81,19 @@ impl BanService {
             }
         }
         let (close_tx, _) = broadcast::channel(CLOSE_QUEUE);
-        Self { guard: Mutex::new(guard), firewall, store, close_tx, generation: AtomicU64::new(0), saved: Arc::new(Mutex::new(0)) }
+        Self { guard: Mutex::new(guard), firewall, store, close_tx, generation: AtomicU64::new(0), saved: Arc::new(Mutex::new(0)), nft: tokio::sync::Mutex::new(()) }
     }
 
     fn guard(&self) -> std::sync::MutexGuard<'_, Guard> {
         self.guard.lock().expect("guard lock")
+    }
+
+    /// Makes the firewall follow `profile` with the active bans preloaded: call it on start and
+    /// on every reload. Errors are logged by the firewall; nothing is ever half-applied.
+    pub async fn apply_firewall(&self, profile: &Profile) -> Result<Status, ApplyError> {
+        let _serial = self.nft.lock().await;
+        let bans = self.firewall_bans();
+        self.firewall.apply(profile, &bans).await
     }
 
     /// Active bans with their time left, for [`Firewall::apply`] on start and reload.
@@ -141,7 +152,10 @@ impl BanService {
         let action = self.guard().unban(ip).ok_or(RemoveError::NotBanned(ip))?;
         let GuardAction::Unban(ip) = action else { unreachable!("unban yields Unban") };
         tracing::info!(%ip, "ban lifted by an operator");
-        self.firewall.unban(ip).await?;
+        {
+            let _serial = self.nft.lock().await;
+            self.firewall.unban(ip).await?;
+        }
         self.persist();
         Ok(())
     }
@@ -186,6 +200,7 @@ impl BanService {
                         BanReason::Manual => "manual",
                     };
                     tracing::warn!(ip = %ban.ip, rule, offence = ban.offence, seconds, "source banned");
+                    let _serial = self.nft.lock().await;
                     if let Err(e) = self.firewall.ban(ban.ip, ban.remaining(SystemTime::now())).await {
                         tracing::error!(ip = %ban.ip, error = %e, "ban not applied to the firewall");
                     }
@@ -197,6 +212,7 @@ impl BanService {
                 }
                 GuardAction::Unban(ip) => {
                     tracing::info!(%ip, "ban over");
+                    let _serial = self.nft.lock().await;
                     if let Err(e) = self.firewall.unban(*ip).await {
                         tracing::error!(%ip, error = %e, "unban not applied to the firewall");
                     }
