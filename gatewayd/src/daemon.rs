@@ -9,6 +9,8 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, watch};
 
 use crate::call;
+use crate::firewall::Firewall;
+use crate::guard::{BanService, BanStore, Failure};
 use crate::observe::{self, LogHandle};
 use crate::profile::{self, LoadedProfile};
 use crate::system::{self, Notifier};
@@ -21,6 +23,11 @@ pub struct RunOptions {
 
 /// Runs until SIGTERM or SIGINT. Errors before readiness end the process with a message.
 pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
+    // Handlers first: a SIGHUP that arrives while listeners are still being bound must not
+    // take the default action (terminate).
+    let mut hangup = signal(SignalKind::hangup())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
     let loaded = profile::load(&opts.profile).map_err(|d| anyhow::anyhow!("{d}"))?;
     let log = observe::init_logging(&loaded.profile.observe.log_level);
     let notifier = Notifier;
@@ -30,9 +37,14 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let state_dir = system::state_dir(opts.state_dir.as_deref(), &loaded.dir, loaded.profile.site.state_dir.as_deref());
     std::fs::create_dir_all(&state_dir).with_context(|| format!("cannot create the state directory {}", state_dir.display()))?;
 
+    let firewall = Arc::new(Firewall::new());
+    let bans = Arc::new(BanService::new(&loaded.profile, firewall.clone(), Some(BanStore::in_dir(&state_dir))));
+    firewall.apply(&loaded.profile, &bans.firewall_bans()).await.context("cannot apply the firewall")?;
+    tokio::spawn(bans.clone().run_housekeeping());
+
     let (profile_tx, profile_rx) = watch::channel(Arc::new(loaded));
     let admin_addr = profile_rx.borrow().profile.observe.admin;
-    let (admin_local, admin) = observe::admin::bind(admin_addr, profile_rx.clone())
+    let (admin_local, admin) = observe::admin::bind(admin_addr, profile_rx.clone(), bans.clone())
         .await
         .with_context(|| format!("cannot listen on observe.admin {admin_addr}"))?;
     tokio::spawn(admin);
@@ -51,15 +63,17 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         profile: profile_rx.clone(),
         secret,
         failures: failure_tx,
+        closures: bans.subscribe_closures(),
         media: call::media_port::NoMedia,
     }));
-    // Until the guard consumes them, failures are only logged (by call control).
-    tokio::spawn(async move { while failure_rx.recv().await.is_some() {} });
+    let guard = bans.clone();
+    tokio::spawn(async move {
+        while let Some(f) = failure_rx.recv().await {
+            guard.report(Failure { ip: f.ip, kind: f.kind }).await;
+        }
+    });
     let _agent_connections = conn_tx;
 
-    let mut hangup = signal(SignalKind::hangup())?;
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
     let watchdog = notifier.watchdog_interval();
     let mut watchdog_tick = tokio::time::interval(watchdog.unwrap_or(std::time::Duration::from_secs(3600)));
 
@@ -69,19 +83,20 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
 
     loop {
         tokio::select! {
-            _ = hangup.recv() => reload(&opts, &profile_tx, &log, &notifier),
+            _ = hangup.recv() => reload(&opts, &profile_tx, &log, &notifier, &firewall, &bans).await,
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
             _ = watchdog_tick.tick(), if watchdog.is_some() => notifier.watchdog(),
         }
     }
     notifier.stopping();
+    bans.flush();
     tracing::info!("gatewayd stopping");
     Ok(())
 }
 
 /// Re-reads the profile; a valid one replaces the running one, an invalid one is refused.
-fn reload(opts: &RunOptions, tx: &watch::Sender<Arc<LoadedProfile>>, log: &LogHandle, notifier: &Notifier) {
+async fn reload(opts: &RunOptions, tx: &watch::Sender<Arc<LoadedProfile>>, log: &LogHandle, notifier: &Notifier, firewall: &Firewall, bans: &BanService) {
     notifier.reloading();
     let old = tx.borrow().clone();
     match profile::load(&opts.profile) {
@@ -101,6 +116,10 @@ fn reload(opts: &RunOptions, tx: &watch::Sender<Arc<LoadedProfile>>, log: &LogHa
                 if let Err(e) = log.set_level(&new.profile.observe.log_level) {
                     tracing::warn!(error = %e, "cannot apply observe.log_level");
                 }
+            }
+            bans.reconfigure(&new.profile);
+            if let Err(e) = firewall.apply(&new.profile, &bans.firewall_bans()).await {
+                tracing::error!(error = %e, "the new firewall ruleset was not applied; the previous one stays");
             }
             let sha = new.sha256.clone();
             tx.send_replace(Arc::new(new));

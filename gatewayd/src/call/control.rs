@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use super::build;
 use super::media_port::{CallRef, MediaControl};
+use super::registration::{RegistrationConfig, Registrations};
 use super::upstream::Upstreams;
 use crate::profile::{AutoAnswer, LoadedProfile};
 use crate::sip::dialog::Dialog;
@@ -34,6 +35,18 @@ pub struct CallConfig {
     pub agent_destinations: HashMap<String, Vec<Regex>>,
     pub auto_answer: HashMap<String, AutoAnswer>,
     pub max_calls: usize,
+    /// When set, outbound calls need a valid click-to-dial token.
+    pub token: Option<TokenPolicy>,
+    /// Registration mode `register`: DNs are registered with the SIP server.
+    pub registration: Option<RegistrationConfig>,
+}
+
+/// How outbound tokens are checked.
+#[derive(Debug, Clone)]
+pub struct TokenPolicy {
+    pub secret: Vec<u8>,
+    pub header: String,
+    pub max_age_secs: u64,
 }
 
 impl CallConfig {
@@ -58,8 +71,28 @@ impl CallConfig {
             agent_destinations,
             auto_answer,
             max_calls: p.media.max_calls as usize,
+            token: token_policy(loaded),
+            registration: RegistrationConfig::from_profile(loaded),
         }
     }
+}
+
+/// The token secret from the profile. An unreadable secret file fails closed: every outbound
+/// call is refused (an empty secret verifies nothing), never silently allowed.
+fn token_policy(loaded: &LoadedProfile) -> Option<TokenPolicy> {
+    let o = &loaded.profile.upstream.outbound;
+    let secret = match (&o.token_secret, &o.token_secret_file) {
+        (Some(s), _) => s.as_bytes().to_vec(),
+        (None, Some(path)) => match std::fs::read(loaded.resolve(path)) {
+            Ok(s) => String::from_utf8_lossy(&s).trim().as_bytes().to_vec(),
+            Err(e) => {
+                tracing::error!(path = %path.display(), error = %e, "cannot read upstream.outbound.token_secret_file; outbound calls are refused");
+                Vec::new()
+            }
+        },
+        (None, None) => return None,
+    };
+    Some(TokenPolicy { secret, header: o.token_header.clone(), max_age_secs: o.token_max_age.as_secs() })
 }
 
 /// Which side of a call a message belongs to.
@@ -118,6 +151,13 @@ pub(crate) struct Leg {
     pub provisional: bool,
 }
 
+impl Leg {
+    /// A 2xx confirmed this leg's dialog.
+    pub fn confirmed(&self) -> bool {
+        self.dialog.as_ref().is_some_and(|d| d.state == crate::sip::dialog::DialogState::Confirmed)
+    }
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct Call {
     pub direction: Direction,
@@ -129,8 +169,6 @@ pub(crate) struct Call {
     pub agent_sdp: Option<String>,
     /// Our SDP for the upstream leg, held until the 200 goes out (inbound).
     pub upstream_sdp: Option<String>,
-    /// Inbound call without SDP: our 200 carries the offer and the ACK the answer.
-    pub late_offer: bool,
     /// Outbound: servers still to try after the current one.
     pub failover: Vec<SocketAddr>,
     pub started_ms: u64,
@@ -151,6 +189,10 @@ pub struct CallControl<M: MediaControl> {
     pub(crate) bindings: HashMap<String, (ConnId, String)>,
     /// The DN each agent connection proved.
     pub(crate) conn_users: HashMap<ConnId, String>,
+    pub(crate) registrations: Registrations,
+    /// In-dialog requests relayed to the other leg: our client transaction -> the server
+    /// transaction (and its request) waiting for the answer.
+    pub(crate) relays: HashMap<TxId, (TxId, Request)>,
     pub(crate) next_call: u64,
     pub(crate) out: VecDeque<CallOutput>,
     pub(crate) wall_ms: u64,
@@ -169,6 +211,8 @@ impl<M: MediaControl> CallControl<M> {
             health_checks: HashMap::new(),
             bindings: HashMap::new(),
             conn_users: HashMap::new(),
+            registrations: Registrations::default(),
+            relays: HashMap::new(),
             next_call: 1,
             out: VecDeque::new(),
             wall_ms: 0,
@@ -236,7 +280,7 @@ impl<M: MediaControl> CallControl<M> {
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        [self.tx.poll_timeout(), self.upstreams.poll_timeout()].into_iter().flatten().min()
+        [self.tx.poll_timeout(), self.upstreams.poll_timeout(), self.registrations.poll_timeout()].into_iter().flatten().min()
     }
 
     pub fn handle_timeout(&mut self, now: Instant, wall_ms: u64, rng: &mut impl Rng) {
@@ -245,6 +289,7 @@ impl<M: MediaControl> CallControl<M> {
         for (addr, transport) in self.upstreams.due_checks(now) {
             self.send_health_check(addr, transport, now, rng);
         }
+        self.refresh_registrations(now, rng);
         self.drain(now, rng);
     }
 
@@ -294,6 +339,7 @@ impl<M: MediaControl> CallControl<M> {
             }
             TxEvent::Terminated { tx } => {
                 self.health_checks.remove(&tx);
+                self.relays.remove(&tx);
                 if let Some((call, _)) = self.by_tx.get(&tx) {
                     if !self.calls.contains_key(call) {
                         self.by_tx.remove(&tx);
@@ -354,6 +400,8 @@ impl<M: MediaControl> CallControl<M> {
                 self.hang_up(call, side, 200, if side == Side::Agent { "agent hung up" } else { "remote party hung up" }, now, rng);
             }
             Method::Invite | Method::Update => self.reoffer(tx, call, side, &request, now, rng),
+            Method::Info => self.relay_in_dialog(tx, call, side, &request, now, rng),
+            Method::Notify if side == Side::Upstream => self.remote_control(tx, call, &request, now, rng),
             _ => self.respond(tx, &request, 200, None, now, rng),
         }
     }
@@ -384,6 +432,15 @@ impl<M: MediaControl> CallControl<M> {
         id
     }
 
+    /// Makes in-dialog requests on a leg (early ones included) find their call: the key is the
+    /// leg's Call-ID and our tag on it, known from the moment the leg exists.
+    pub(crate) fn index_leg(&mut self, call: CallRef, side: Side) {
+        let key = self.leg_mut(call, side).and_then(|l| Some((build::header(&l.invite.headers, "Call-ID")?, l.local_tag.clone())));
+        if let Some(key) = key {
+            self.by_dialog.insert(key, (call, side));
+        }
+    }
+
     pub(crate) fn index_dialog(&mut self, call: CallRef, side: Side) {
         let key = self.leg_mut(call, side).and_then(|l| l.dialog.as_ref()).map(|d| (d.id.call_id.clone(), d.id.local_tag.clone()));
         if let Some(key) = key {
@@ -408,7 +465,7 @@ impl<M: MediaControl> CallControl<M> {
             Side::Upstream => c.upstream.clone(),
         };
         if let Some(leg) = own {
-            if leg.dialog.is_none() && self.tx.state(leg.invite_tx).is_some() && self.by_tx.get(&leg.invite_tx).is_some_and(|(_, s)| *s == from) {
+            if !leg.confirmed() && self.tx.state(leg.invite_tx).is_some() && self.by_tx.get(&leg.invite_tx).is_some_and(|(_, s)| *s == from) {
                 let r = build::response(&leg.invite, status.max(400), None, &leg.local_tag, None, None);
                 self.send_response(leg.invite_tx, r, now);
             }

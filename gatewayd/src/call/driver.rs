@@ -77,18 +77,21 @@ pub struct CallTask<M> {
     pub profile: watch::Receiver<Arc<LoadedProfile>>,
     pub secret: Vec<u8>,
     pub failures: mpsc::Sender<Failure>,
+    /// Sources the guard banned: their connections are closed at once.
+    pub closures: tokio::sync::broadcast::Receiver<IpAddr>,
     pub media: M,
 }
 
 /// Runs call control until the agent event channel closes.
 pub async fn run<M: MediaControl>(task: CallTask<M>) {
-    let CallTask { mut events, mut internal, sender, mut profile, secret, failures, media } = task;
+    let CallTask { mut events, mut internal, sender, mut profile, secret, failures, mut closures, media } = task;
     let loaded = profile.borrow_and_update().clone();
     let calls = CallControl::new(CallConfig::from_profile(&loaded), Upstreams::from_profile(&loaded.profile.upstream), media);
     let mut state = Driver {
         edge: AgentEdge::new(EdgeConfig::from_profile(&loaded), secret.clone()),
         calls,
         conns: HashMap::new(),
+        peers: HashMap::new(),
         sender,
         failures,
         cdr_file: loaded.profile.observe.cdr_file.as_ref().map(|p| loaded.resolve(p)),
@@ -118,6 +121,11 @@ pub async fn run<M: MediaControl>(task: CallTask<M>) {
                 state.calls.handle_timeout(now, wall_ms(), &mut state.rng);
                 state.flush_calls();
             }
+            banned = closures.recv() => match banned {
+                Ok(ip) => state.close_source(ip),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => {}
+            },
             changed = profile.changed() => {
                 if changed.is_err() { break; }
                 let loaded = profile.borrow_and_update().clone();
@@ -133,6 +141,7 @@ struct Driver<M: MediaControl> {
     edge: AgentEdge,
     calls: CallControl<M>,
     conns: HashMap<ConnId, mpsc::Sender<ToConn>>,
+    peers: HashMap<ConnId, IpAddr>,
     sender: InternalSender,
     failures: mpsc::Sender<Failure>,
     cdr_file: Option<std::path::PathBuf>,
@@ -144,6 +153,7 @@ impl<M: MediaControl> Driver<M> {
         match event {
             ConnEvent::Opened { conn, peer, tx } => {
                 self.conns.insert(conn, tx);
+                self.peers.insert(conn, peer.ip());
                 self.edge.connection_opened(conn, peer);
             }
             ConnEvent::Frame { conn, data } => {
@@ -152,6 +162,7 @@ impl<M: MediaControl> Driver<M> {
             }
             ConnEvent::Closed { conn } => {
                 self.conns.remove(&conn);
+                self.peers.remove(&conn);
                 let out = self.edge.connection_closed(conn);
                 self.apply(out);
                 self.calls.agent_gone(conn, Instant::now(), wall_ms(), &mut self.rng);
@@ -176,7 +187,12 @@ impl<M: MediaControl> Driver<M> {
                         RegistrarEvent::Registered { dn, .. } | RegistrarEvent::Unregistered { dn, .. } | RegistrarEvent::Replaced { dn, .. } => dn.clone(),
                     };
                     let binding = self.edge.registrar().bindings_of(&dn).last().map(|b| (b.conn, b.contacts.first().cloned().unwrap_or_default()));
+                    let registered = binding.is_some();
                     self.calls.set_binding(&dn, binding);
+                    if matches!(event, RegistrarEvent::Registered { .. }) || !registered {
+                        self.calls.mirror_registration(&dn, registered, Instant::now(), &mut self.rng);
+                        self.flush_calls();
+                    }
                 }
                 EdgeOutput::Request { conn, user, request } => {
                     self.calls.from_agent(conn, user, request.into(), Instant::now(), wall_ms(), &mut self.rng);
@@ -187,6 +203,15 @@ impl<M: MediaControl> Driver<M> {
                     self.flush_calls();
                 }
             }
+        }
+    }
+
+    /// A banned source loses every connection it has.
+    fn close_source(&mut self, ip: IpAddr) {
+        let conns: Vec<ConnId> = self.peers.iter().filter(|(_, p)| **p == ip).map(|(c, _)| *c).collect();
+        for conn in conns {
+            tracing::info!(conn = conn.0, source = %ip, "closing the connection of a banned source");
+            self.send(conn, ToConn::Close("banned"));
         }
     }
 

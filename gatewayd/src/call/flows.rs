@@ -37,7 +37,6 @@ impl<M: MediaControl> CallControl<M> {
             upstream: None,
             agent_sdp: None,
             upstream_sdp: None,
-            late_offer: false,
             failover: Vec::new(),
             started_ms: self.wall_ms,
             answered_ms: None,
@@ -47,6 +46,7 @@ impl<M: MediaControl> CallControl<M> {
             let Some(offer) = offer else { return self.respond(tx, &request, 488, Some("Offer Required"), now, rng) };
             let id = self.new_call(Call { direction: Direction::Echo, ..call });
             self.by_tx.insert(tx, (id, Side::Agent));
+            self.index_leg(id, Side::Agent);
             match self.media.echo(id, &offer) {
                 Ok(answer) => self.answer_agent(id, &answer, now),
                 Err(f) => self.fail_setup(id, Side::Agent, f, now, rng),
@@ -57,12 +57,20 @@ impl<M: MediaControl> CallControl<M> {
         if !self.destination_allowed(&dn, &dest) {
             return self.respond(tx, &request, 403, Some("Destination Not Allowed"), now, rng);
         }
+        if let Some(policy) = &self.config.token {
+            let token = build::header(&request.headers, &policy.header);
+            if let Err(e) = super::token::verify(&policy.secret, token.as_deref(), &dn, &dest, self.wall_ms / 1000, policy.max_age_secs) {
+                tracing::info!(dn = %dn, destination = %dest, reason = %e, "outbound call refused: click-to-dial token");
+                return self.respond(tx, &request, 403, Some("Invalid Token"), now, rng);
+            }
+        }
         let Some(offer) = offer else { return self.respond(tx, &request, 488, Some("Offer Required"), now, rng) };
         let Some(max_forwards) = build::next_max_forwards(&request) else {
             return self.respond(tx, &request, 483, None, now, rng);
         };
         let id = self.new_call(call);
         self.by_tx.insert(tx, (id, Side::Agent));
+        self.index_leg(id, Side::Agent);
         let sdp = self.media.open(id).and_then(|()| {
             let answer = self.media.browser_answer(id, &offer)?;
             let internal = self.media.internal_offer(id)?;
@@ -101,7 +109,13 @@ impl<M: MediaControl> CallControl<M> {
             Some(crate::profile::Transport::Tcp) => Transport::Tcp,
             _ => Transport::Udp,
         };
-        let extra: Vec<(String, String)> = agent_invite.headers.iter().filter_map(build::name_value).filter(|(n, _)| build::passes_through(n)).collect();
+        let token_header = self.config.token.as_ref().map(|t| t.header.to_ascii_lowercase());
+        let extra: Vec<(String, String)> = agent_invite
+            .headers
+            .iter()
+            .filter_map(build::name_value)
+            .filter(|(n, _)| build::passes_through(n) && token_header.as_deref() != Some(n.to_ascii_lowercase().as_str()))
+            .collect();
         let domain = self.config.domain.clone();
         let sent_by = self.config.internal_sent_by.clone();
         let (invite, tag) = build::invite(
@@ -125,6 +139,7 @@ impl<M: MediaControl> CallControl<M> {
                 if let Some(c) = self.calls.get_mut(&call) {
                     c.upstream = Some(Leg { target, invite, invite_tx: tx, local_tag: tag, dialog: None, provisional: false });
                 }
+                self.index_leg(call, Side::Upstream);
             }
             Err(e) => self.fail_setup(call, Side::Agent, MediaFailure::new(e.status_code(), e.to_string()), now, rng),
         }
@@ -157,12 +172,12 @@ impl<M: MediaControl> CallControl<M> {
             upstream: Some(Leg { target: source, invite: request.clone(), invite_tx: tx, local_tag, dialog: None, provisional: false }),
             agent_sdp: None,
             upstream_sdp: None,
-            late_offer: offer.is_none(),
             failover: Vec::new(),
             started_ms: self.wall_ms,
             answered_ms: None,
         });
         self.by_tx.insert(tx, (id, Side::Upstream));
+        self.index_leg(id, Side::Upstream);
         let sdp = self.media.open(id).and_then(|()| {
             let internal = match &offer {
                 Some(o) => Some(self.media.internal_answer(id, o)?),
@@ -207,6 +222,7 @@ impl<M: MediaControl> CallControl<M> {
                 if let Some(c) = self.calls.get_mut(&id) {
                     c.agent = Some(Leg { target, invite, invite_tx: agent_tx, local_tag: tag, dialog: None, provisional: false });
                 }
+                self.index_leg(id, Side::Agent);
             }
             Err(e) => self.fail_setup(id, Side::Upstream, MediaFailure::new(e.status_code(), e.to_string()), now, rng),
         }
@@ -214,6 +230,16 @@ impl<M: MediaControl> CallControl<M> {
 
     /// A response to an INVITE (or BYE, CANCEL, OPTIONS) we sent.
     pub(crate) fn on_response(&mut self, tx: TxId, response: Response, now: Instant, rng: &mut impl Rng) {
+        if self.on_register_response(tx, &response, now, rng) {
+            return;
+        }
+        if response.status_code.code() >= 200 {
+            if let Some((server_tx, request)) = self.relays.remove(&tx) {
+                let code = response.status_code.code();
+                let r = build::response(&request, code, None, &new_tag(rng), None, None);
+                return self.send_response(server_tx, r, now);
+            }
+        }
         let code = response.status_code.code();
         if let Some(server) = self.health_checks.get(&tx).copied() {
             if code >= 200 {
@@ -261,7 +287,7 @@ impl<M: MediaControl> CallControl<M> {
             }
             200..=299 => {
                 self.upstreams.record_success(server);
-                if up.dialog.is_some() {
+                if up.confirmed() {
                     return self.ack_upstream(call, &response, rng);
                 }
                 if let Some(s) = &sdp {
@@ -341,14 +367,20 @@ impl<M: MediaControl> CallControl<M> {
         match code {
             100 => {}
             101..=199 => {
+                let early = if agent.dialog.is_none() { Dialog::from_uac(&agent.invite, &response).ok() } else { None };
                 if let Some(l) = self.leg_mut(call, Side::Agent) {
                     l.provisional = true;
+                    if early.is_some() {
+                        l.dialog = early;
+                    }
                 }
-                let relay = build::response(&up.invite, code, None, &up.local_tag, Some(&self.upstream_contact(&c.dn)), None);
+                let mut relay = build::response(&up.invite, code, None, &up.local_tag, Some(&self.upstream_contact(&c.dn)), None);
+                // The gateway answers and holds for the browser when the server asks (NOTIFY).
+                build::insert_before_length(&mut relay.headers, rsip::Header::Other("Allow-Events".into(), "talk, hold".into()));
                 self.send_response(up.invite_tx, relay, now);
             }
             200..=299 => {
-                if agent.dialog.is_some() {
+                if agent.confirmed() {
                     return self.ack_agent(call, &response, rng);
                 }
                 if let Some(answer) = build::sdp_of(&response.headers, &response.body) {
@@ -364,13 +396,19 @@ impl<M: MediaControl> CallControl<M> {
                 }
                 self.ack_agent(call, &response, rng);
                 let body = match c.upstream_sdp.clone() {
-                    Some(answer) => Some(answer),
+                    Some(answer) => answer,
+                    // Late offer: our 200 carries the offer, the ACK will carry the answer.
                     None => match self.media.internal_offer(call) {
-                        Ok(offer) => Some(offer),
+                        Ok(offer) => {
+                            if let Some(c) = self.calls.get_mut(&call) {
+                                c.upstream_sdp = Some(offer.clone());
+                            }
+                            offer
+                        }
                         Err(f) => return self.hang_up(call, Side::Agent, f.status, &f.reason, now, rng),
                     },
                 };
-                let ok = build::response(&up.invite, 200, None, &up.local_tag, Some(&self.upstream_contact(&c.dn)), body.as_deref());
+                let ok = build::response(&up.invite, 200, None, &up.local_tag, Some(&self.upstream_contact(&c.dn)), Some(&body));
                 if let Ok(dialog) = Dialog::from_uas(&up.invite, &up.local_tag) {
                     if let Some(l) = self.leg_mut(call, Side::Upstream) {
                         l.dialog = Some(dialog);
@@ -404,14 +442,12 @@ impl<M: MediaControl> CallControl<M> {
     pub(crate) fn on_ack(&mut self, request: Request, _acked: Option<TxId>) {
         let Some(id) = crate::sip::dialog::DialogId::of_request(&request) else { return };
         let Some((call, side)) = self.by_dialog.get(&(id.call_id, id.local_tag)).copied() else { return };
-        let late = self.calls.get(&call).is_some_and(|c| c.late_offer && c.upstream_sdp.is_none());
-        if side == Side::Upstream && late {
+        // An SDP in an ACK answers the offer our 200 carried (late offer, or a re-INVITE that
+        // asked for our offer).
+        if side == Side::Upstream {
             if let Some(answer) = build::sdp_of(&request.headers, &request.body) {
                 if let Err(f) = self.media.internal_accept(call, &answer) {
                     tracing::warn!(call = call.0, reason = %f.reason, "answer in ACK refused");
-                }
-                if let Some(c) = self.calls.get_mut(&call) {
-                    c.upstream_sdp = Some(answer);
                 }
             }
         }
@@ -421,8 +457,8 @@ impl<M: MediaControl> CallControl<M> {
     pub(crate) fn cancelled(&mut self, call: CallRef, side: Side, now: Instant, rng: &mut impl Rng) {
         let Some(c) = self.calls.get(&call) else { return };
         let answered = match side {
-            Side::Agent => c.agent.as_ref().is_some_and(|l| l.dialog.is_some()),
-            Side::Upstream => c.upstream.as_ref().is_some_and(|l| l.dialog.is_some()),
+            Side::Agent => c.agent.as_ref().is_some_and(Leg::confirmed),
+            Side::Upstream => c.upstream.as_ref().is_some_and(Leg::confirmed),
         };
         if answered {
             return;
@@ -529,4 +565,72 @@ fn addr_of(uri: &rsip::Uri) -> Option<SocketAddr> {
     let ip: std::net::IpAddr = uri.host_with_port.host.to_string().trim_matches(['[', ']']).parse().ok()?;
     let port = uri.host_with_port.port.as_ref().map(|p| *p.value()).unwrap_or(5060);
     Some(SocketAddr::new(ip, port))
+}
+
+/// Content type of the control messages the gateway sends the softphone (remote answer, hold).
+pub const CONTROL_CONTENT_TYPE: &str = "application/vnd.gatewayd.control+json";
+
+impl<M: MediaControl> CallControl<M> {
+    /// An INFO (DTMF or application data) goes on to the other leg; its answer comes back.
+    pub(crate) fn relay_in_dialog(&mut self, tx: TxId, call: CallRef, side: Side, request: &Request, now: Instant, rng: &mut impl Rng) {
+        let other = if side == Side::Agent { Side::Upstream } else { Side::Agent };
+        let Some(leg) = self.leg_mut(call, other).cloned() else {
+            return self.respond(tx, request, 200, None, now, rng);
+        };
+        let Some(mut dialog) = leg.dialog.clone() else {
+            return self.respond(tx, request, 200, None, now, rng);
+        };
+        let (t, sent_by) = self.via_for(other);
+        let t = if leg.target.transport == Transport::Tcp { "TCP" } else { t };
+        let mut relayed = dialog.request(request.method.clone(), t, &sent_by, None, rng);
+        if let Some(ct) = build::header(&request.headers, "Content-Type") {
+            let mut headers: Vec<rsip::Header> = relayed.headers.iter().filter(|h| !matches!(h, rsip::Header::ContentLength(_))).cloned().collect();
+            headers.push(rsip::Header::ContentType(rsip::headers::ContentType::from(ct)));
+            headers.push(rsip::Header::ContentLength(rsip::headers::ContentLength::from(request.body.len().to_string())));
+            relayed.headers = headers.into();
+            relayed.body = request.body.clone();
+        }
+        if let Some(l) = self.leg_mut(call, other) {
+            l.dialog = Some(dialog);
+        }
+        match self.tx.send_request(relayed, leg.target, now) {
+            Ok(client) => {
+                self.relays.insert(client, (tx, request.clone()));
+            }
+            Err(e) => self.respond(tx, request, e.status_code(), None, now, rng),
+        }
+    }
+
+    /// The SIP server's NOTIFY `Event: talk` or `hold` (remote answer and hold, as contact-centre
+    /// servers drive desk phones) becomes a control INFO the softphone acts on.
+    pub(crate) fn remote_control(&mut self, tx: TxId, call: CallRef, request: &Request, now: Instant, rng: &mut impl Rng) {
+        let event = build::header(&request.headers, "Event").unwrap_or_default().split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        let Some(agent) = self.leg_mut(call, Side::Agent).cloned() else {
+            return self.respond(tx, request, 481, None, now, rng);
+        };
+        let action = match (event.as_str(), agent.confirmed()) {
+            ("talk", false) => "answer",
+            ("talk", true) => "resume",
+            ("hold", _) => "hold",
+            _ => return self.respond(tx, request, 489, Some("Bad Event"), now, rng),
+        };
+        let Some(mut dialog) = agent.dialog.clone() else {
+            // Not even ringing yet: nothing to answer.
+            return self.respond(tx, request, 481, None, now, rng);
+        };
+        self.respond(tx, request, 200, None, now, rng);
+        let (t, sent_by) = self.via_for(Side::Agent);
+        let mut info = dialog.request(rsip::Method::Info, t, &sent_by, None, rng);
+        let body = format!("{{\"action\":\"{action}\"}}");
+        let mut headers: Vec<rsip::Header> = info.headers.iter().filter(|h| !matches!(h, rsip::Header::ContentLength(_))).cloned().collect();
+        headers.push(rsip::Header::ContentType(rsip::headers::ContentType::from(CONTROL_CONTENT_TYPE)));
+        headers.push(rsip::Header::ContentLength(rsip::headers::ContentLength::from(body.len().to_string())));
+        info.headers = headers.into();
+        info.body = body.into_bytes();
+        if let Some(l) = self.leg_mut(call, Side::Agent) {
+            l.dialog = Some(dialog);
+        }
+        tracing::info!(call = call.0, action, "remote control from the SIP server");
+        let _ = self.tx.send_request(info, agent.target, now);
+    }
 }

@@ -7,6 +7,8 @@ mod build;
 pub mod control;
 mod flows;
 pub mod media_port;
+mod registration;
+pub mod token;
 pub mod driver;
 pub mod internal;
 pub mod upstream;

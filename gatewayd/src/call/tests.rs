@@ -6,7 +6,6 @@ use std::time::Instant;
 
 use rand::rngs::StdRng;
 use rand::SeedableRng;
-use rsip::SipMessage;
 
 use super::control::{CallConfig, CallControl, CallOutput, Direction};
 use super::media_port::{CallRef, MediaControl, MediaFailure};
@@ -93,6 +92,8 @@ impl Harness {
             agent_destinations: HashMap::new(),
             auto_answer: HashMap::from([("5001".to_owned(), AutoAnswer::OnRequest)]),
             max_calls: 10,
+            token: None,
+            registration: None,
         };
         let mut cc = CallControl::new(config, Upstreams::from_profile(&upstream), FakeMedia::default());
         cc.set_binding("5001", Some((CONN, "<sip:abc@xyz.invalid;transport=ws>".into())));
@@ -280,4 +281,129 @@ fn cancel_from_the_server_cancels_the_agent_leg() {
     assert!(to_agent(&out).iter().any(|m| m.starts_with("CANCEL") && m.contains(&header(&invite, "Call-ID"))), "{out:?}");
     assert!(out.iter().any(|(_, m)| m.starts_with("ENDED Inbound 487")));
     let _ = Direction::Inbound;
+}
+
+#[test]
+fn outbound_calls_need_a_valid_token_when_a_secret_is_set() {
+    let mut h = Harness::new();
+    h.cc.config.token = Some(super::control::TokenPolicy { secret: b"crm".to_vec(), header: "X-Gatewayd-Token".into(), max_age_secs: 300 });
+    let out = h.agent(&agent_invite("1234", &sdp("browser")));
+    assert!(to_agent(&out).iter().any(|m| m.starts_with("SIP/2.0 403")), "no token: {out:?}");
+
+    // wall clock in the harness is 1000 ms = 1 s.
+    let token = super::token::sign(b"crm", "5001", "1234", 200);
+    let invite = agent_invite("1234", &sdp("browser")).replace("X-Genesys-Data: keep\r\n", &format!("X-Gatewayd-Token: {token}\r\n"));
+    let invite = invite.replace("branch=z9hG4bKa1", "branch=z9hG4bKa2").replace("CSeq: 2 INVITE", "CSeq: 3 INVITE");
+    let out = h.agent(&invite);
+    let upstream = to_server(&out, SERVER);
+    assert!(upstream.iter().any(|m| m.starts_with("INVITE")), "valid token: {out:?}");
+    assert!(!upstream.iter().any(|m| m.contains("X-Gatewayd-Token")), "the token stays at the gateway");
+}
+
+#[test]
+fn register_mode_mirrors_agent_registrations_with_digest_and_deregisters() {
+    use crate::sip::digest::ClientSecret;
+    let mut h = Harness::new();
+    h.cc.config.registration = Some(super::registration::RegistrationConfig {
+        expires_secs: 600,
+        secrets: HashMap::from([("5001".to_owned(), ClientSecret::Password("up5001".into()))]),
+    });
+    let now = h.now;
+    h.cc.mirror_registration("5001", true, now, &mut h.rng);
+    let out = h.outputs();
+    let register = to_server(&out, SERVER).into_iter().find(|m| m.starts_with("REGISTER sip:127.0.0.1:5080")).expect("REGISTER upstream");
+    assert_eq!(header(&register, "Contact"), "<sip:5001@127.0.0.1:5060>");
+    assert_eq!(header(&register, "Expires"), "600");
+
+    let mut challenge = String::from("SIP/2.0 401 Unauthorized\r\n");
+    for name in ["Via", "From", "To", "Call-ID", "CSeq"] {
+        challenge.push_str(&format!("{name}: {}\r\n", header(&register, name)));
+    }
+    challenge.push_str("WWW-Authenticate: Digest realm=\"genesys\", nonce=\"abc123\", algorithm=MD5, qop=\"auth\"\r\nContent-Length: 0\r\n\r\n");
+    let out = h.upstream(SERVER, &challenge);
+    let again = to_server(&out, SERVER).into_iter().find(|m| m.starts_with("REGISTER")).expect("REGISTER with credentials");
+    assert!(header(&again, "Authorization").contains("username=\"5001\""), "{again}");
+    assert!(header(&again, "CSeq").starts_with("2 "));
+
+    let mut ok = String::from("SIP/2.0 200 OK\r\n");
+    for name in ["Via", "From", "To", "Call-ID", "CSeq"] {
+        ok.push_str(&format!("{name}: {}\r\n", header(&again, name)));
+    }
+    ok.push_str("Contact: <sip:5001@127.0.0.1:5060>;expires=300\r\nContent-Length: 0\r\n\r\n");
+    h.upstream(SERVER, &ok);
+    let refresh = h.cc.registrations.poll_timeout().expect("a refresh is scheduled");
+    assert_eq!(refresh, now + std::time::Duration::from_secs(240), "refresh at 80% of the granted 300 s");
+
+    h.cc.mirror_registration("5001", false, now, &mut h.rng);
+    let out = h.outputs();
+    let unregister = to_server(&out, SERVER).into_iter().find(|m| m.starts_with("REGISTER")).expect("de-REGISTER");
+    assert_eq!(header(&unregister, "Expires"), "0");
+}
+
+/// The agent's 200 to the INVITE we sent it, with an answer.
+fn agent_ok(invite: &str, answer: &str) -> String {
+    let mut ok = String::from("SIP/2.0 200 OK\r\n");
+    for name in ["Via", "From", "Call-ID", "CSeq"] {
+        ok.push_str(&format!("{name}: {}\r\n", header(invite, name)));
+    }
+    ok.push_str(&format!("To: {};tag=agtag\r\nContact: <sip:abc@xyz.invalid;transport=ws>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{answer}", header(invite, "To"), answer.len()));
+    ok
+}
+
+#[test]
+fn late_offer_puts_our_offer_in_the_200_and_takes_the_answer_from_the_ack() {
+    let mut h = Harness::new();
+    let out = h.upstream(SERVER, &server_invite("5001", None));
+    let invite = to_agent(&out).into_iter().find(|m| m.starts_with("INVITE")).expect("the agent is called even without an offer");
+    assert!(invite.contains("s=browser-offer"));
+    let out = h.agent(&agent_ok(&invite, &sdp("agent-answer")));
+    let ok = to_server(&out, SERVER).into_iter().find(|m| m.starts_with("SIP/2.0 200")).expect("200 to the server");
+    assert!(ok.contains("s=internal-offer"), "our 200 carries the offer: {ok}");
+    let to_tag = header(&ok, "To").split("tag=").nth(1).unwrap().to_owned();
+    let answer = sdp("server-answer");
+    let ack = format!("ACK sip:5001@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5080;branch=z9hG4bKack1\r\nMax-Forwards: 70\r\nFrom: \"Customer\" <sip:+15551234@genesys>;tag=s1\r\nTo: <sip:5001@lab>;tag={to_tag}\r\nCall-ID: servercall\r\nCSeq: 1 ACK\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{answer}", answer.len());
+    let before = h.cc.media().log.iter().filter(|l| *l == "internal-accept").count();
+    h.upstream(SERVER, &ack);
+    let after = h.cc.media().log.iter().filter(|l| *l == "internal-accept").count();
+    assert_eq!(after, before + 1, "the answer in the ACK reaches media");
+}
+
+#[test]
+fn a_reinvite_from_the_server_is_answered_without_touching_the_agent() {
+    let mut h = Harness::new();
+    let out = h.upstream(SERVER, &server_invite("5001", Some(&sdp("server-offer"))));
+    let invite = to_agent(&out).into_iter().find(|m| m.starts_with("INVITE")).unwrap();
+    let out = h.agent(&agent_ok(&invite, &sdp("agent-answer")));
+    let ok = to_server(&out, SERVER).into_iter().find(|m| m.starts_with("SIP/2.0 200")).unwrap();
+    let to_tag = header(&ok, "To").split("tag=").nth(1).unwrap().to_owned();
+    let hold = sdp("server-hold").replace("t=0 0\r\n", "t=0 0\r\na=sendonly\r\n");
+    let reinvite = format!("INVITE sip:5001@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5080;branch=z9hG4bKre1\r\nMax-Forwards: 70\r\nFrom: \"Customer\" <sip:+15551234@genesys>;tag=s1\r\nTo: <sip:5001@lab>;tag={to_tag}\r\nCall-ID: servercall\r\nCSeq: 2 INVITE\r\nContact: <sip:sipp@127.0.0.1:5080>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{hold}", hold.len());
+    let out = h.upstream(SERVER, &reinvite);
+    let answer = to_server(&out, SERVER).into_iter().find(|m| m.starts_with("SIP/2.0 200") && m.contains("CSeq: 2 INVITE")).expect("200 to the re-INVITE");
+    assert!(answer.contains("s=internal-answer"));
+    assert!(to_agent(&out).is_empty(), "the browser leg is not disturbed: {out:?}");
+}
+
+#[test]
+fn notify_talk_from_the_server_asks_the_ringing_softphone_to_answer() {
+    let mut h = Harness::new();
+    let out = h.upstream(SERVER, &server_invite("5001", Some(&sdp("server-offer"))));
+    let invite = to_agent(&out).into_iter().find(|m| m.starts_with("INVITE")).unwrap();
+    let mut ringing = String::from("SIP/2.0 180 Ringing\r\n");
+    for name in ["Via", "From", "Call-ID", "CSeq"] {
+        ringing.push_str(&format!("{name}: {}\r\n", header(&invite, name)));
+    }
+    ringing.push_str(&format!("To: {};tag=agtag\r\nContact: <sip:abc@xyz.invalid;transport=ws>\r\nContent-Length: 0\r\n\r\n", header(&invite, "To")));
+    let out = h.agent(&ringing);
+    let relayed = to_server(&out, SERVER).into_iter().find(|m| m.starts_with("SIP/2.0 180")).expect("180 relayed");
+    assert_eq!(header(&relayed, "Allow-Events"), "talk, hold");
+    let to_tag = header(&relayed, "To").split("tag=").nth(1).unwrap().to_owned();
+
+    let notify = format!("NOTIFY sip:5001@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5080;branch=z9hG4bKn1\r\nMax-Forwards: 70\r\nFrom: \"Customer\" <sip:+15551234@genesys>;tag=s1\r\nTo: <sip:5001@lab>;tag={to_tag}\r\nCall-ID: servercall\r\nCSeq: 2 NOTIFY\r\nEvent: talk\r\nContent-Length: 0\r\n\r\n");
+    let out = h.upstream(SERVER, &notify);
+    assert!(to_server(&out, SERVER).iter().any(|m| m.starts_with("SIP/2.0 200") && m.contains("NOTIFY")), "{out:?}");
+    let info = to_agent(&out).into_iter().find(|m| m.starts_with("INFO")).expect("control INFO to the softphone");
+    assert_eq!(header(&info, "Content-Type"), super::flows::CONTROL_CONTENT_TYPE);
+    assert!(info.ends_with("{\"action\":\"answer\"}"), "{info}");
+    assert!(header(&info, "To").contains("tag=agtag"), "sent in the early dialog");
 }

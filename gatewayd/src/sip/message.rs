@@ -234,7 +234,8 @@ fn content_length(message: &SipMessage) -> Result<Option<usize>, ParseError> {
 
 /// Builds a response to `request`: Via (all, in order), From, To, Call-ID and CSeq copied, a To
 /// tag added when the To carries none and the status is above 100, `Content-Length: 0`.
-/// `reason` overrides the standard reason phrase.
+/// Record-Route is copied too when the response can create a dialog (101-299 to INVITE or
+/// SUBSCRIBE, RFC 3261 section 12.1.1). `reason` overrides the standard reason phrase.
 pub fn response_to(
     request: &Request,
     code: u16,
@@ -242,11 +243,17 @@ pub fn response_to(
     to_tag: Option<&str>,
 ) -> Response {
     let mut headers = Headers::default();
+    let creates_dialog = (101..300).contains(&code)
+        && matches!(
+            request.method,
+            rsip::Method::Invite | rsip::Method::Subscribe
+        );
     for header in request.headers.iter() {
         match header {
             Header::Via(_) | Header::From(_) | Header::CallId(_) | Header::CSeq(_) => {
                 headers.push(header.clone())
             }
+            Header::RecordRoute(_) if creates_dialog => headers.push(header.clone()),
             Header::To(to) => headers.push(Header::To(with_to_tag(to, code, to_tag))),
             _ => {}
         }

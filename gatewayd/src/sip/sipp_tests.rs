@@ -24,6 +24,8 @@ struct Harness {
     socket: UdpSocket,
     layer: TransactionLayer,
     workdir: std::path::PathBuf,
+    /// In order: "200" for each 2xx to an INVITE put on the wire, "ACK" for each ACK event.
+    log: Vec<&'static str>,
 }
 
 impl Drop for Harness {
@@ -42,6 +44,7 @@ impl Harness {
             socket,
             layer: TransactionLayer::new(TxConfig::default()),
             workdir,
+            log: Vec::new(),
         }
     }
 
@@ -87,6 +90,15 @@ impl Harness {
         let Destination::Addr(addr) = target.destination else {
             panic!("UDP only here")
         };
+        if let SipMessage::Response(r) = message {
+            let invite = r
+                .headers
+                .iter()
+                .any(|h| matches!(h, Header::CSeq(c) if c.value().ends_with("INVITE")));
+            if invite && r.status_code.code() == 200 {
+                self.log.push("200");
+            }
+        }
         if self
             .socket
             .send_to(message.to_string().as_bytes(), addr)
@@ -155,12 +167,10 @@ fn rng() -> rand::rngs::StdRng {
     rand::rngs::StdRng::seed_from_u64(5)
 }
 
-/// Answers one call from `sipp -sn uac`: INVITE (180, 200), end-to-end ACK, BYE (200).
-#[test]
-fn answers_a_call_from_sipp() {
-    let mut h = Harness::new("uas");
-    let sipp = h.sipp(&[&format!("127.0.0.1:{}", h.port()), "-sn", "uac"]);
-    let until = Instant::now() + DEADLINE;
+/// Plays a UAS for one call from sipp: answers INVITE with 180 and 200, BYE with 200.
+/// Returns the INVITE transaction, the transaction the end-to-end ACK was matched to, and
+/// what happened in order ("200" for each INVITE 2xx put on the wire, "ACK").
+fn answer_one_call(h: &mut Harness, until: Instant) -> (TxId, Option<TxId>, Vec<&'static str>) {
     let mut seen = Vec::new();
     let mut invite_tx = None;
     let mut acked = None;
@@ -174,36 +184,117 @@ fn answers_a_call_from_sipp() {
                 TxEvent::Request { tx, request, .. } => {
                     let tag = "uas1";
                     let mut ok = response_to(&request, 200, None, Some(tag));
+                    let contact = format!("<sip:gw@127.0.0.1:{}>", h.port());
                     ok.headers
-                        .push(Header::Contact(rsip::headers::Contact::new(format!(
-                            "<sip:gw@127.0.0.1:{}>",
-                            h.port()
-                        ))));
+                        .push(Header::Contact(rsip::headers::Contact::new(contact)));
                     if request.method == rsip::Method::Invite {
                         invite_tx = Some(tx);
-                        h.layer
-                            .send_response(
-                                tx,
-                                response_to(&request, 180, None, Some(tag)),
-                                Instant::now(),
-                            )
-                            .unwrap();
+                        let ringing = response_to(&request, 180, None, Some(tag));
+                        h.layer.send_response(tx, ringing, Instant::now()).unwrap();
                     } else {
                         assert_eq!(request.method, rsip::Method::Bye);
                         bye_answered = true;
                     }
                     h.layer.send_response(tx, ok, Instant::now()).unwrap();
                 }
-                TxEvent::Ack {
-                    acked: Some(tx), ..
-                } => acked = Some(tx),
+                TxEvent::Ack { acked: a, .. } => {
+                    acked = a;
+                    h.log.push("ACK");
+                }
                 _ => {}
             }
             h.flush(&mut seen);
         }
     }
-    assert!(invite_tx.is_some());
-    assert_eq!(acked, invite_tx, "the 2xx ACK found its INVITE transaction");
+    (
+        invite_tx.expect("an INVITE"),
+        acked,
+        std::mem::take(&mut h.log),
+    )
+}
+
+/// Answers one call from `sipp -sn uac`: INVITE (180, 200), end-to-end ACK, BYE (200).
+#[test]
+fn answers_a_call_from_sipp() {
+    let mut h = Harness::new("uas");
+    let sipp = h.sipp(&[&format!("127.0.0.1:{}", h.port()), "-sn", "uac"]);
+    let until = Instant::now() + DEADLINE;
+    let (invite_tx, acked, _) = answer_one_call(&mut h, until);
+    assert_eq!(
+        acked,
+        Some(invite_tx),
+        "the 2xx ACK found its INVITE transaction"
+    );
+    finish(sipp, until);
+}
+
+const LATE_ACK_SCENARIO: &str = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="uac with a late ACK">
+  <send retrans="500"><![CDATA[
+INVITE sip:service@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: sipp <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+To: <sip:service@[remote_ip]:[remote_port]>
+Call-ID: [call_id]
+CSeq: 1 INVITE
+Contact: <sip:sipp@[local_ip]:[local_port]>
+Max-Forwards: 70
+Content-Length: 0
+
+]]></send>
+  <recv response="100" optional="true"/>
+  <recv response="180" optional="true"/>
+  <recv response="200" rrs="true"/>
+  <pause milliseconds="1200"/>
+  <send><![CDATA[
+ACK [next_url] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: sipp <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+To: <sip:service@[remote_ip]:[remote_port]>[peer_tag_param]
+Call-ID: [call_id]
+CSeq: 1 ACK
+Max-Forwards: 70
+Content-Length: 0
+
+]]></send>
+  <send retrans="500"><![CDATA[
+BYE [next_url] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: sipp <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+To: <sip:service@[remote_ip]:[remote_port]>[peer_tag_param]
+Call-ID: [call_id]
+CSeq: 2 BYE
+Max-Forwards: 70
+Content-Length: 0
+
+]]></send>
+  <recv response="200"/>
+</scenario>
+"#;
+
+/// Over UDP the 2xx is retransmitted until the (late) ACK, and not after it.
+#[test]
+fn retransmits_the_2xx_until_sipp_acks() {
+    let mut h = Harness::new("late-ack");
+    let scenario = h.workdir.join("late-ack.xml");
+    std::fs::write(&scenario, LATE_ACK_SCENARIO).unwrap();
+    let sipp = h.sipp(&[
+        &format!("127.0.0.1:{}", h.port()),
+        "-sf",
+        scenario.to_str().unwrap(),
+    ]);
+    let until = Instant::now() + DEADLINE;
+    let (invite_tx, acked, log) = answer_one_call(&mut h, until);
+    assert_eq!(acked, Some(invite_tx));
+    let ack_at = log.iter().position(|e| *e == "ACK").expect("an ACK");
+    assert!(
+        ack_at >= 2,
+        "the 2xx went out again before the ACK: {log:?}"
+    );
+    assert!(
+        !log[ack_at..].contains(&"200"),
+        "no 2xx after the ACK: {log:?}"
+    );
     finish(sipp, until);
 }
 

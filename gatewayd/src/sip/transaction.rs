@@ -138,7 +138,9 @@ pub enum TxEvent {
     /// INVITE server transaction `tx` got no ACK for its final response (timer H or L):
     /// after a 2xx the TU should end the dialog with BYE.
     AckTimeout { tx: TxId },
-    /// Sending for `tx` failed; the transaction is gone.
+    /// Sending for `tx` failed; the transaction is gone (already when this event is read, so
+    /// `request(tx)` answers `None`: keep what the TU needs, as for any transaction). RFC 3261
+    /// section 8.1.3.1 has a client TU treat this as a 503.
     TransportError { tx: TxId },
     /// Transaction `tx` ended; the TU can drop what it kept for it.
     Terminated { tx: TxId },

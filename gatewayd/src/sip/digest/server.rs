@@ -162,6 +162,16 @@ impl DigestServer {
         &self.config
     }
 
+    /// Takes new settings (profile reload) without forgetting which nonce-counts were used:
+    /// a new `DigestServer` would accept one replay of each still-fresh request. The count map
+    /// keeps its entries when it shrinks (it evicts down to the new size on the next insert).
+    pub fn set_config(&mut self, config: DigestConfig) {
+        let counts = std::mem::replace(&mut self.counts, NonceCounts::new(1));
+        *self = DigestServer::new(config);
+        self.counts = counts;
+        self.counts.set_capacity(self.config.max_tracked_nonces);
+    }
+
     /// Nonces currently tracked for replay detection.
     pub fn tracked_nonces(&self) -> usize {
         self.counts.len()

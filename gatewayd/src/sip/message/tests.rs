@@ -377,3 +377,35 @@ fn mutated_input_never_panics() {
         }
     }
 }
+
+#[test]
+fn dialog_creating_responses_copy_record_route() {
+    let text = "INVITE sip:600@lab.invalid SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bKa\r\n\
+        Record-Route: <sip:p1.invalid;lr>\r\nRecord-Route: <sip:p2.invalid;lr>\r\n\
+        From: <sip:a@b>;tag=1\r\nTo: <sip:c@d>\r\nCall-ID: x\r\nCSeq: 1 INVITE\r\n\r\n";
+    let invite = request(text);
+    let record_routes = |r: &Response| {
+        r.headers
+            .iter()
+            .filter(|h| matches!(h, Header::RecordRoute(_)))
+            .count()
+    };
+    assert_eq!(
+        record_routes(&response_to(&invite, 180, None, Some("t"))),
+        2
+    );
+    assert_eq!(
+        record_routes(&response_to(&invite, 200, None, Some("t"))),
+        2
+    );
+    assert_eq!(record_routes(&response_to(&invite, 100, None, None)), 0);
+    assert_eq!(
+        record_routes(&response_to(&invite, 486, None, Some("t"))),
+        0
+    );
+    let options = request(&text.replace("INVITE", "OPTIONS"));
+    assert_eq!(
+        record_routes(&response_to(&options, 200, None, Some("t"))),
+        0
+    );
+}

@@ -444,3 +444,32 @@ fn mutated_credentials_never_panic_and_a_changed_response_never_passes() {
         }
     }
 }
+
+#[test]
+fn a_reload_keeps_replay_protection() {
+    let mut server = server();
+    let challenge = first_challenge(&mut server, T0);
+    let first = answered(&challenge, "5001", "pass5001", 1);
+    assert!(matches!(
+        server.verify_request(&first, T0, lookup),
+        Verdict::Authenticated { .. }
+    ));
+    let mut config = server.config().clone();
+    config.algorithms = vec![Algorithm::Md5, Algorithm::Sha256];
+    server.set_config(config);
+    assert_eq!(server.config().algorithms[0], Algorithm::Md5);
+    let verdict = server.verify_request(&first, T0 + 1, lookup);
+    assert!(
+        matches!(
+            verdict,
+            Verdict::Challenge {
+                stale: true,
+                failure: Some(AuthFailure {
+                    reason: FailureReason::Replay,
+                    ..
+                })
+            }
+        ),
+        "{verdict:?}"
+    );
+}
