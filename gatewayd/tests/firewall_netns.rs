@@ -104,6 +104,13 @@ async fn only_the_profiles_openings_answer_and_bans_drop_one_source_everywhere()
     assert!(answers(&lab.inet, ATTACKER, Proto::Tcp, PUBLIC_GW, 443).await, "no table, no ban");
     restarted.apply_firewall(&profile).await.expect("applies");
     assert!(!answers(&lab.inet, ATTACKER, Proto::Tcp, PUBLIC_GW, 443).await, "ban survives a restart");
+    // Something outside flushes the whole ruleset: housekeeping puts the table back, ban included.
+    run(&["ip", "netns", "exec", &lab.gw, "nft", "flush", "ruleset"]).unwrap();
+    assert!(answers(&lab.inet, ATTACKER, Proto::Tcp, PUBLIC_GW, 443).await, "flushed");
+    assert!(restarted.restore_firewall_if_gone(&profile).await, "noticed the missing table");
+    assert!(!answers(&lab.inet, ATTACKER, Proto::Tcp, PUBLIC_GW, 443).await, "ban restored with the table");
+    assert_eq!(open_ports(&lab.inet, NEIGHBOUR, PUBLIC_GW).await, public, "ruleset restored");
+    assert!(!restarted.restore_firewall_if_gone(&profile).await, "nothing to do when in place");
     restarted.remove(attacker).await.expect("lifted");
     assert!(answers(&lab.inet, ATTACKER, Proto::Tcp, PUBLIC_GW, 443).await, "lifted ban lets the source in at once");
     assert!(restarted.remove(attacker).await.is_err(), "not banned any more");

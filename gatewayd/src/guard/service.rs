@@ -17,6 +17,9 @@ use super::{kind_name, Guard, GuardCounters};
 use crate::firewall::{ApplyError, Firewall, Status};
 use crate::profile::Profile;
 
+/// How often housekeeping checks that gatewayd's table is still in the kernel.
+pub const FIREWALL_CHECK: Duration = Duration::from_secs(10);
+
 /// Sources to disconnect, queued for slow listeners before the oldest are dropped.
 const CLOSE_QUEUE: usize = 256;
 
@@ -179,13 +182,41 @@ impl BanService {
         }
     }
 
-    /// Runs [`BanService::tick`] every second until the service is dropped elsewhere.
+    /// Puts gatewayd's table back when something outside removed it (`nft flush ruleset` by
+    /// another service, an operator's mistake), with the active bans. Returns whether it had to.
+    pub async fn restore_firewall_if_gone(&self, profile: &Profile) -> bool {
+        let _serial = self.nft.lock().await;
+        if self.firewall.table_present().await != Some(false) {
+            return false;
+        }
+        tracing::warn!("gatewayd's nftables table was removed from outside; restoring it");
+        let bans = self.firewall_bans();
+        if let Err(e) = self.firewall.apply(profile, &bans).await {
+            tracing::error!(error = %e, "cannot restore gatewayd's nftables table");
+        }
+        true
+    }
+
+    /// Runs [`BanService::tick`] every second until the task is dropped.
     pub async fn run_housekeeping(self: Arc<Self>) {
         let mut every = tokio::time::interval(Duration::from_secs(1));
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             every.tick().await;
             self.tick().await;
+        }
+    }
+
+    /// Checks every [`FIREWALL_CHECK`] that gatewayd's table is still in place and restores it
+    /// if not, until the task is dropped. `profile` follows reloads.
+    pub async fn watch_firewall(self: Arc<Self>, profile: tokio::sync::watch::Receiver<Arc<crate::profile::LoadedProfile>>) {
+        let mut every = tokio::time::interval(FIREWALL_CHECK);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        every.tick().await;
+        loop {
+            every.tick().await;
+            let current = profile.borrow().clone();
+            self.restore_firewall_if_gone(&current.profile).await;
         }
     }
 
