@@ -49,6 +49,10 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on observe.admin {admin_addr}"))?;
     tokio::spawn(admin);
 
+    let media_settings = call::media_bridge::media_config(&profile_rx.borrow(), &state_dir);
+    let media = Arc::new(crate::media::MediaEngine::start(media_settings).context("cannot start the media bridge")?);
+    tracing::info!(fingerprint = %media.fingerprint(), "media bridge started");
+
     let listen = profile_rx.borrow().profile.sip.listen.clone();
     let (sip_sender, sip_inbound) = call::internal::bind(&listen, call::driver::EVENT_QUEUE)
         .await
@@ -64,7 +68,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         secret,
         failures: failure_tx,
         closures: bans.subscribe_closures(),
-        media: call::media_port::NoMedia,
+        media: call::media_bridge::BridgeMedia::new(media.clone()),
     }));
     let guard = bans.clone();
     tokio::spawn(async move {

@@ -567,9 +567,6 @@ fn addr_of(uri: &rsip::Uri) -> Option<SocketAddr> {
     Some(SocketAddr::new(ip, port))
 }
 
-/// Content type of the control messages the gateway sends the softphone (remote answer, hold).
-pub const CONTROL_CONTENT_TYPE: &str = "application/vnd.gatewayd.control+json";
-
 impl<M: MediaControl> CallControl<M> {
     /// An INFO (DTMF or application data) goes on to the other leg; its answer comes back.
     pub(crate) fn relay_in_dialog(&mut self, tx: TxId, call: CallRef, side: Side, request: &Request, now: Instant, rng: &mut impl Rng) {
@@ -602,17 +599,15 @@ impl<M: MediaControl> CallControl<M> {
     }
 
     /// The SIP server's NOTIFY `Event: talk` or `hold` (remote answer and hold, as contact-centre
-    /// servers drive desk phones) becomes a control INFO the softphone acts on.
+    /// servers drive desk phones) is passed into the agent's dialog, early or confirmed; the
+    /// softphone answers, holds or resumes on it.
     pub(crate) fn remote_control(&mut self, tx: TxId, call: CallRef, request: &Request, now: Instant, rng: &mut impl Rng) {
         let event = build::header(&request.headers, "Event").unwrap_or_default().split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        if event != "talk" && event != "hold" {
+            return self.respond(tx, request, 489, Some("Bad Event"), now, rng);
+        }
         let Some(agent) = self.leg_mut(call, Side::Agent).cloned() else {
             return self.respond(tx, request, 481, None, now, rng);
-        };
-        let action = match (event.as_str(), agent.confirmed()) {
-            ("talk", false) => "answer",
-            ("talk", true) => "resume",
-            ("hold", _) => "hold",
-            _ => return self.respond(tx, request, 489, Some("Bad Event"), now, rng),
         };
         let Some(mut dialog) = agent.dialog.clone() else {
             // Not even ringing yet: nothing to answer.
@@ -620,17 +615,13 @@ impl<M: MediaControl> CallControl<M> {
         };
         self.respond(tx, request, 200, None, now, rng);
         let (t, sent_by) = self.via_for(Side::Agent);
-        let mut info = dialog.request(rsip::Method::Info, t, &sent_by, None, rng);
-        let body = format!("{{\"action\":\"{action}\"}}");
-        let mut headers: Vec<rsip::Header> = info.headers.iter().filter(|h| !matches!(h, rsip::Header::ContentLength(_))).cloned().collect();
-        headers.push(rsip::Header::ContentType(rsip::headers::ContentType::from(CONTROL_CONTENT_TYPE)));
-        headers.push(rsip::Header::ContentLength(rsip::headers::ContentLength::from(body.len().to_string())));
-        info.headers = headers.into();
-        info.body = body.into_bytes();
+        let mut notify = dialog.request(rsip::Method::Notify, t, &sent_by, None, rng);
+        build::insert_before_length(&mut notify.headers, rsip::Header::Event(rsip::headers::Event::from(event.clone())));
+        build::insert_before_length(&mut notify.headers, rsip::Header::SubscriptionState(rsip::headers::SubscriptionState::from("terminated")));
         if let Some(l) = self.leg_mut(call, Side::Agent) {
             l.dialog = Some(dialog);
         }
-        tracing::info!(call = call.0, action, "remote control from the SIP server");
-        let _ = self.tx.send_request(info, agent.target, now);
+        tracing::info!(call = call.0, event = %event, "remote control from the SIP server");
+        let _ = self.tx.send_request(notify, agent.target, now);
     }
 }

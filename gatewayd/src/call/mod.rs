@@ -6,6 +6,7 @@ pub mod agents;
 mod build;
 pub mod control;
 mod flows;
+pub mod media_bridge;
 pub mod media_port;
 mod registration;
 pub mod token;
