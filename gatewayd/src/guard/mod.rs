@@ -48,7 +48,7 @@ use serde::Serialize;
 
 pub use engine::{canonical, escalate, exempt, Ban, BanEngine, BanReason, Failure, GuardAction, Offences, MAX_TRACKED_SOURCES};
 pub use limiter::{Limit, RateLimiter, Verdict, MAX_BUCKETS};
-pub use service::{BanInfo, BanService, RemoveError, FIREWALL_CHECK};
+pub use service::{ban_config, BanInfo, BanService, RemoveError, FIREWALL_CHECK};
 pub use store::{BanStore, StoredState, STORE_FILE};
 
 use crate::profile::{Bans, FailureKind};

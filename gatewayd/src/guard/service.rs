@@ -15,7 +15,7 @@ use super::limiter::Limit;
 use super::store::{BanStore, StoredState};
 use super::{kind_name, Guard, GuardCounters};
 use crate::firewall::{ApplyError, Firewall, Status};
-use crate::profile::Profile;
+use crate::profile::{Bans, Cidr, Profile};
 
 /// How often housekeeping checks that gatewayd's table is still in the kernel.
 pub const FIREWALL_CHECK: Duration = Duration::from_secs(10);
@@ -40,6 +40,21 @@ impl BanInfo {
         let unix = |t: SystemTime| t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         Self { ip: b.ip, since: unix(b.since), until: unix(b.until), remaining_secs: b.remaining(now).as_secs(), reason: b.reason.clone(), offence: b.offence }
     }
+}
+
+/// The profile's `[bans]` with the sources that must never be banned added to the allowlist:
+/// the upstream SIP servers (a burst of SIP the parser rejects must not cut the gateway off
+/// from its SIP server) and the gateway's own addresses.
+pub fn ban_config(profile: &Profile) -> Bans {
+    let mut bans = profile.bans.clone();
+    let own = profile.public.addresses.iter().copied().chain([profile.internal.address, profile.management.address]);
+    for ip in profile.upstream.servers.iter().map(|s| s.address.ip()).chain(own) {
+        let cidr = Cidr::from(ip);
+        if !bans.allowlist.iter().any(|c| c.contains(&ip)) {
+            bans.allowlist.push(cidr);
+        }
+    }
+    bans
 }
 
 /// Why an admin request about a ban failed.
@@ -70,7 +85,7 @@ impl BanService {
     /// Builds the service and restores persisted bans (a damaged file is reported and set
     /// aside). Apply the firewall afterwards with [`BanService::firewall_bans`].
     pub fn new(profile: &Profile, firewall: Arc<Firewall>, store: Option<BanStore>) -> Self {
-        let mut guard = Guard::new(&profile.bans);
+        let mut guard = Guard::new(&ban_config(profile));
         if let Some(s) = &store {
             match s.load() {
                 Ok(state) => {
@@ -107,7 +122,7 @@ impl BanService {
 
     /// Takes a reloaded profile's `[bans]`; active bans stay.
     pub fn reconfigure(&self, profile: &Profile) {
-        self.guard().reconfigure(&profile.bans);
+        self.guard().reconfigure(&ban_config(profile));
     }
 
     /// Listener drivers subscribe here and close every connection from the sources they receive.
