@@ -59,6 +59,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         .with_context(|| "cannot listen on sip.listen")?;
     let (conn_tx, conn_rx) = mpsc::channel(call::driver::EVENT_QUEUE);
     let (failure_tx, mut failure_rx) = mpsc::channel::<call::driver::Failure>(1024);
+    let web_failures = failure_tx.clone();
     let secret = call::driver::digest_secret(&state_dir).context("cannot keep the digest nonce key")?;
     tokio::spawn(call::driver::run(call::driver::CallTask {
         events: conn_rx,
@@ -76,13 +77,14 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             guard.report(Failure { ip: f.ip, kind: f.kind }).await;
         }
     });
-    let _agent_connections = conn_tx;
+    let web = crate::web::start(&state_dir, profile_rx.clone(), conn_tx, web_failures).await.context("cannot start the web side")?;
+    let bound = web.bound();
 
     let watchdog = notifier.watchdog_interval();
     let mut watchdog_tick = tokio::time::interval(watchdog.unwrap_or(std::time::Duration::from_secs(3600)));
 
     let sha = profile_rx.borrow().sha256.clone();
-    tracing::info!(profile = %opts.profile.display(), profile_sha256 = %sha, admin = %admin_local, state_dir = %state_dir.display(), "gatewayd ready");
+    tracing::info!(profile = %opts.profile.display(), profile_sha256 = %sha, admin = %admin_local, https = ?bound.https, state_dir = %state_dir.display(), "gatewayd ready");
     notifier.ready(&format!("running profile {}", &sha[..12]));
 
     loop {

@@ -5,7 +5,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{eventually, http_get, lab_profile_free_ports, root, Gateway, TempDir};
+use common::{lab_profile_free_ports, root, Gateway, TempDir};
 
 struct Lab {
     _dir: TempDir,
@@ -19,8 +19,8 @@ fn lab() -> Lab {
     let (text, ports) = lab_profile_free_ports();
     let profile = dir.path().join("profile.toml");
     std::fs::write(&profile, text).unwrap();
-    let gw = Gateway::start(&profile, &dir.path().join("state"), &[]);
-    eventually("gateway ready", Duration::from_secs(20), || http_get(ports[&9090], "/health"));
+    let mut gw = Gateway::start(&profile, &dir.path().join("state"), &[]);
+    gw.wait_for_log("gatewayd ready", Duration::from_secs(20));
     Lab { sip: ports[&5060], upstream: ports[&5080], gw, _dir: dir }
 }
 

@@ -314,6 +314,31 @@ async fn softphone_off_hides_pages_but_not_ws() {
     round_trip(&mut g, &mut ws, session.id, &outbound, "OPTIONS sip:x SIP/2.0").await;
 }
 
+async fn http_request(addr: SocketAddr, method: &str, path: &str) -> String {
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    let req = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", addr.port());
+    tcp.write_all(req.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(DEADLINE, tcp.read_to_string(&mut answer)).await.unwrap().unwrap();
+    answer
+}
+
+#[tokio::test]
+async fn redirect_listener_answers_acme_challenges() {
+    let g = start_with(|_| {}).await;
+    let http = g.handle.bound().http_redirect[0];
+    let challenges = g.dir.join("state").join(web::HTTP01_DIR);
+    std::fs::create_dir_all(&challenges).unwrap();
+    std::fs::write(challenges.join("tok-EN_1"), "tok-EN_1.thumbprint").unwrap();
+    let answer = http_request(http, "GET", "/.well-known/acme-challenge/tok-EN_1").await;
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+    assert!(answer.ends_with("\r\n\r\ntok-EN_1.thumbprint"), "{answer}");
+    // Unknown or path-like tokens are just redirected.
+    for path in ["/.well-known/acme-challenge/other", "/.well-known/acme-challenge/..%2Fweb.key", "/.well-known/acme-challenge/"] {
+        assert!(http_request(http, "GET", path).await.starts_with("HTTP/1.1 301 "), "{path}");
+    }
+}
+
 #[tokio::test]
 async fn redirect_listener_sends_to_https_keeping_path() {
     let g = start_with(|_| {}).await;
@@ -347,6 +372,8 @@ async fn sip_websocket_with_own_origin_round_trips() {
     let (mut ws2, _) = ws_connect(addr, Some("https://127.0.0.1:8443"), "chat, sip").await.expect("listed origin accepted");
     let (second, outbound2) = g.opened().await;
     assert_ne!(second.id, session.id);
+    assert_eq!(g.handle.open_sessions(), 2);
+    assert!(g.handle.open_connections() >= 2);
     round_trip(&mut g, &mut ws2, second.id, &outbound2, "OPTIONS sip:127.0.0.1 SIP/2.0").await;
 
     // Close on request (a ban): the client sees 1008 and the session reports closed.
@@ -364,6 +391,7 @@ async fn sip_websocket_with_own_origin_round_trips() {
         other => panic!("expected the socket to close, got {other:?}"),
     }
     assert!(matches!(g.event().await, WsEvent::Closed { id } if id == session.id));
+    assert_eq!(g.handle.open_sessions(), 0);
 }
 
 #[tokio::test]
@@ -533,4 +561,35 @@ async fn bad_tls_is_a_failure_and_lab_certificate_is_generated() {
     let mut tcp = TcpStream::connect(g.https()).await.unwrap();
     tcp.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
     g.failure(FailureKind::TlsHandshake).await;
+}
+
+#[tokio::test]
+async fn acme_serves_a_placeholder_until_its_certificate_is_there() {
+    let dir = temp_dir();
+    let mut first = lab(&dir, &new_pair(), "unused", "placeholder");
+    first.profile.tls.source = TlsSource::Acme;
+    first.profile.tls.acme = Some(profile::Acme {
+        directory: "https://acme.invalid/directory".into(),
+        contact: "mailto:noc@example.com".into(),
+        domains: vec!["agents.example.com".into()],
+    });
+    let (profile, rx) = watch::channel(Arc::new(first.clone()));
+    let (events_tx, events) = mpsc::channel(64);
+    let (failures_tx, failures) = mpsc::channel(64);
+    let state = dir.join("state");
+    let handle = web::start(&state, rx, events_tx, failures_tx).await.expect("starts before ACME has a certificate");
+    let mut g = Gateway { handle, events, failures, profile, dir: dir.clone() };
+    let placeholder = fingerprint(&tls_connect(g.https()).await);
+
+    let obtained = new_pair();
+    std::fs::create_dir_all(state.join("acme")).unwrap();
+    std::fs::write(state.join("acme/web.crt"), &obtained.chain).unwrap();
+    std::fs::write(state.join("acme/web.key"), &obtained.key).unwrap();
+    let mut again = first;
+    again.sha256 = "obtained".into();
+    g.profile.send_replace(Arc::new(again));
+    assert!(g.handle.wait_applied("obtained").await);
+    let now = fingerprint(&tls_connect(g.https()).await);
+    assert_ne!(now, placeholder);
+    assert_eq!(now, pem_fingerprint(&obtained));
 }

@@ -3,12 +3,11 @@
 //! call; each connection has one small task that only forwards frames.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use tokio::sync::{mpsc, watch};
@@ -19,28 +18,12 @@ use super::internal::{Inbound, InternalSender};
 use super::media_port::MediaControl;
 use super::upstream::Upstreams;
 use crate::sip::transaction::Destination;
+use crate::web::{Outgoing, WsEvent};
 use crate::profile::{FailureKind, LoadedProfile};
 use crate::sip::registrar::{ConnId, RegistrarEvent};
 
 /// Room for events from all connections together; a full queue slows the readers down.
 pub const EVENT_QUEUE: usize = 4096;
-/// Room for frames queued toward one connection; beyond it the connection is too slow and closed.
-pub const CONNECTION_QUEUE: usize = 256;
-
-/// What the WebSocket side reports.
-#[derive(Debug)]
-pub enum ConnEvent {
-    Opened { conn: ConnId, peer: SocketAddr, tx: mpsc::Sender<ToConn> },
-    Frame { conn: ConnId, data: Bytes },
-    Closed { conn: ConnId },
-}
-
-/// What the driver asks of one connection.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ToConn {
-    Text(String),
-    Close(&'static str),
-}
 
 /// A failure for the ban engine.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,7 +54,7 @@ fn wall_ms() -> u64 {
 
 /// Everything call control's task is given at start.
 pub struct CallTask<M> {
-    pub events: mpsc::Receiver<ConnEvent>,
+    pub events: mpsc::Receiver<WsEvent>,
     pub internal: mpsc::Receiver<Inbound>,
     pub sender: InternalSender,
     pub profile: watch::Receiver<Arc<LoadedProfile>>,
@@ -140,7 +123,7 @@ pub async fn run<M: MediaControl>(task: CallTask<M>) {
 struct Driver<M: MediaControl> {
     edge: AgentEdge,
     calls: CallControl<M>,
-    conns: HashMap<ConnId, mpsc::Sender<ToConn>>,
+    conns: HashMap<ConnId, mpsc::Sender<Outgoing>>,
     peers: HashMap<ConnId, IpAddr>,
     sender: InternalSender,
     failures: mpsc::Sender<Failure>,
@@ -149,18 +132,21 @@ struct Driver<M: MediaControl> {
 }
 
 impl<M: MediaControl> Driver<M> {
-    fn handle(&mut self, event: ConnEvent) {
+    fn handle(&mut self, event: WsEvent) {
         match event {
-            ConnEvent::Opened { conn, peer, tx } => {
-                self.conns.insert(conn, tx);
-                self.peers.insert(conn, peer.ip());
-                self.edge.connection_opened(conn, peer);
+            WsEvent::Opened { session, outbound } => {
+                let conn = ConnId(session.id);
+                self.conns.insert(conn, outbound);
+                self.peers.insert(conn, session.peer.ip());
+                self.edge.connection_opened(conn, session.peer);
             }
-            ConnEvent::Frame { conn, data } => {
+            WsEvent::Message { id, data } => {
+                let conn = ConnId(id);
                 let out = self.edge.handle_frame(conn, &data, Instant::now(), wall_ms(), &mut self.rng);
                 self.apply(out);
             }
-            ConnEvent::Closed { conn } => {
+            WsEvent::Closed { id } => {
+                let conn = ConnId(id);
                 self.conns.remove(&conn);
                 self.peers.remove(&conn);
                 let out = self.edge.connection_closed(conn);
@@ -174,8 +160,8 @@ impl<M: MediaControl> Driver<M> {
     fn apply(&mut self, out: Vec<EdgeOutput>) {
         for o in out {
             match o {
-                EdgeOutput::Send { conn, text } => self.send(conn, ToConn::Text(text)),
-                EdgeOutput::Close { conn, reason } => self.send(conn, ToConn::Close(reason)),
+                EdgeOutput::Send { conn, text } => self.send(conn, Outgoing::Text(text)),
+                EdgeOutput::Close { conn, reason } => self.send(conn, Outgoing::Close(reason)),
                 EdgeOutput::Failure { ip, kind, detail } => {
                     tracing::info!(source = %ip, kind = ?kind, detail = %detail, "failure");
                     // Never wait on the guard: a flood must not stall SIP.
@@ -211,7 +197,7 @@ impl<M: MediaControl> Driver<M> {
         let conns: Vec<ConnId> = self.peers.iter().filter(|(_, p)| **p == ip).map(|(c, _)| *c).collect();
         for conn in conns {
             tracing::info!(conn = conn.0, source = %ip, "closing the connection of a banned source");
-            self.send(conn, ToConn::Close("banned"));
+            self.send(conn, Outgoing::Close("banned"));
         }
     }
 
@@ -219,7 +205,7 @@ impl<M: MediaControl> Driver<M> {
         while let Some(o) = self.calls.poll_output() {
             match o {
                 CallOutput::Send { target, message } => match target.destination {
-                    Destination::Conn(conn) => self.send(conn, ToConn::Text(message.to_string())),
+                    Destination::Conn(conn) => self.send(conn, Outgoing::Text(message.to_string())),
                     Destination::Addr(addr) => self.sender.send(addr, target.transport, message.to_string().into_bytes()),
                 },
                 CallOutput::Ended(record) => self.record(&record),
@@ -255,12 +241,12 @@ impl<M: MediaControl> Driver<M> {
         }
     }
 
-    fn send(&mut self, conn: ConnId, msg: ToConn) {
+    fn send(&mut self, conn: ConnId, msg: Outgoing) {
         let Some(tx) = self.conns.get(&conn) else { return };
         if tx.try_send(msg).is_err() {
             // Too slow or gone: drop it rather than queue without bound.
             tracing::warn!(conn = conn.0, "connection cannot keep up; closing it");
-            let _ = tx.try_send(ToConn::Close("send queue full"));
+            let _ = tx.try_send(Outgoing::Close("send queue full"));
             self.conns.remove(&conn);
         }
     }

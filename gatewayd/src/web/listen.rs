@@ -157,9 +157,8 @@ async fn serve_https(tcp: TcpStream, peer: SocketAddr, local: SocketAddr, shared
     let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
-            // A peer that connects and goes away says nothing; one that speaks bad TLS does.
-            if e.kind() == std::io::ErrorKind::InvalidData {
-                shared.fail(peer.ip(), FailureKind::TlsHandshake, e.to_string());
+            if let Some(detail) = handshake_failure(&e) {
+                shared.fail(peer.ip(), FailureKind::TlsHandshake, detail);
             }
             return;
         }
@@ -184,5 +183,34 @@ async fn serve_https(tcp: TcpStream, peer: SocketAddr, local: SocketAddr, shared
         .await;
     if let Err(e) = served {
         tracing::debug!(error = %e, %peer, "web: connection ended with an error");
+    }
+}
+
+/// Whether a failed handshake counts against the source. A peer that connects and goes away, or
+/// that tells us with an alert it does not trust our certificate (browsers facing the lab's
+/// self-signed one do, several times per page), did nothing hostile; one that speaks bad TLS did.
+fn handshake_failure(e: &std::io::Error) -> Option<String> {
+    if e.kind() != std::io::ErrorKind::InvalidData {
+        return None;
+    }
+    match e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
+        Some(rustls::Error::AlertReceived(_)) => None,
+        _ => Some(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Error, ErrorKind};
+
+    #[test]
+    fn only_bad_tls_counts_as_a_handshake_failure() {
+        let alert = Error::new(ErrorKind::InvalidData, rustls::Error::AlertReceived(rustls::AlertDescription::CertificateUnknown));
+        assert_eq!(handshake_failure(&alert), None);
+        assert_eq!(handshake_failure(&Error::from(ErrorKind::UnexpectedEof)), None);
+        assert_eq!(handshake_failure(&Error::from(ErrorKind::ConnectionReset)), None);
+        let garbage = Error::new(ErrorKind::InvalidData, rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType));
+        assert!(handshake_failure(&garbage).is_some());
     }
 }

@@ -24,7 +24,7 @@ mod settings;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -34,7 +34,8 @@ use crate::call::driver::Failure;
 use crate::profile::{FailureKind, LoadedProfile};
 
 pub use origin::{parse_host, Origin, OriginPolicy, OriginRefusal};
-pub use settings::{leaf_sha256, Settings, SettingsError, ALPN};
+pub use redirect::HTTP01_DIR;
+pub use settings::{leaf_sha256, Settings, SettingsError, ACME_DIR, ALPN};
 
 /// Room for frames queued toward one connection.
 pub const OUTGOING_QUEUE: usize = 256;
@@ -88,10 +89,17 @@ pub enum StartError {
 }
 
 /// The running web side.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct WebHandle {
     bound: watch::Receiver<Bound>,
     applied: watch::Receiver<Arc<Settings>>,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for WebHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebHandle").field("bound", &*self.bound.borrow()).finish_non_exhaustive()
+    }
 }
 
 impl WebHandle {
@@ -103,6 +111,16 @@ impl WebHandle {
     /// The settings in effect (certificate fingerprint, profile hash, ...).
     pub fn settings(&self) -> Arc<Settings> {
         self.applied.borrow().clone()
+    }
+
+    /// Open TCP connections on the HTTPS and redirect listeners (WebSockets included).
+    pub fn open_connections(&self) -> usize {
+        self.shared.sources.lock().unwrap_or_else(|e| e.into_inner()).values().sum()
+    }
+
+    /// Open SIP WebSockets.
+    pub fn open_sessions(&self) -> usize {
+        self.shared.sessions.load(Ordering::Relaxed)
     }
 
     /// Waits until the settings of the profile with this SHA-256 are in effect. Returns false if
@@ -131,12 +149,14 @@ pub async fn start(
         failures,
         sources: Mutex::new(HashMap::new()),
         next_id: AtomicU64::new(1),
+        sessions: AtomicUsize::new(0),
+        state_dir: state_dir.to_owned(),
     });
     let mut listeners = listen::Listeners::default();
     listeners.rebind(&settings, &shared).await?;
     let state_dir = state_dir.to_owned();
-    tokio::spawn(follow_profile(profile, state_dir, shared, listeners));
-    Ok(WebHandle { bound: bound_rx, applied: settings_rx })
+    tokio::spawn(follow_profile(profile, state_dir, shared.clone(), listeners));
+    Ok(WebHandle { bound: bound_rx, applied: settings_rx, shared })
 }
 
 /// Applies each new profile; a profile whose web side cannot be set up leaves the running one.
@@ -174,6 +194,10 @@ pub(crate) struct Shared {
     /// Open connections per source address.
     sources: Mutex<HashMap<IpAddr, usize>>,
     next_id: AtomicU64,
+    /// Open SIP WebSockets.
+    sessions: AtomicUsize,
+    /// Where http-01 challenge answers are read from (`acme/http-01/<token>`).
+    state_dir: PathBuf,
 }
 
 impl Shared {

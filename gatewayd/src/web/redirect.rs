@@ -1,5 +1,6 @@
 //! The plain-HTTP listeners: every request is sent to the same host over HTTPS on the first HTTPS
-//! listener's port, path and query kept. (ACME http-01 challenges will be answered here too.)
+//! listener's port, path and query kept; the one exception is ACME http-01 challenges
+//! (`/.well-known/acme-challenge/<token>`), answered from `<state>/acme/http-01/<token>`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -46,7 +47,30 @@ pub(crate) async fn accept(listener: TcpListener, local: SocketAddr, shared: Arc
     }
 }
 
+/// Where an ACME client leaves the key authorization of each pending http-01 challenge, one
+/// file per token, under the state directory.
+pub const HTTP01_DIR: &str = "acme/http-01";
+const CHALLENGE_PREFIX: &str = "/.well-known/acme-challenge/";
+
+/// The key authorization for a challenge path, if one is pending. Tokens are base64url (RFC
+/// 8555 section 8.3), which also keeps the path inside the directory.
+fn challenge(path: &str, shared: &Shared) -> Option<Vec<u8>> {
+    let token = path.strip_prefix(CHALLENGE_PREFIX)?;
+    let valid = !token.is_empty() && token.len() <= 128 && token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if !valid {
+        return None;
+    }
+    std::fs::read(shared.state_dir.join(HTTP01_DIR).join(token)).ok()
+}
+
 fn answer<B>(req: &Request<B>, local: SocketAddr, shared: &Shared) -> Response<Body> {
+    if req.method() == Method::GET {
+        if let Some(key_authorization) = challenge(req.uri().path(), shared) {
+            let mut r = Response::new(Body::from(key_authorization));
+            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+            return r;
+        }
+    }
     let host = req
         .headers()
         .get(header::HOST)

@@ -1,6 +1,7 @@
 //! `/ws`: the SIP WebSocket upgrade (RFC 7118) and the one small task per connection that moves
 //! frames between the socket and the bounded queues.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -89,11 +90,12 @@ pub(crate) async fn upgrade(State(shared): State<Arc<Shared>>, Extension(conn): 
             return refuse(StatusCode::BAD_REQUEST, "Bad WebSocket upgrade");
         }
     };
+    let deflate = response.headers().contains_key(header::SEC_WEBSOCKET_EXTENSIONS);
+    tracing::debug!(peer = %conn.peer, deflate, "web: WebSocket upgrade accepted");
     let info = SessionInfo { id: shared.next_id(), peer: conn.peer, local: conn.local, origin: origin.to_string() };
-    let events = shared.events.clone();
     tokio::spawn(async move {
         match upgraded.await {
-            Ok(ws) => run(ws, info, events, conn).await,
+            Ok(ws) => run(ws, info, shared, conn).await,
             Err(e) => tracing::debug!(error = %e, "web: WebSocket upgrade did not complete"),
         }
     });
@@ -104,13 +106,16 @@ pub(crate) async fn upgrade(State(shared): State<Arc<Shared>>, Extension(conn): 
 
 /// Moves frames until either side is done, then reports the close. `conn` keeps the source's
 /// connection counted while the session lives.
-async fn run(mut ws: yawc::HttpWebSocket, info: SessionInfo, events: mpsc::Sender<WsEvent>, conn: ConnInfo) {
+async fn run(mut ws: yawc::HttpWebSocket, info: SessionInfo, shared: Arc<Shared>, conn: ConnInfo) {
+    let events = shared.events.clone();
     let id = info.id;
     let peer = info.peer;
     let (tx, mut outbound) = mpsc::channel(OUTGOING_QUEUE);
     tracing::debug!(id, %peer, origin = %info.origin, "web: SIP WebSocket opened");
+    shared.sessions.fetch_add(1, Ordering::Relaxed);
     if events.send(WsEvent::Opened { session: info, outbound: tx }).await.is_err() {
         let _ = ws.send(Frame::close(CloseCode::Away, "shutting down")).await;
+        shared.sessions.fetch_sub(1, Ordering::Relaxed);
         return;
     }
     let mut last_heard = Instant::now();
@@ -172,6 +177,7 @@ async fn run(mut ws: yawc::HttpWebSocket, info: SessionInfo, events: mpsc::Sende
     let _ = tokio::time::timeout(CLOSE_LINGER, ws.next_frame()).await;
     drop(ws);
     drop(conn);
+    shared.sessions.fetch_sub(1, Ordering::Relaxed);
     let _ = events.send(WsEvent::Closed { id }).await;
 }
 

@@ -26,8 +26,6 @@ pub enum SettingsError {
     Pair { key: &'static str, source: tls::PairError },
     #[error("cannot create the self-signed certificate in {dir}: {source}")]
     SelfSigned { dir: String, source: std::io::Error },
-    #[error("tls.source = \"acme\" is not available yet for the HTTPS listeners")]
-    AcmeUnavailable,
 }
 
 /// The web side's view of one profile.
@@ -90,8 +88,28 @@ fn certificate(loaded: &LoadedProfile, state_dir: &Path) -> Result<CertifiedPem,
         }
         TlsSource::SelfSigned => tls::load_or_create_self_signed(state_dir, "web", &t.names)
             .map_err(|source| SettingsError::SelfSigned { dir: state_dir.display().to_string(), source }),
-        TlsSource::Acme => Err(SettingsError::AcmeUnavailable),
+        TlsSource::Acme => acme_certificate(loaded, state_dir),
     }
+}
+
+/// Where an ACME client keeps the certificate it obtained, under the state directory.
+pub const ACME_DIR: &str = "acme";
+
+/// The certificate obtained by ACME (`<state>/acme/web.{crt,key}`) when there is one. Until
+/// then a self-signed placeholder for the ACME domains is served, so the listeners (and the
+/// HTTP listener that must answer http-01 challenges) are up; browsers refuse it, so nothing
+/// is weakened, and the next profile reload picks up the real one.
+fn acme_certificate(loaded: &LoadedProfile, state_dir: &Path) -> Result<CertifiedPem, SettingsError> {
+    let dir = state_dir.join(ACME_DIR);
+    if let (Ok(chain), Ok(key)) = (std::fs::read(dir.join("web.crt")), std::fs::read(dir.join("web.key"))) {
+        if tls::check_pair(&chain, &key).is_ok() {
+            return Ok(CertifiedPem { chain, key });
+        }
+    }
+    let domains = loaded.profile.tls.acme.as_ref().map(|a| a.domains.clone()).unwrap_or_default();
+    tracing::warn!(dir = %dir.display(), "web: no ACME certificate yet; serving a self-signed placeholder that browsers will refuse");
+    tls::load_or_create_self_signed(state_dir, "acme-placeholder", &domains)
+        .map_err(|source| SettingsError::SelfSigned { dir: state_dir.display().to_string(), source })
 }
 
 /// SHA-256 of the first certificate in a PEM chain, hex; empty when there is none.
