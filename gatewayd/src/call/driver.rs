@@ -142,6 +142,7 @@ impl<M: MediaControl> Driver<M> {
             }
             WsEvent::Message { id, data } => {
                 let conn = ConnId(id);
+                tracing::debug!(conn = id, first_line = %first_line(&data), bytes = data.len(), "SIP from agent");
                 let out = self.edge.handle_frame(conn, &data, Instant::now(), wall_ms(), &mut self.rng);
                 self.apply(out);
             }
@@ -243,6 +244,9 @@ impl<M: MediaControl> Driver<M> {
 
     fn send(&mut self, conn: ConnId, msg: Outgoing) {
         let Some(tx) = self.conns.get(&conn) else { return };
+        if let Outgoing::Text(text) = &msg {
+            tracing::debug!(conn = conn.0, first_line = %first_line(text.as_bytes()), "SIP to agent");
+        }
         if tx.try_send(msg).is_err() {
             // Too slow or gone: drop it rather than queue without bound.
             tracing::warn!(conn = conn.0, "connection cannot keep up; closing it");
@@ -250,6 +254,11 @@ impl<M: MediaControl> Driver<M> {
             self.conns.remove(&conn);
         }
     }
+}
+
+fn first_line(bytes: &[u8]) -> String {
+    let end = bytes.iter().position(|b| *b == b'\r' || *b == b'\n').unwrap_or(bytes.len()).min(200);
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
 }
 
 fn log_registration(event: &RegistrarEvent) {
