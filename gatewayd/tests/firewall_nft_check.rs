@@ -82,3 +82,25 @@ fn script_and_json_yield_the_same_kernel_ruleset() {
         assert!(a.contains("policy drop"), "{a}");
     }
 }
+
+/// `gatewayd firewall show PROFILE` prints what nft accepts, and applies nothing.
+#[test]
+fn firewall_show_prints_a_script_nft_accepts() {
+    if let Some(why) = nft_unavailable() {
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
+    let before = Command::new("nft").args(["list", "ruleset"]).output().map(|o| o.stdout).unwrap_or_default();
+    for path in profiles() {
+        let out = Command::new(env!("CARGO_BIN_EXE_gatewayd")).args(["firewall", "show"]).arg(&path).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let script = String::from_utf8(out.stdout).unwrap();
+        assert!(script.contains("chain input {") && script.contains("policy drop;"), "{script}");
+        let check = in_fresh_netns("nft -c -f -", &script);
+        assert!(check.status.success(), "{}: {}", path.display(), String::from_utf8_lossy(&check.stderr));
+    }
+    let bad = Command::new(env!("CARGO_BIN_EXE_gatewayd")).args(["firewall", "show", "/nonexistent.toml"]).output().unwrap();
+    assert!(!bad.status.success() && !bad.stderr.is_empty());
+    let after = Command::new("nft").args(["list", "ruleset"]).output().map(|o| o.stdout).unwrap_or_default();
+    assert_eq!(before, after, "show applies nothing");
+}

@@ -8,7 +8,7 @@ use std::time::Duration;
 use nftables::schema::{self, NfCmd, NfListObject, NfObject, Nftables};
 use nftables::types::NfFamily;
 
-use super::generate::{ruleset, BAN_SET_V4, BAN_SET_V6};
+use super::generate::{ruleset, BAN_SET_V4, BAN_SET_V6, INPUT_CHAIN};
 use super::nft::{has_net_admin, Nft, NftError};
 use super::ruleset::timed_element;
 use crate::profile::Profile;
@@ -135,6 +135,20 @@ impl Firewall {
         };
         let cmds = vec![element(NfCmd::Add, &table, ip, Duration::from_secs(1)), element(NfCmd::Delete, &table, ip, Duration::from_secs(1))];
         self.nft.json(&Nftables { objects: cmds.into() }, false).await.map(|_| ())
+    }
+
+    /// Whether gatewayd's table is still in the kernel with its chains; `None` when the
+    /// firewall is not enforcing (nothing to check) or nft cannot say.
+    pub async fn table_present(&self) -> Option<bool> {
+        let Status::Enforcing { table } = self.status() else { return None };
+        match self.nft.args(&["list", "table", "inet", &table]).await {
+            Ok(listing) => Some(listing.contains(&format!("chain {INPUT_CHAIN} {{")) && listing.contains(&format!("set {BAN_SET_V4} {{"))),
+            Err(NftError::Refused { stderr }) if stderr.contains("No such file or directory") => Some(false),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot check gatewayd's nftables table");
+                None
+            }
+        }
     }
 
     /// Removes gatewayd's table (tests, or an operator turning management off).

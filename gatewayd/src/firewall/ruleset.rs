@@ -337,7 +337,7 @@ fn set_script(items: Vec<String>) -> String {
 }
 
 fn cond_script(c: &Cond) -> String {
-    let nets = |nets: &[Cidr]| set_script(nets.iter().map(|n| cidr_script(n)).collect());
+    let nets = |nets: &[Cidr]| set_script(nets.iter().map(cidr_script).collect());
     match c {
         Cond::IifName(name) => format!("iifname {}", quote(name)),
         Cond::Daddr(f, n) => format!("{} daddr {}", f.proto(), nets(n)),

@@ -143,3 +143,27 @@ fn the_transaction_replaces_only_gatewayds_table() {
         assert_eq!(inner["family"], "inet", "{c}");
     }
 }
+
+#[tokio::test]
+async fn without_nft_or_management_the_firewall_only_logs() {
+    let p = example("dmz-genesys.toml");
+    let missing = Firewall::with_nft(Nft::with_command(vec!["/nonexistent/nft".into()]), false);
+    let status = missing.apply(&p, &[]).await.expect("runs on");
+    assert!(matches!(&status, Status::LogOnly { reason } if reason.contains("/nonexistent/nft")), "{status:?}");
+    missing.ban("198.51.100.1".parse().unwrap(), Duration::from_secs(5)).await.expect("only logged");
+    missing.unban("198.51.100.1".parse().unwrap()).await.expect("only logged");
+
+    let mut off = p.clone();
+    off.firewall.manage = false;
+    assert_eq!(missing.apply(&off, &[]).await.unwrap(), Status::Disabled);
+    assert_eq!(missing.status(), Status::Disabled);
+}
+
+#[test]
+fn timeouts_round_up_so_a_ban_never_ends_early() {
+    let p = example("dmz-genesys.toml");
+    let rs = ruleset(&p, &[("198.51.100.9".parse().unwrap(), Duration::from_millis(1999)), ("198.51.100.10".parse().unwrap(), Duration::ZERO)]);
+    let script = rs.to_script();
+    assert!(script.contains("198.51.100.9 timeout 2s"), "{script}");
+    assert!(script.contains("198.51.100.10 timeout 1s"), "{script}");
+}

@@ -5,6 +5,35 @@
 //! out). [`BanService`] is its thin async driver: it applies bans to the firewall, persists them
 //! in the state directory and answers the admin endpoint. This module never opens sockets and
 //! never edits nftables itself.
+//!
+//! How the daemon drives it:
+//!
+//! ```no_run
+//! # async fn daemon(profile: gatewayd::profile::Profile, new_profile: gatewayd::profile::Profile, state_dir: std::path::PathBuf,
+//! #     profile_rx: tokio::sync::watch::Receiver<std::sync::Arc<gatewayd::profile::LoadedProfile>>) {
+//! use std::sync::Arc;
+//! use gatewayd::{firewall, guard};
+//! // Start: restore bans, then put the ruleset in place with them (or say why not and run on).
+//! let firewall = Arc::new(firewall::Firewall::new());
+//! let bans = Arc::new(guard::BanService::new(&profile, firewall.clone(), Some(guard::BanStore::in_dir(&state_dir))));
+//! let _ = bans.apply_firewall(&profile).await; // errors are logged; nothing is half-applied
+//! // Expiry every second; every 10 s the table is put back if something removed it.
+//! tokio::spawn(bans.clone().run_housekeeping());
+//! tokio::spawn(bans.clone().watch_firewall(profile_rx.clone()));
+//! let mut close = bans.subscribe_closures(); // listeners close connections from these sources
+//! // A listener's failure:
+//! let ip = "198.51.100.7".parse().unwrap();
+//! bans.report(guard::Failure { ip, kind: gatewayd::profile::FailureKind::DigestFailure }).await;
+//! // A listener's rate check before accepting:
+//! let admitted = bans.admit(ip, guard::Limit::NewConnection).await;
+//! // Reload: new rules, same bans, ruleset follows the new profile.
+//! bans.reconfigure(&new_profile);
+//! let _ = bans.apply_firewall(&new_profile).await;
+//! // Stop: write the bans out (the table stays: the kernel keeps enforcing them).
+//! bans.flush();
+//! # let _ = (close.try_recv(), admitted);
+//! # }
+//! ```
 
 mod engine;
 mod limiter;
@@ -19,7 +48,7 @@ use serde::Serialize;
 
 pub use engine::{canonical, escalate, exempt, Ban, BanEngine, BanReason, Failure, GuardAction, Offences, MAX_TRACKED_SOURCES};
 pub use limiter::{Limit, RateLimiter, Verdict, MAX_BUCKETS};
-pub use service::{BanInfo, BanService, RemoveError};
+pub use service::{ban_config, BanInfo, BanService, RemoveError, FIREWALL_CHECK};
 pub use store::{BanStore, StoredState, STORE_FILE};
 
 use crate::profile::{Bans, FailureKind};

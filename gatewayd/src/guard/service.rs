@@ -14,8 +14,11 @@ use super::engine::{Ban, BanReason, Failure, GuardAction};
 use super::limiter::Limit;
 use super::store::{BanStore, StoredState};
 use super::{kind_name, Guard, GuardCounters};
-use crate::firewall::Firewall;
-use crate::profile::Profile;
+use crate::firewall::{ApplyError, Firewall, Status};
+use crate::profile::{Bans, Cidr, Profile};
+
+/// How often housekeeping checks that gatewayd's table is still in the kernel.
+pub const FIREWALL_CHECK: Duration = Duration::from_secs(10);
 
 /// Sources to disconnect, queued for slow listeners before the oldest are dropped.
 const CLOSE_QUEUE: usize = 256;
@@ -39,6 +42,21 @@ impl BanInfo {
     }
 }
 
+/// The profile's `[bans]` with the sources that must never be banned added to the allowlist:
+/// the upstream SIP servers (a burst of SIP the parser rejects must not cut the gateway off
+/// from its SIP server) and the gateway's own addresses.
+pub fn ban_config(profile: &Profile) -> Bans {
+    let mut bans = profile.bans.clone();
+    let own = profile.public.addresses.iter().copied().chain([profile.internal.address, profile.management.address]);
+    for ip in profile.upstream.servers.iter().map(|s| s.address.ip()).chain(own) {
+        let cidr = Cidr::from(ip);
+        if !bans.allowlist.iter().any(|c| c.contains(&ip)) {
+            bans.allowlist.push(cidr);
+        }
+    }
+    bans
+}
+
 /// Why an admin request about a ban failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RemoveError {
@@ -58,13 +76,16 @@ pub struct BanService {
     close_tx: broadcast::Sender<IpAddr>,
     generation: AtomicU64,
     saved: Arc<Mutex<u64>>,
+    /// Serialises ruleset replacement and ban set edits, so a ban committed while the table is
+    /// being replaced cannot be wiped by the replacement.
+    nft: tokio::sync::Mutex<()>,
 }
 
 impl BanService {
     /// Builds the service and restores persisted bans (a damaged file is reported and set
     /// aside). Apply the firewall afterwards with [`BanService::firewall_bans`].
     pub fn new(profile: &Profile, firewall: Arc<Firewall>, store: Option<BanStore>) -> Self {
-        let mut guard = Guard::new(&profile.bans);
+        let mut guard = Guard::new(&ban_config(profile));
         if let Some(s) = &store {
             match s.load() {
                 Ok(state) => {
@@ -78,11 +99,19 @@ impl BanService {
             }
         }
         let (close_tx, _) = broadcast::channel(CLOSE_QUEUE);
-        Self { guard: Mutex::new(guard), firewall, store, close_tx, generation: AtomicU64::new(0), saved: Arc::new(Mutex::new(0)) }
+        Self { guard: Mutex::new(guard), firewall, store, close_tx, generation: AtomicU64::new(0), saved: Arc::new(Mutex::new(0)), nft: tokio::sync::Mutex::new(()) }
     }
 
     fn guard(&self) -> std::sync::MutexGuard<'_, Guard> {
         self.guard.lock().expect("guard lock")
+    }
+
+    /// Makes the firewall follow `profile` with the active bans preloaded: call it on start and
+    /// on every reload. Errors are logged by the firewall; nothing is ever half-applied.
+    pub async fn apply_firewall(&self, profile: &Profile) -> Result<Status, ApplyError> {
+        let _serial = self.nft.lock().await;
+        let bans = self.firewall_bans();
+        self.firewall.apply(profile, &bans).await
     }
 
     /// Active bans with their time left, for [`Firewall::apply`] on start and reload.
@@ -93,7 +122,7 @@ impl BanService {
 
     /// Takes a reloaded profile's `[bans]`; active bans stay.
     pub fn reconfigure(&self, profile: &Profile) {
-        self.guard().reconfigure(&profile.bans);
+        self.guard().reconfigure(&ban_config(profile));
     }
 
     /// Listener drivers subscribe here and close every connection from the sources they receive.
@@ -141,7 +170,10 @@ impl BanService {
         let action = self.guard().unban(ip).ok_or(RemoveError::NotBanned(ip))?;
         let GuardAction::Unban(ip) = action else { unreachable!("unban yields Unban") };
         tracing::info!(%ip, "ban lifted by an operator");
-        self.firewall.unban(ip).await?;
+        {
+            let _serial = self.nft.lock().await;
+            self.firewall.unban(ip).await?;
+        }
         self.persist();
         Ok(())
     }
@@ -165,13 +197,41 @@ impl BanService {
         }
     }
 
-    /// Runs [`BanService::tick`] every second until the service is dropped elsewhere.
+    /// Puts gatewayd's table back when something outside removed it (`nft flush ruleset` by
+    /// another service, an operator's mistake), with the active bans. Returns whether it had to.
+    pub async fn restore_firewall_if_gone(&self, profile: &Profile) -> bool {
+        let _serial = self.nft.lock().await;
+        if self.firewall.table_present().await != Some(false) {
+            return false;
+        }
+        tracing::warn!("gatewayd's nftables table was removed from outside; restoring it");
+        let bans = self.firewall_bans();
+        if let Err(e) = self.firewall.apply(profile, &bans).await {
+            tracing::error!(error = %e, "cannot restore gatewayd's nftables table");
+        }
+        true
+    }
+
+    /// Runs [`BanService::tick`] every second until the task is dropped.
     pub async fn run_housekeeping(self: Arc<Self>) {
         let mut every = tokio::time::interval(Duration::from_secs(1));
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             every.tick().await;
             self.tick().await;
+        }
+    }
+
+    /// Checks every [`FIREWALL_CHECK`] that gatewayd's table is still in place and restores it
+    /// if not, until the task is dropped. `profile` follows reloads.
+    pub async fn watch_firewall(self: Arc<Self>, profile: tokio::sync::watch::Receiver<Arc<crate::profile::LoadedProfile>>) {
+        let mut every = tokio::time::interval(FIREWALL_CHECK);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        every.tick().await;
+        loop {
+            every.tick().await;
+            let current = profile.borrow().clone();
+            self.restore_firewall_if_gone(&current.profile).await;
         }
     }
 
@@ -186,6 +246,7 @@ impl BanService {
                         BanReason::Manual => "manual",
                     };
                     tracing::warn!(ip = %ban.ip, rule, offence = ban.offence, seconds, "source banned");
+                    let _serial = self.nft.lock().await;
                     if let Err(e) = self.firewall.ban(ban.ip, ban.remaining(SystemTime::now())).await {
                         tracing::error!(ip = %ban.ip, error = %e, "ban not applied to the firewall");
                     }
@@ -197,6 +258,7 @@ impl BanService {
                 }
                 GuardAction::Unban(ip) => {
                     tracing::info!(%ip, "ban over");
+                    let _serial = self.nft.lock().await;
                     if let Err(e) = self.firewall.unban(*ip).await {
                         tracing::error!(%ip, error = %e, "unban not applied to the firewall");
                     }

@@ -275,3 +275,23 @@ fn the_store_round_trips_and_sets_a_damaged_file_aside() {
     assert!(dir.join("bans.json.damaged").exists());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn upstream_servers_and_the_gateways_own_addresses_are_never_banned() {
+    let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../profiles/dmz-genesys.toml");
+    let p = crate::profile::load_str(&path, &std::fs::read_to_string(&path).unwrap(), std::iter::empty()).unwrap().profile;
+    let mut g = Guard::new(&ban_config(&p));
+    for who in ["192.168.210.81", "203.0.113.10", "192.168.210.54", "10.20.0.54", "10.20.0.9"] {
+        for s in 0..50 {
+            assert!(fail(&mut g, who, FailureKind::MalformedSip, s).is_empty(), "{who}");
+            assert!(fail(&mut g, who, FailureKind::DigestFailure, s).is_empty(), "{who}");
+        }
+    }
+    assert_eq!(banned_for(&{
+        let mut a = Vec::new();
+        for s in 0..5 {
+            a = fail(&mut g, "192.168.210.99", FailureKind::DigestFailure, s);
+        }
+        a
+    }), Some(3600), "other internal hosts are not exempt");
+}

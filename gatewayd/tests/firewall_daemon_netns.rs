@@ -1,0 +1,187 @@
+//! The real daemon in the gateway namespace with `firewall.manage = true`: on start its table
+//! is in place and only the profile's openings answer; failed TLS handshakes from one internet
+//! source get that source dropped on every port while its neighbour keeps working; on reload
+//! the ruleset follows the profile and the ban stays; after a restart the ban is still there.
+//!
+//! Needs root and `ip netns`; skips with a message otherwise. Uses the lab in
+//! `tests/netns/lab.rs`; failed WSS digest logins can be added the same way once a WebSocket
+//! client runs inside the internet namespace.
+
+#[path = "../../tests/netns/lab.rs"]
+mod lab;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use lab::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpSocket;
+
+/// `gatewayd run` inside a namespace, killed on drop.
+struct Daemon {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Daemon {
+    fn start(ns: &str, profile: &Path, state: &Path) -> Self {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", ns, env!("CARGO_BIN_EXE_gatewayd"), "run", "--profile"])
+            .arg(profile)
+            .arg("--state-dir")
+            .arg(state)
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("JOURNAL_STREAM")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("gatewayd starts");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Daemon { child, lines, seen: Vec::new() }
+    }
+
+    fn wait_for_log(&mut self, needle: &str, deadline: Duration) -> String {
+        let end = Instant::now() + deadline;
+        if let Some(l) = self.seen.iter().find(|l| l.contains(needle)) {
+            return l.clone();
+        }
+        loop {
+            match self.lines.recv_timeout(end.saturating_duration_since(Instant::now())) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!("no log line containing {needle:?} within {deadline:?}; log:\n{}", self.seen.join("\n")),
+            }
+        }
+    }
+
+    fn signal(&self, sig: &str) {
+        assert!(Command::new("kill").arg(format!("-{sig}")).arg(self.child.id().to_string()).status().unwrap().success());
+    }
+
+    fn stop(mut self) {
+        self.signal("TERM");
+        let end = Instant::now() + Duration::from_secs(10);
+        while self.child.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < end, "gatewayd did not stop");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Whether a TCP connection from `src` in `ns` to `dst` is accepted within the probe timeout.
+async fn connects(ns: &str, src: &str, dst: &str, port: u16) -> bool {
+    let src: std::net::IpAddr = src.parse().unwrap();
+    let socket = in_netns(ns, || {
+        let s = TcpSocket::new_v4().unwrap();
+        s.bind(SocketAddr::new(src, 0)).unwrap();
+        s
+    });
+    matches!(tokio::time::timeout(PROBE_TIMEOUT, socket.connect(SocketAddr::new(dst.parse().unwrap(), port))).await, Ok(Ok(_)))
+}
+
+/// Opens a connection to the HTTPS port and sends something that is not TLS.
+async fn failed_handshake(ns: &str, src: &str) {
+    let src: std::net::IpAddr = src.parse().unwrap();
+    let socket = in_netns(ns, || {
+        let s = TcpSocket::new_v4().unwrap();
+        s.bind(SocketAddr::new(src, 0)).unwrap();
+        s
+    });
+    let mut s = socket.connect(SocketAddr::new(PUBLIC_GW.parse().unwrap(), 443)).await.expect("connects before the ban");
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
+}
+
+fn profile(extra: &str) -> String {
+    let mut text = profile_text("gatewayd")
+        .replace(r#"rules = [{ name = "auth", events = ["digest-failure"], max_retry = 3, find_time = "1m", ban_time = "2s" }]"#, r#"rules = [{ name = "auth", events = ["tls-handshake"], max_retry = 3, find_time = "1m", ban_time = "5m" }]"#);
+    text.push_str(extra);
+    text
+}
+
+fn table(ns: &str) -> String {
+    run(&["ip", "netns", "exec", ns, "nft", "list", "table", "inet", "gatewayd"]).unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_applies_the_ruleset_bans_on_failures_and_keeps_bans_across_reload_and_restart() {
+    if let Some(why) = unavailable() {
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
+    let lab = Lab::create("d").expect("namespaces");
+    let dir = std::env::temp_dir().join(format!("gatewayd-daemon-netns-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("profile.toml");
+    let state = dir.join("state");
+    std::fs::write(&path, profile("")).unwrap();
+
+    let mut daemon = Daemon::start(&lab.gw, &path, &state);
+    daemon.wait_for_log("gatewayd ready", Duration::from_secs(30));
+    assert!(table(&lab.gw).contains("policy drop;"), "the daemon put its table in place");
+    assert!(connects(&lab.inet, ATTACKER, PUBLIC_GW, 443).await, "https answers from the internet");
+    assert!(!connects(&lab.inet, ATTACKER, INTERNAL_GW, 9090).await, "admin is not reachable from the internet");
+    assert!(!connects(&lab.inet, ATTACKER, INTERNAL_GW, 5060).await, "SIP is not reachable from the internet");
+    assert!(connects(&lab.internal, OTHER_INTERNAL, INTERNAL_GW, 9090).await, "admin answers the management source");
+    assert!(!connects(&lab.internal, UPSTREAM, INTERNAL_GW, 9090).await, "admin refuses other internal sources");
+
+    // Three failed TLS handshakes trip the rule: the source is dropped within a second.
+    for _ in 0..3 {
+        failed_handshake(&lab.inet, ATTACKER).await;
+    }
+    let end = Instant::now() + Duration::from_secs(1);
+    while connects(&lab.inet, ATTACKER, PUBLIC_GW, 443).await {
+        assert!(Instant::now() < end, "not banned within a second of the third failure");
+    }
+    daemon.wait_for_log("source banned", Duration::from_secs(5));
+    assert!(connects(&lab.inet, NEIGHBOUR, PUBLIC_GW, 443).await, "the neighbour keeps working");
+
+    // Reload: the ruleset follows the profile, the ban stays.
+    std::fs::write(&path, profile("\n[[firewall.allow]]\nside = \"public\"\nprotocol = \"tcp\"\nports = \"7443\"\n")).unwrap();
+    daemon.signal("HUP");
+    daemon.wait_for_log("profile reloaded", Duration::from_secs(10));
+    let end = Instant::now() + Duration::from_secs(5);
+    while !table(&lab.gw).contains("7443") {
+        assert!(Instant::now() < end, "reload did not reach the ruleset:\n{}", table(&lab.gw));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!connects(&lab.inet, ATTACKER, PUBLIC_GW, 443).await, "the ban survives a reload");
+    assert!(connects(&lab.inet, NEIGHBOUR, PUBLIC_GW, 443).await);
+
+    // Restart (after the table is gone, as after a reboot): the ban comes back from the state
+    // directory into the fresh table.
+    daemon.stop();
+    run(&["ip", "netns", "exec", &lab.gw, "nft", "delete", "table", "inet", "gatewayd"]).unwrap();
+    let mut daemon = Daemon::start(&lab.gw, &path, &state);
+    daemon.wait_for_log("gatewayd ready", Duration::from_secs(30));
+    assert!(!connects(&lab.inet, ATTACKER, PUBLIC_GW, 443).await, "the ban survives a restart");
+    assert!(connects(&lab.inet, NEIGHBOUR, PUBLIC_GW, 443).await);
+    daemon.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}
