@@ -528,6 +528,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn sockets_carry_the_configured_dscp() {
+        let s = bind_udp("127.0.0.1:0".parse().unwrap(), Some(46)).unwrap();
+        assert_eq!(socket2::SockRef::from(&s).tos_v4().unwrap(), 46 << 2);
+        let plain = bind_udp("127.0.0.1:0".parse().unwrap(), None).unwrap();
+        assert_eq!(socket2::SockRef::from(&plain).tos_v4().unwrap(), 0);
+    }
+
+    #[test]
     fn stun_username_gives_local_ufrag() {
         let mut m = vec![0x00, 0x01, 0x00, 0x0c, 0x21, 0x12, 0xa4, 0x42];
         m.extend_from_slice(&[0; 12]);

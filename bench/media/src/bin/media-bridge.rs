@@ -29,6 +29,7 @@ async fn main() {
     println!("ready {}", std::process::id());
     loop {
         let (sock, _) = listener.accept().await.expect("accept");
+        let _ = sock.set_nodelay(true);
         let engine = engine.clone();
         tokio::spawn(async move {
             let (rd, mut wr) = sock.into_split();

@@ -33,6 +33,8 @@ struct Call {
     seq_b: u64,
     seq_p: u16,
     deadline: Option<Instant>,
+    /// Calls send at staggered offsets inside each 20 ms period, as independent phones would.
+    next_send: Instant,
 }
 
 fn read_stat(pid: &str) -> (f64, u64) {
@@ -117,6 +119,28 @@ fn target_of(sdp: &str) -> SocketAddr {
     format!("{ip}:{port}").parse().unwrap()
 }
 
+fn mid_of(sdp: &str) -> Option<Mid> {
+    sdp.lines().find_map(|l| l.trim_end().strip_prefix("a=mid:")).map(Mid::from)
+}
+
+/// rtpengine's WebRTC offer has no a=mid and no BUNDLE group, which str0m requires.
+fn with_mid(sdp: &str) -> String {
+    if sdp.contains("a=mid:") {
+        return sdp.to_owned();
+    }
+    let mut out = String::new();
+    for line in sdp.split_inclusive('\n') {
+        if line.starts_with("m=audio") {
+            out.push_str("a=group:BUNDLE 0\r\n");
+        }
+        out.push_str(line);
+        if line.starts_with("m=audio") {
+            out.push_str("a=mid:0\r\n");
+        }
+    }
+    out
+}
+
 fn browser_rtc(local: SocketAddr) -> Rtc {
     let mut cfg = Rtc::builder().set_rtp_mode(true).clear_codecs().clear_extension_map();
     cfg.codec_config().enable_pcmu(true, false);
@@ -141,6 +165,9 @@ fn main() {
     // --- set up calls ------------------------------------------------------------------
     let mut calls = Vec::with_capacity(n);
     let mut tcp = (mode == "gatewayd").then(|| TcpStream::connect(&control).expect("bridge control"));
+    if let Some(t) = &tcp {
+        t.set_nodelay(true).unwrap();
+    }
     let mut lines = tcp.as_ref().map(|t| BufReader::new(t.try_clone().unwrap()));
     let ng_sock = StdUdp::bind("127.0.0.1:0").unwrap();
     ng_sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -153,11 +180,13 @@ fn main() {
         let plain = UdpSocket::bind(plain_addr).expect("plain port free");
         let mut rtc = browser_rtc(browser_addr);
         let target;
+        let mut mid = None;
         if let (Some(t), Some(l)) = (tcp.as_mut(), lines.as_mut()) {
             writeln!(t, "CALL {}", plain_addr.port()).unwrap();
             let mut line = String::new();
             l.read_line(&mut line).unwrap();
             let offer = line.strip_prefix("OFFER ").unwrap_or_else(|| panic!("bridge: {line}")).trim().replace("\\n", "\r\n");
+            mid = mid_of(&offer);
             let answer = rtc.sdp_api().accept_offer(SdpOffer::from_sdp_string(&offer).unwrap()).unwrap();
             writeln!(t, "ANSWER {}", answer.to_sdp_string().replace("\r\n", "\\n")).unwrap();
             line.clear();
@@ -178,6 +207,8 @@ fn main() {
                 ("SDES".into(), B::L(vec![s("off")])),
             ]));
             let offer = bdec_str(&reply, "sdp").unwrap_or_else(|| panic!("rtpengine offer: {}", String::from_utf8_lossy(&reply)));
+            let offer = with_mid(&offer);
+            mid = mid_of(&offer);
             let answer = rtc.sdp_api().accept_offer(SdpOffer::from_sdp_string(&offer).unwrap()).unwrap();
             let reply = ng(&ng_sock, server, &format!("a{i}"), B::D(vec![
                 ("command".into(), s("answer")),
@@ -189,10 +220,14 @@ fn main() {
                 ("ICE".into(), s("remove")),
                 ("rtcp-mux".into(), B::L(vec![s("demux")])),
             ]));
+            // rtpengine passes the plain side's SSRC through without announcing it in SDP.
+            if let Some(m) = mid {
+                rtc.direct_api().expect_stream_rx(str0m::rtp::Ssrc::from(0x1000 + i as u32), None, m, None);
+            }
             let plain_answer = bdec_str(&reply, "sdp").unwrap_or_else(|| panic!("rtpengine answer: {}", String::from_utf8_lossy(&reply)));
             target = target_of(&plain_answer);
         }
-        calls.push(Call { rtc, mid: None, browser, browser_addr, plain, target, seq_b: 1, seq_p: 1, deadline: None });
+        calls.push(Call { rtc, mid, browser, browser_addr, plain, target, seq_b: 1, seq_p: 1, deadline: None, next_send: Instant::now() });
     }
     eprintln!("{n} calls set up in {:.1}s", setup_start.elapsed().as_secs_f64());
 
@@ -203,6 +238,9 @@ fn main() {
         poll.registry().register(&mut c.plain, Token(i * 2 + 1), Interest::READABLE).unwrap();
     }
     let origin = Instant::now();
+    for (i, c) in calls.iter_mut().enumerate() {
+        c.next_send = origin + Duration::from_micros(20_000 * i as u64 / n as u64);
+    }
     let mut heap: BinaryHeap<Reverse<(Instant, usize)>> = BinaryHeap::new();
     for i in 0..n {
         drain(&mut calls[i], i, &mut heap, origin, &mut None);
@@ -219,7 +257,7 @@ fn main() {
     let mut result = None;
     loop {
         let now = Instant::now();
-        let wait = heap.peek().map(|Reverse((t, _))| t.saturating_duration_since(now)).unwrap_or(Duration::from_millis(5)).min(next_tick.saturating_duration_since(now));
+        let wait = heap.peek().map(|Reverse((t, _))| t.saturating_duration_since(now)).unwrap_or(Duration::from_millis(5)).min(next_tick.saturating_duration_since(now)).min(Duration::from_micros(500));
         poll.poll(&mut events, Some(wait)).unwrap();
         let mut rec = if phase >= 2 { Some(&mut meas) } else { None };
         for ev in events.iter() {
@@ -233,8 +271,8 @@ fn main() {
                     Err(_) => continue,
                 };
                 if plain {
-                    if len >= 20 && !(200..=207).contains(&buf[1]) {
-                        record(&mut rec, &buf[12..len], origin, window, false);
+                    if let Some(off) = payload_offset(&buf[..len]) {
+                        record(&mut rec, &buf[off..len], origin, window, false);
                     }
                 } else {
                     let input = Input::Receive(Instant::now(), Receive { proto: Protocol::Udp, source: src, destination: c.browser_addr, contents: buf[..len].try_into().unwrap() });
@@ -256,21 +294,24 @@ fn main() {
             calls[i].rtc.handle_input(Input::Timeout(now)).unwrap();
             drain(&mut calls[i], i, &mut heap, origin, &mut rec);
         }
-        if now >= next_tick {
-            next_tick += Duration::from_millis(20);
-            let stamp = now.duration_since(origin).as_micros() as u64;
-            let sending = phase < 3;
-            for (i, c) in calls.iter_mut().enumerate() {
+        let sending = phase < 3;
+        for (i, c) in calls.iter_mut().enumerate() {
+                if c.next_send > now {
+                    continue;
+                }
+                c.next_send += Duration::from_millis(20);
                 if !sending || !c.rtc.is_connected() || c.mid.is_none() {
                     continue;
                 }
+                let now = Instant::now();
+                let stamp = now.duration_since(origin).as_micros() as u64;
                 let mut payload = vec![0xffu8; 160];
                 payload[..8].copy_from_slice(&stamp.to_be_bytes());
                 c.seq_b += 1;
                 let seq = c.seq_b;
                 let mid = c.mid.unwrap();
                 if let Some(tx) = c.rtc.direct_api().stream_tx_by_mid(mid, None) {
-                    tx.write_rtp(RtpWrite::new(Pt::from(0), SeqNo::from(seq), (seq * 160) as u32, now, payload.clone().into()));
+                    tx.write_rtp(RtpWrite::new(Pt::from(0), SeqNo::from(seq), (seq * 160) as u32, now, std::sync::Arc::<[u8]>::from(payload.clone())));
                 }
                 drain(c, i, &mut heap, origin, &mut None);
                 c.seq_p = c.seq_p.wrapping_add(1);
@@ -280,11 +321,13 @@ fn main() {
                 pkt.extend_from_slice(&(0x1000 + i as u32).to_be_bytes());
                 pkt.extend_from_slice(&payload);
                 let _ = c.plain.send_to(&pkt, c.target);
-                if phase == 2 {
+                if window.is_some_and(|(s, e)| stamp >= s && stamp < e) {
                     meas.sent_b2p += 1;
                     meas.sent_p2b += 1;
                 }
-            }
+        }
+        if now >= next_tick {
+            next_tick += Duration::from_millis(20);
             match phase {
                 0 if calls.iter().all(|c| c.rtc.is_connected()) => {
                     eprintln!("all connected after {:.1}s", origin.elapsed().as_secs_f64());
@@ -300,7 +343,8 @@ fn main() {
                 1 if now >= phase_end => {
                     phase = 2;
                     phase_end = now + Duration::from_secs(secs);
-                    let start = now.duration_since(origin).as_micros() as u64;
+                    // Fresh clock: packets sent earlier in this iteration stay outside the window.
+                    let start = Instant::now().duration_since(origin).as_micros() as u64;
                     window = Some((start, start + secs * 1_000_000));
                     WINDOW.with(|w| *w.borrow_mut() = window);
                     (cpu0, _) = read_stat(&pid);
@@ -321,6 +365,9 @@ fn main() {
         }
     }
     let (cpu, elapsed, rss1, connected) = result.unwrap();
+    if std::env::var_os("MEDIA_LOAD_DEBUG").is_some() {
+        eprintln!("sent {} {} got b2p {} p2b {}", meas.sent_b2p, meas.sent_p2b, meas.got_b2p, meas.got_p2b);
+    }
     let mut lat = std::mem::take(&mut meas.lat);
     lat.sort_unstable();
     let p = |q: f64| lat.get(((lat.len() as f64 - 1.0) * q) as usize).copied().unwrap_or(0) as f64 / 1000.0;
@@ -337,6 +384,19 @@ fn main() {
         rcvbuf_errors() - snmp0
     );
     drop(tcp);
+}
+
+/// Start of the RTP payload (after CSRCs and header extension); None for RTCP or garbage.
+fn payload_offset(b: &[u8]) -> Option<usize> {
+    if b.len() < 12 || b[0] >> 6 != 2 || (200..=207).contains(&b[1]) {
+        return None;
+    }
+    let mut off = 12 + usize::from(b[0] & 0x0f) * 4;
+    if b[0] & 0x10 != 0 {
+        let words = u16::from_be_bytes([*b.get(off + 2)?, *b.get(off + 3)?]);
+        off += 4 + usize::from(words) * 4;
+    }
+    (off + 8 <= b.len()).then_some(off)
 }
 
 #[derive(Default)]
@@ -386,6 +446,11 @@ fn drain(c: &mut Call, i: usize, heap: &mut BinaryHeap<Reverse<(Instant, usize)>
                     // Window bounds are checked in record(); pass them through the payload.
                     let w = WINDOW.with(|w| *w.borrow());
                     record(rec, &p.payload, origin, w, true);
+                }
+            }
+            Ok(Output::Event(Event::IceConnectionStateChange(st))) => {
+                if std::env::var_os("MEDIA_LOAD_DEBUG").is_some() {
+                    eprintln!("call {i}: ICE {st:?}");
                 }
             }
             Ok(Output::Event(_)) => {}
