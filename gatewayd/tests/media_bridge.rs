@@ -290,5 +290,18 @@ async fn one_shared_public_port_carries_several_calls() {
         // Each call only sees its own browser's packets.
         assert!(s.browser.packets_received >= 10 && s.browser.packets_lost == 0, "{s:?}");
     }
+    // ICE restart on one call: new credentials in the answer, audio keeps flowing, numbering
+    // continues.
+    let (browser, echo) = &legs[0];
+    let last = collect_browser(browser, WAIT, |g| !g.is_empty()).pop().unwrap();
+    let restart = browser.ice_restart_offer();
+    let answer = echo.browser_answer(&restart).await.unwrap();
+    let ufrag = |sdp: &str| sdp.lines().find_map(|l| l.strip_prefix("a=ice-ufrag:")).map(str::to_owned);
+    assert_ne!(ufrag(&answer), None);
+    assert_ne!(ufrag(&restart), None);
+    browser.accept_answer(&answer);
+    let after = collect_browser(browser, WAIT, |g| g.len() >= 20);
+    assert!(after.len() >= 20, "audio after ICE restart");
+    assert!(after[0].seq.wrapping_sub(last.seq) < 100, "numbering continues");
     engine.shutdown();
 }

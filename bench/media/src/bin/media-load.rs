@@ -180,7 +180,7 @@ fn main() {
         let plain = UdpSocket::bind(plain_addr).expect("plain port free");
         let mut rtc = browser_rtc(browser_addr);
         let target;
-        let mut mid = None;
+        let mid;
         if let (Some(t), Some(l)) = (tcp.as_mut(), lines.as_mut()) {
             writeln!(t, "CALL {}", plain_addr.port()).unwrap();
             let mut line = String::new();
