@@ -445,10 +445,14 @@ impl Worker {
     fn run_timers(&mut self) {
         let now = Instant::now();
         let wall = SystemTime::now();
+        // Bounded: a core that keeps asking for "now" is served again on the next turn of the
+        // loop instead of spinning here.
+        let mut budget = self.heap.len();
         while let Some(Reverse((t, id))) = self.heap.peek().copied() {
-            if t > now {
+            if t > now || budget == 0 {
                 break;
             }
+            budget -= 1;
             self.heap.pop();
             let Some(e) = self.calls.get_mut(&id) else { continue };
             if e.deadline != Some(t) {
