@@ -230,13 +230,22 @@ async fn echo_returns_audio_with_quality_figures() {
     let engine = MediaEngine::start(config("echo", 41800)).unwrap();
     let browser = BrowserPeer::spawn(SrtpProtectionProfile::Srtp_Aead_Aes_256_Gcm);
     let offer = browser.create_offer();
-    let (echo, answer) = engine.create_echo(&offer).await.unwrap();
+    let (mut echo, answer) = engine.create_echo(&offer).await.unwrap();
     browser.accept_answer(&answer);
     assert!(browser.wait_connected(WAIT));
+    assert_eq!(tokio::time::timeout(WAIT, echo.next_event()).await.unwrap(), Some(MediaEvent::BrowserConnected));
     browser.stream(Some(0));
     let got = collect_browser(&browser, WAIT, |g| g.len() >= 25);
     assert!(got.len() >= 25 && got.iter().all(|g| g.pt == 0 && g.payload == vec![0x55; 160]));
     assert!(contiguous(&got));
+    // Junk from a stranger at the browser port: ignored, the call goes on.
+    let port: u16 = answer.lines().find_map(|l| l.strip_prefix("a=candidate:")).unwrap().split(' ').nth(5).unwrap().parse().unwrap();
+    let stranger = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    for junk in [&[0x16u8, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0][..], &[0x80, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 9, 9][..], &[1, 2, 3][..]] {
+        stranger.send_to(junk, ("127.0.0.1", port)).unwrap();
+    }
+    let more = collect_browser(&browser, WAIT, |g| g.len() >= 10);
+    assert!(more.len() >= 10, "audio continues after junk");
     let s = echo.stats().await.unwrap();
     assert!(s.browser.packets_received >= 25 && s.browser.packets_sent >= 25, "{s:?}");
     assert!(s.browser.mos > 4.0 && s.browser.loss_fraction == 0.0, "{s:?}");

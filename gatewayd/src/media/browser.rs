@@ -227,6 +227,11 @@ impl BrowserLeg {
         let Some(rtc) = self.rtc.as_mut() else { return };
         let Ok(contents) = data.try_into() else { return };
         let input = Input::Receive(now, Receive { proto: Protocol::Udp, source, destination, contents });
+        // Only STUN for our ufrag, or traffic from a checked candidate pair, gets in: a stranger
+        // spraying the port must not reach DTLS or SRTP (and must not fail the leg).
+        if !rtc.accepts(&input) {
+            return;
+        }
         if let Err(e) = rtc.handle_input(input) {
             self.fail(format!("{e}"));
             return;
