@@ -2,6 +2,7 @@
 //! server. Each module owns one part of the appliance; see the module docs.
 
 pub mod call;
+pub mod daemon;
 pub mod firewall;
 pub mod guard;
 pub mod media;

@@ -1,3 +1,185 @@
-fn main() {
-    println!("gatewayd");
+//! The `gatewayd` command: run the daemon, validate profiles, print the schema, hash passwords.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use gatewayd::{daemon, profile, sip};
+
+#[derive(Parser)]
+#[command(name = "gatewayd", version, about = "One hardened gateway between browser softphones and an internal SIP server")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate, then run the gateway on a profile.
+    Run {
+        /// The profile (TOML).
+        #[arg(long, short, env = "GATEWAYD_PROFILE", default_value = "/etc/gatewayd/profile.toml")]
+        profile: PathBuf,
+        /// Where generated state lives (overrides $STATE_DIRECTORY and site.state_dir).
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+    },
+    /// Check profiles; prints `ok: PATH` or `PATH:LINE:COL: key: problem` lines. Exit 1 if any is invalid.
+    Validate {
+        #[arg(required = true)]
+        profiles: Vec<PathBuf>,
+    },
+    /// Print the JSON Schema of the profile (or its Markdown reference).
+    Schema {
+        /// Print the profile reference in Markdown instead.
+        #[arg(long)]
+        markdown: bool,
+    },
+    /// The nftables ruleset a profile gives.
+    Firewall {
+        #[command(subcommand)]
+        command: FirewallCommand,
+    },
+    /// Active bans, through the running daemon's admin endpoint.
+    Bans {
+        #[command(subcommand)]
+        command: BansCommand,
+        /// The running daemon's profile (its observe.admin is used).
+        #[arg(long, short, env = "GATEWAYD_PROFILE", default_value = "/etc/gatewayd/profile.toml", global = true)]
+        profile: PathBuf,
+        /// The admin endpoint, instead of the profile's observe.admin.
+        #[arg(long, global = true)]
+        admin: Option<String>,
+    },
+    /// Read a password from stdin and print the digest HA1 lines for the profile.
+    HashPassword {
+        /// The DN (digest user name).
+        #[arg(long)]
+        user: String,
+        /// The digest realm (site.realm, or site.sip_domain when no realm is set).
+        #[arg(long)]
+        realm: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum FirewallCommand {
+    /// Print the ruleset as an nft script, without applying it (`nft -c -f -` accepts it).
+    Show { profile: PathBuf },
+}
+
+#[derive(Subcommand)]
+enum BansCommand {
+    /// List active bans.
+    List,
+    /// Lift the ban of an address.
+    Remove { address: std::net::IpAddr },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Validate { profiles } => validate(&profiles),
+        Command::Schema { markdown } => {
+            if markdown {
+                print!("{}", profile::reference_markdown());
+            } else {
+                print!("{}", profile::schema_json());
+            }
+            ExitCode::SUCCESS
+        }
+        Command::HashPassword { user, realm } => hash_password(&user, &realm),
+        Command::Firewall { command: FirewallCommand::Show { profile } } => gatewayd::firewall::cli_show(&profile),
+        Command::Bans { command, profile, admin } => bans(command, &profile, admin),
+        Command::Run { profile, state_dir } => {
+            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("gatewayd: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(daemon::run(daemon::RunOptions { profile, state_dir })) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn validate(paths: &[PathBuf]) -> ExitCode {
+    let mut ok = true;
+    for path in paths {
+        match profile::load(path) {
+            Ok(_) => println!("ok: {}", path.display()),
+            Err(diagnostics) => {
+                ok = false;
+                println!("{diagnostics}");
+            }
+        }
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn hash_password(user: &str, realm: &str) -> ExitCode {
+    let mut password = String::new();
+    if let Err(e) = std::io::stdin().read_to_string(&mut password) {
+        eprintln!("gatewayd: cannot read the password from stdin: {e}");
+        return ExitCode::FAILURE;
+    }
+    let password = password.trim_end_matches(['\r', '\n']);
+    if password.is_empty() {
+        eprintln!("gatewayd: empty password on stdin");
+        return ExitCode::FAILURE;
+    }
+    println!("ha1_md5 = \"{}\"", sip::digest::ha1(sip::digest::Algorithm::Md5, user, realm, password));
+    println!("ha1_sha256 = \"{}\"", sip::digest::ha1(sip::digest::Algorithm::Sha256, user, realm, password));
+    ExitCode::SUCCESS
+}
+
+fn bans(command: BansCommand, profile_path: &std::path::Path, admin: Option<String>) -> ExitCode {
+    let admin = match admin {
+        Some(a) => a,
+        None => match profile::load(profile_path) {
+            Ok(p) => p.profile.observe.admin.to_string(),
+            Err(d) => {
+                eprintln!("{d}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let result = match command {
+        BansCommand::List => agent.get(format!("http://{admin}/bans")).call(),
+        BansCommand::Remove { address } => agent.delete(format!("http://{admin}/bans/{address}")).call(),
+    };
+    match result {
+        Ok(mut response) => {
+            let ok = response.status().is_success();
+            let body = response.body_mut().read_to_string().unwrap_or_default();
+            if ok {
+                print!("{body}");
+                if !body.ends_with('\n') {
+                    println!();
+                }
+                ExitCode::SUCCESS
+            } else {
+                eprint!("gatewayd: {body}");
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("gatewayd: cannot reach the admin endpoint at {admin}: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -1,3 +1,18 @@
 //! Call control: the back-to-back user agent between agents on WSS and the internal SIP server,
 //! plus the internal SIP transport driver. It asks `media` for each call's media and never
 //! handles RTP itself.
+
+pub mod agents;
+mod build;
+pub mod control;
+mod flows;
+pub mod media_bridge;
+pub mod media_port;
+mod registration;
+pub mod token;
+pub mod driver;
+pub mod internal;
+pub mod upstream;
+
+#[cfg(test)]
+mod tests;

@@ -1,2 +1,6 @@
 //! TLS material: certificates and keys from PEM files or generated self-signed for lab use,
 //! server configs for rustls with TLS 1.2/1.3 only. It must not open sockets.
+
+mod material;
+
+pub use material::{check_pair, load_or_create_self_signed, server_config, CertifiedPem, PairError};

@@ -1,0 +1,38 @@
+# gatewayd's entry points. Run `./scripts/setup` once on a fresh Debian machine first.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+# List the recipes.
+default:
+    @just --list
+
+# Build the softphone bundle (web/dist) with esbuild.
+web:
+    if [ -f package.json ]; then npm run --silent build; fi
+
+# Build the daemon (with the softphone embedded).
+build: web
+    cargo build
+
+# Run the gateway on the lab profile: open https://127.0.0.1:8443/ and log in as 5001 / pass5001.
+run-lab: build
+    @echo "softphone: https://127.0.0.1:8443/  agents 5001-5010, password pass<DN> (e.g. pass5001); dial 600 for an echo test"
+    ./target/debug/gatewayd run --profile profiles/lab.toml
+
+# Every test: Rust unit and integration tests, then the browser tests.
+test: build
+    cargo test --workspace
+    if [ -f package.json ]; then GATEWAYD_REQUIRE=1 npm run --silent test:browser; fi
+
+# Check the example profiles.
+validate:
+    cargo run --quiet -- validate profiles/*.toml
+
+# Regenerate the JSON Schema and the profile reference from the profile types.
+schema:
+    cargo run --quiet -- schema > schemas/profile.schema.json
+    cargo run --quiet -- schema --markdown > docs/profile-reference.md
+
+# Benchmarks; results go to bench/RESULTS.md by hand with the commit and machine.
+bench:
+    @echo "see bench/README.md"

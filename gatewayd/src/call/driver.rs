@@ -1,0 +1,275 @@
+//! The call-control driver: one task owning the sans-IO cores (agent edge and B2BUA), fed by
+//! bounded channels from every WebSocket connection and the internal SIP sockets. No task per transaction or per
+//! call; each connection has one small task that only forwards frames.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use tokio::sync::{mpsc, watch};
+
+use super::agents::{AgentEdge, EdgeConfig, EdgeOutput};
+use super::control::{CallConfig, CallControl, CallOutput, CallRecord};
+use super::internal::{Inbound, InternalSender};
+use super::media_port::MediaControl;
+use super::upstream::Upstreams;
+use crate::sip::transaction::Destination;
+use crate::profile::{FailureKind, LoadedProfile};
+use crate::sip::registrar::{ConnId, RegistrarEvent};
+
+/// Room for events from all connections together; a full queue slows the readers down.
+pub const EVENT_QUEUE: usize = 4096;
+/// Room for frames queued toward one connection; beyond it the connection is too slow and closed.
+pub const CONNECTION_QUEUE: usize = 256;
+
+/// What the WebSocket side reports.
+#[derive(Debug)]
+pub enum ConnEvent {
+    Opened { conn: ConnId, peer: SocketAddr, tx: mpsc::Sender<ToConn> },
+    Frame { conn: ConnId, data: Bytes },
+    Closed { conn: ConnId },
+}
+
+/// What the driver asks of one connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ToConn {
+    Text(String),
+    Close(&'static str),
+}
+
+/// A failure for the ban engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub ip: IpAddr,
+    pub kind: FailureKind,
+    pub detail: String,
+}
+
+/// Loads the digest nonce key from the state directory, creating it once, so nonces handed out
+/// before a restart stay verifiable after it.
+pub fn digest_secret(state_dir: &Path) -> std::io::Result<Vec<u8>> {
+    let path = state_dir.join("digest.key");
+    if let Ok(key) = std::fs::read(&path) {
+        if key.len() == 32 {
+            return Ok(key);
+        }
+    }
+    let mut key = vec![0u8; 32];
+    rand::Rng::fill_bytes(&mut rand::rng(), &mut key);
+    crate::system::write_private_file(&path, &key)?;
+    Ok(key)
+}
+
+fn wall_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// Everything call control's task is given at start.
+pub struct CallTask<M> {
+    pub events: mpsc::Receiver<ConnEvent>,
+    pub internal: mpsc::Receiver<Inbound>,
+    pub sender: InternalSender,
+    pub profile: watch::Receiver<Arc<LoadedProfile>>,
+    pub secret: Vec<u8>,
+    pub failures: mpsc::Sender<Failure>,
+    /// Sources the guard banned: their connections are closed at once.
+    pub closures: tokio::sync::broadcast::Receiver<IpAddr>,
+    pub media: M,
+}
+
+/// Runs call control until the agent event channel closes.
+pub async fn run<M: MediaControl>(task: CallTask<M>) {
+    let CallTask { mut events, mut internal, sender, mut profile, secret, failures, mut closures, media } = task;
+    let loaded = profile.borrow_and_update().clone();
+    let calls = CallControl::new(CallConfig::from_profile(&loaded), Upstreams::from_profile(&loaded.profile.upstream), media);
+    let mut state = Driver {
+        edge: AgentEdge::new(EdgeConfig::from_profile(&loaded), secret.clone()),
+        calls,
+        conns: HashMap::new(),
+        peers: HashMap::new(),
+        sender,
+        failures,
+        cdr_file: loaded.profile.observe.cdr_file.as_ref().map(|p| loaded.resolve(p)),
+        rng: StdRng::from_rng(&mut rand::rng()),
+    };
+    loop {
+        let wake = [state.edge.poll_timeout(), state.calls.poll_timeout()].into_iter().flatten().min();
+        let sleep = async {
+            match wake {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            event = events.recv() => match event {
+                Some(event) => state.handle(event),
+                None => break,
+            },
+            Some(msg) = internal.recv() => {
+                state.calls.from_upstream(msg.message, msg.source, msg.transport, Instant::now(), wall_ms(), &mut state.rng);
+                state.flush_calls();
+            }
+            () = sleep => {
+                let now = Instant::now();
+                let out = state.edge.handle_timeout(now);
+                state.apply(out);
+                state.calls.handle_timeout(now, wall_ms(), &mut state.rng);
+                state.flush_calls();
+            }
+            banned = closures.recv() => match banned {
+                Ok(ip) => state.close_source(ip),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => {}
+            },
+            changed = profile.changed() => {
+                if changed.is_err() { break; }
+                let loaded = profile.borrow_and_update().clone();
+                state.edge.reconfigure(EdgeConfig::from_profile(&loaded), secret.clone());
+                state.calls.reconfigure(CallConfig::from_profile(&loaded), &loaded.profile.upstream);
+                state.cdr_file = loaded.profile.observe.cdr_file.as_ref().map(|p| loaded.resolve(p));
+            }
+        }
+    }
+}
+
+struct Driver<M: MediaControl> {
+    edge: AgentEdge,
+    calls: CallControl<M>,
+    conns: HashMap<ConnId, mpsc::Sender<ToConn>>,
+    peers: HashMap<ConnId, IpAddr>,
+    sender: InternalSender,
+    failures: mpsc::Sender<Failure>,
+    cdr_file: Option<std::path::PathBuf>,
+    rng: StdRng,
+}
+
+impl<M: MediaControl> Driver<M> {
+    fn handle(&mut self, event: ConnEvent) {
+        match event {
+            ConnEvent::Opened { conn, peer, tx } => {
+                self.conns.insert(conn, tx);
+                self.peers.insert(conn, peer.ip());
+                self.edge.connection_opened(conn, peer);
+            }
+            ConnEvent::Frame { conn, data } => {
+                let out = self.edge.handle_frame(conn, &data, Instant::now(), wall_ms(), &mut self.rng);
+                self.apply(out);
+            }
+            ConnEvent::Closed { conn } => {
+                self.conns.remove(&conn);
+                self.peers.remove(&conn);
+                let out = self.edge.connection_closed(conn);
+                self.apply(out);
+                self.calls.agent_gone(conn, Instant::now(), wall_ms(), &mut self.rng);
+                self.flush_calls();
+            }
+        }
+    }
+
+    fn apply(&mut self, out: Vec<EdgeOutput>) {
+        for o in out {
+            match o {
+                EdgeOutput::Send { conn, text } => self.send(conn, ToConn::Text(text)),
+                EdgeOutput::Close { conn, reason } => self.send(conn, ToConn::Close(reason)),
+                EdgeOutput::Failure { ip, kind, detail } => {
+                    tracing::info!(source = %ip, kind = ?kind, detail = %detail, "failure");
+                    // Never wait on the guard: a flood must not stall SIP.
+                    let _ = self.failures.try_send(Failure { ip, kind, detail });
+                }
+                EdgeOutput::Registration(event) => {
+                    log_registration(&event);
+                    let dn = match &event {
+                        RegistrarEvent::Registered { dn, .. } | RegistrarEvent::Unregistered { dn, .. } | RegistrarEvent::Replaced { dn, .. } => dn.clone(),
+                    };
+                    let binding = self.edge.registrar().bindings_of(&dn).last().map(|b| (b.conn, b.contacts.first().cloned().unwrap_or_default()));
+                    let registered = binding.is_some();
+                    self.calls.set_binding(&dn, binding);
+                    if matches!(event, RegistrarEvent::Registered { .. }) || !registered {
+                        self.calls.mirror_registration(&dn, registered, Instant::now(), &mut self.rng);
+                        self.flush_calls();
+                    }
+                }
+                EdgeOutput::Request { conn, user, request } => {
+                    self.calls.from_agent(conn, user, request.into(), Instant::now(), wall_ms(), &mut self.rng);
+                    self.flush_calls();
+                }
+                EdgeOutput::Response { conn, response } => {
+                    self.calls.from_agent(conn, None, response.into(), Instant::now(), wall_ms(), &mut self.rng);
+                    self.flush_calls();
+                }
+            }
+        }
+    }
+
+    /// A banned source loses every connection it has.
+    fn close_source(&mut self, ip: IpAddr) {
+        let conns: Vec<ConnId> = self.peers.iter().filter(|(_, p)| **p == ip).map(|(c, _)| *c).collect();
+        for conn in conns {
+            tracing::info!(conn = conn.0, source = %ip, "closing the connection of a banned source");
+            self.send(conn, ToConn::Close("banned"));
+        }
+    }
+
+    fn flush_calls(&mut self) {
+        while let Some(o) = self.calls.poll_output() {
+            match o {
+                CallOutput::Send { target, message } => match target.destination {
+                    Destination::Conn(conn) => self.send(conn, ToConn::Text(message.to_string())),
+                    Destination::Addr(addr) => self.sender.send(addr, target.transport, message.to_string().into_bytes()),
+                },
+                CallOutput::Ended(record) => self.record(&record),
+            }
+        }
+    }
+
+    /// One structured record per call: journald fields, and a JSON line when a CDR file is set.
+    fn record(&mut self, r: &CallRecord) {
+        let media = r.media.as_ref().map(|m| m.to_string()).unwrap_or_default();
+        tracing::info!(
+            target: "gatewayd::cdr",
+            call = r.call.0,
+            dn = %r.dn,
+            direction = ?r.direction,
+            peer = %r.peer,
+            agent_call_id = r.agent_call_id.as_deref().unwrap_or(""),
+            upstream_call_id = r.upstream_call_id.as_deref().unwrap_or(""),
+            started_ms = r.started_ms,
+            answered_ms = r.answered_ms.unwrap_or(0),
+            ended_ms = r.ended_ms,
+            status = r.status,
+            cause = %r.cause,
+            media = %media,
+            "call ended"
+        );
+        if let Some(path) = &self.cdr_file {
+            let line = serde_json::to_string(r).unwrap_or_default() + "\n";
+            let written = std::fs::OpenOptions::new().create(true).append(true).open(path).and_then(|mut f| std::io::Write::write_all(&mut f, line.as_bytes()));
+            if let Err(e) = written {
+                tracing::warn!(path = %path.display(), error = %e, "cannot append the call record");
+            }
+        }
+    }
+
+    fn send(&mut self, conn: ConnId, msg: ToConn) {
+        let Some(tx) = self.conns.get(&conn) else { return };
+        if tx.try_send(msg).is_err() {
+            // Too slow or gone: drop it rather than queue without bound.
+            tracing::warn!(conn = conn.0, "connection cannot keep up; closing it");
+            let _ = tx.try_send(ToConn::Close("send queue full"));
+            self.conns.remove(&conn);
+        }
+    }
+}
+
+fn log_registration(event: &RegistrarEvent) {
+    match event {
+        RegistrarEvent::Registered { dn, conn, expires } => tracing::info!(dn = %dn, conn = conn.0, expires, "agent registered"),
+        RegistrarEvent::Unregistered { dn, conn, reason } => tracing::info!(dn = %dn, conn = conn.0, reason = ?reason, "agent unregistered"),
+        RegistrarEvent::Replaced { dn, old_conn, new_conn } => tracing::info!(dn = %dn, old = old_conn.0, new = new_conn.0, "agent registration replaced"),
+    }
+}

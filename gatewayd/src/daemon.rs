@@ -1,0 +1,134 @@
+//! The daemon's composition root: loads the profile, starts each subsystem with its part,
+//! reloads on SIGHUP (a bad profile is refused and the running one stays), stops on SIGTERM.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::{mpsc, watch};
+
+use crate::call;
+use crate::firewall::Firewall;
+use crate::guard::{BanService, BanStore, Failure};
+use crate::observe::{self, LogHandle};
+use crate::profile::{self, LoadedProfile};
+use crate::system::{self, Notifier};
+
+/// How `gatewayd run` was invoked.
+pub struct RunOptions {
+    pub profile: PathBuf,
+    pub state_dir: Option<PathBuf>,
+}
+
+/// Runs until SIGTERM or SIGINT. Errors before readiness end the process with a message.
+pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
+    // Handlers first: a SIGHUP that arrives while listeners are still being bound must not
+    // take the default action (terminate).
+    let mut hangup = signal(SignalKind::hangup())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let loaded = profile::load(&opts.profile).map_err(|d| anyhow::anyhow!("{d}"))?;
+    let log = observe::init_logging(&loaded.profile.observe.log_level);
+    let notifier = Notifier;
+    if loaded.profile.site.lab_mode {
+        tracing::warn!("site.lab_mode is on: plaintext passwords and self-signed certificates are accepted; never expose this gateway to the internet");
+    }
+    let state_dir = system::state_dir(opts.state_dir.as_deref(), &loaded.dir, loaded.profile.site.state_dir.as_deref());
+    std::fs::create_dir_all(&state_dir).with_context(|| format!("cannot create the state directory {}", state_dir.display()))?;
+
+    let firewall = Arc::new(Firewall::new());
+    let bans = Arc::new(BanService::new(&loaded.profile, firewall.clone(), Some(BanStore::in_dir(&state_dir))));
+    firewall.apply(&loaded.profile, &bans.firewall_bans()).await.context("cannot apply the firewall")?;
+    tokio::spawn(bans.clone().run_housekeeping());
+
+    let (profile_tx, profile_rx) = watch::channel(Arc::new(loaded));
+    let admin_addr = profile_rx.borrow().profile.observe.admin;
+    let (admin_local, admin) = observe::admin::bind(admin_addr, profile_rx.clone(), bans.clone())
+        .await
+        .with_context(|| format!("cannot listen on observe.admin {admin_addr}"))?;
+    tokio::spawn(admin);
+
+    let media_settings = call::media_bridge::media_config(&profile_rx.borrow(), &state_dir);
+    let media = Arc::new(crate::media::MediaEngine::start(media_settings).context("cannot start the media bridge")?);
+    tracing::info!(fingerprint = %media.fingerprint(), "media bridge started");
+
+    let listen = profile_rx.borrow().profile.sip.listen.clone();
+    let (sip_sender, sip_inbound) = call::internal::bind(&listen, call::driver::EVENT_QUEUE)
+        .await
+        .with_context(|| "cannot listen on sip.listen")?;
+    let (conn_tx, conn_rx) = mpsc::channel(call::driver::EVENT_QUEUE);
+    let (failure_tx, mut failure_rx) = mpsc::channel::<call::driver::Failure>(1024);
+    let secret = call::driver::digest_secret(&state_dir).context("cannot keep the digest nonce key")?;
+    tokio::spawn(call::driver::run(call::driver::CallTask {
+        events: conn_rx,
+        internal: sip_inbound,
+        sender: sip_sender,
+        profile: profile_rx.clone(),
+        secret,
+        failures: failure_tx,
+        closures: bans.subscribe_closures(),
+        media: call::media_bridge::BridgeMedia::new(media.clone()),
+    }));
+    let guard = bans.clone();
+    tokio::spawn(async move {
+        while let Some(f) = failure_rx.recv().await {
+            guard.report(Failure { ip: f.ip, kind: f.kind }).await;
+        }
+    });
+    let _agent_connections = conn_tx;
+
+    let watchdog = notifier.watchdog_interval();
+    let mut watchdog_tick = tokio::time::interval(watchdog.unwrap_or(std::time::Duration::from_secs(3600)));
+
+    let sha = profile_rx.borrow().sha256.clone();
+    tracing::info!(profile = %opts.profile.display(), profile_sha256 = %sha, admin = %admin_local, state_dir = %state_dir.display(), "gatewayd ready");
+    notifier.ready(&format!("running profile {}", &sha[..12]));
+
+    loop {
+        tokio::select! {
+            _ = hangup.recv() => reload(&opts, &profile_tx, &log, &notifier, &firewall, &bans).await,
+            _ = terminate.recv() => break,
+            _ = interrupt.recv() => break,
+            _ = watchdog_tick.tick(), if watchdog.is_some() => notifier.watchdog(),
+        }
+    }
+    notifier.stopping();
+    bans.flush();
+    tracing::info!("gatewayd stopping");
+    Ok(())
+}
+
+/// Re-reads the profile; a valid one replaces the running one, an invalid one is refused.
+async fn reload(opts: &RunOptions, tx: &watch::Sender<Arc<LoadedProfile>>, log: &LogHandle, notifier: &Notifier, firewall: &Firewall, bans: &BanService) {
+    notifier.reloading();
+    let old = tx.borrow().clone();
+    match profile::load(&opts.profile) {
+        Err(diagnostics) => {
+            for d in &diagnostics.0 {
+                tracing::error!("{d}");
+            }
+            tracing::error!(problems = diagnostics.0.len(), profile_sha256 = %old.sha256, "reload refused: the profile is invalid; still running the previous profile");
+            notifier.ready(&format!("reload refused; running profile {}", &old.sha256[..12]));
+        }
+        Ok(new) => {
+            let changes = profile::diff(&old.profile, &new.profile);
+            for c in &changes {
+                tracing::info!(section = ?c.section, keys = ?c.keys, "profile section changed");
+            }
+            if old.profile.observe.log_level != new.profile.observe.log_level {
+                if let Err(e) = log.set_level(&new.profile.observe.log_level) {
+                    tracing::warn!(error = %e, "cannot apply observe.log_level");
+                }
+            }
+            bans.reconfigure(&new.profile);
+            if let Err(e) = firewall.apply(&new.profile, &bans.firewall_bans()).await {
+                tracing::error!(error = %e, "the new firewall ruleset was not applied; the previous one stays");
+            }
+            let sha = new.sha256.clone();
+            tx.send_replace(Arc::new(new));
+            tracing::info!(profile_sha256 = %sha, changed = changes.len(), "profile reloaded");
+            notifier.ready(&format!("running profile {}", &sha[..12]));
+        }
+    }
+}

@@ -1,0 +1,247 @@
+//! How the box protects and reports on itself: the firewall, bans and observability.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::values::{Cidr, Duration, PortRange};
+
+/// The nftables ruleset gatewayd owns.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Firewall {
+    /// Apply the ruleset and bans with nftables (needs CAP_NET_ADMIN).
+    #[serde(default = "yes")]
+    pub manage: bool,
+    /// Name of the nftables table (family inet) gatewayd owns; nothing else is touched.
+    #[serde(default = "default_table")]
+    pub table: String,
+    /// ICMP accepted on every side.
+    #[serde(default)]
+    pub icmp: IcmpPolicy,
+    /// Extra openings beyond what the enabled services need.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow: Vec<FirewallAllow>,
+    /// Log dropped packets (rate limited).
+    #[serde(default)]
+    pub log_drops: bool,
+}
+
+impl Default for Firewall {
+    fn default() -> Self {
+        Self { manage: true, table: default_table(), icmp: IcmpPolicy::default(), allow: Vec::new(), log_drops: false }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_table() -> String {
+    "gatewayd".into()
+}
+
+/// Which ICMP the firewall accepts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum IcmpPolicy {
+    /// Path MTU discovery and errors, plus rate-limited echo requests.
+    #[default]
+    Essential,
+    /// Path MTU discovery and errors only.
+    Minimal,
+}
+
+/// Which side of the box a rule applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Side {
+    Public,
+    Internal,
+    Management,
+}
+
+/// Transport protocol of a firewall opening.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+/// An extra opening.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FirewallAllow {
+    pub side: Side,
+    pub protocol: Protocol,
+    pub ports: PortRange,
+    /// Sources allowed; empty means any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub from: Vec<Cidr>,
+}
+
+/// Failure events the ban engine counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum FailureKind {
+    /// Wrong password or unknown user in SIP digest authentication.
+    DigestFailure,
+    /// WebSocket upgrade from an Origin not allowed.
+    OriginRejected,
+    /// Unparsable SIP.
+    MalformedSip,
+    /// Failed TLS handshake.
+    TlsHandshake,
+    /// TURN authentication failure.
+    TurnAuth,
+    /// HTTP request answered 4xx.
+    Http4xx,
+    /// A per-source rate limit was exceeded.
+    RateLimited,
+}
+
+/// fail2ban-style banning, carried out by nftables sets.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Bans {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Sources never banned (loopback always is).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowlist: Vec<Cidr>,
+    #[serde(default = "default_rules")]
+    pub rules: Vec<BanRule>,
+    /// Each repeat offence multiplies the ban time by this factor.
+    #[serde(default = "default_escalation")]
+    pub escalation_factor: u32,
+    /// Upper bound of an escalated ban.
+    #[serde(default = "default_max_ban_time")]
+    pub max_ban_time: Duration,
+    #[serde(default)]
+    pub rate_limits: RateLimits,
+}
+
+impl Default for Bans {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            allowlist: Vec::new(),
+            rules: default_rules(),
+            escalation_factor: default_escalation(),
+            max_ban_time: default_max_ban_time(),
+            rate_limits: RateLimits::default(),
+        }
+    }
+}
+
+/// maxretry failures of the listed kinds within findtime ban the source for bantime.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BanRule {
+    pub name: String,
+    pub events: Vec<FailureKind>,
+    pub max_retry: u32,
+    pub find_time: Duration,
+    pub ban_time: Duration,
+}
+
+fn default_rules() -> Vec<BanRule> {
+    use FailureKind::*;
+    vec![
+        BanRule {
+            name: "auth".into(),
+            events: vec![DigestFailure, OriginRejected, TlsHandshake, TurnAuth],
+            max_retry: 5,
+            find_time: Duration::secs(600),
+            ban_time: Duration::secs(3600),
+        },
+        BanRule {
+            name: "abuse".into(),
+            events: vec![MalformedSip, Http4xx, RateLimited],
+            max_retry: 20,
+            find_time: Duration::secs(60),
+            ban_time: Duration::secs(3600),
+        },
+    ]
+}
+fn default_escalation() -> u32 {
+    2
+}
+fn default_max_ban_time() -> Duration {
+    Duration::secs(7 * 24 * 3600)
+}
+
+/// Per-source rate limits (what nginx limit_req and Kamailio pike did).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimits {
+    /// New TCP/TLS connections per second from one source.
+    #[serde(default = "default_conn_rate")]
+    pub new_connections_per_second: u32,
+    /// SIP requests per second from one source.
+    #[serde(default = "default_sip_rate")]
+    pub sip_requests_per_second: u32,
+    /// Short bursts allowed above the rates.
+    #[serde(default = "default_burst")]
+    pub burst: u32,
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        Self {
+            new_connections_per_second: default_conn_rate(),
+            sip_requests_per_second: default_sip_rate(),
+            burst: default_burst(),
+        }
+    }
+}
+
+fn default_conn_rate() -> u32 {
+    10
+}
+fn default_sip_rate() -> u32 {
+    50
+}
+fn default_burst() -> u32 {
+    40
+}
+
+/// Logs, metrics, the admin endpoint, call records and SIP capture.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Observe {
+    /// Log filter (`info`, `debug`, `gatewayd::sip=debug,info`, ...).
+    #[serde(default = "default_log_level")]
+    pub log_level: String,
+    /// Admin endpoint (health, running profile, bans) on the management side.
+    pub admin: SocketAddr,
+    /// Prometheus metrics listener on the management side; defaults to the admin listener.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<SocketAddr>,
+    /// Also append call detail records as JSON lines to this file (they always go to the log).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cdr_file: Option<PathBuf>,
+    /// Mirror SIP to a HEP collector (Homer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hep: Option<Hep>,
+}
+
+fn default_log_level() -> String {
+    "info".into()
+}
+
+/// HEP v3 capture target.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Hep {
+    pub collector: SocketAddr,
+    /// Capture agent id.
+    #[serde(default = "default_hep_id")]
+    pub id: u32,
+}
+
+fn default_hep_id() -> u32 {
+    2001
+}

@@ -1,0 +1,79 @@
+//! The daemon's life cycle across a real process: start, refuse a broken profile on SIGHUP and
+//! keep running the old one, apply a valid change, stop cleanly on SIGTERM.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{eventually, http_get, lab_profile_free_ports, sha256_hex, Gateway, TempDir};
+
+const DEADLINE: Duration = Duration::from_secs(20);
+
+fn health_sha(admin_port: u16) -> Option<String> {
+    let body = http_get(admin_port, "/health")?;
+    let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+    v["profile_sha256"].as_str().map(str::to_owned)
+}
+
+#[test]
+fn sighup_refuses_a_broken_profile_then_applies_a_valid_one_and_sigterm_exits_zero() {
+    let dir = TempDir::new("reload");
+    let (text, ports) = lab_profile_free_ports();
+    let admin = ports[&9090];
+    let profile = dir.path().join("profile.toml");
+    std::fs::write(&profile, &text).unwrap();
+    let state = dir.path().join("state");
+
+    let mut gw = Gateway::start(&profile, &state, &[]);
+    let first = sha256_hex(text.as_bytes());
+    assert_eq!(eventually("health answers", DEADLINE, || health_sha(admin)), first);
+
+    // A broken edit: refused, still serving the first profile.
+    std::fs::write(&profile, text.replace("max_calls = 100", "max_calls = \"many\"")).unwrap();
+    gw.signal("HUP");
+    gw.wait_for_log("reload refused", DEADLINE);
+    let line = gw.wait_for_log("media.max_calls", DEADLINE);
+    assert!(line.contains("invalid type"), "{line}");
+    assert_eq!(health_sha(admin).as_deref(), Some(first.as_str()), "the running profile must stay");
+
+    // A valid edit: applied.
+    let changed = text.replace("log_level = \"info\"", "log_level = \"debug\"");
+    std::fs::write(&profile, &changed).unwrap();
+    gw.signal("HUP");
+    let second = sha256_hex(changed.as_bytes());
+    eventually("new profile in effect", DEADLINE, || (health_sha(admin)? == second).then_some(()));
+    gw.wait_for_log("profile reloaded", DEADLINE);
+
+    gw.signal("TERM");
+    assert_eq!(gw.wait_exit(DEADLINE), Some(0));
+}
+
+#[test]
+fn an_invalid_profile_stops_the_start_with_its_diagnostics() {
+    let dir = TempDir::new("badstart");
+    let profile = dir.path().join("profile.toml");
+    std::fs::write(&profile, "[site]\nname = 1\n").unwrap();
+    let mut gw = Gateway::start(&profile, &dir.path().join("state"), &[]);
+    let line = gw.wait_for_log("site.name", DEADLINE);
+    assert!(line.contains("profile.toml:2:8: site.name: invalid type: integer `1`, expected a string"), "{line}");
+    assert_eq!(gw.wait_exit(DEADLINE), Some(1));
+}
+
+#[test]
+fn bans_are_listed_and_lifted_through_the_admin_endpoint() {
+    let dir = TempDir::new("bans");
+    let (text, ports) = lab_profile_free_ports();
+    let admin = ports[&9090];
+    let profile = dir.path().join("profile.toml");
+    std::fs::write(&profile, &text).unwrap();
+    let _gw = Gateway::start(&profile, &dir.path().join("state"), &[]);
+    eventually("health answers", DEADLINE, || http_get(admin, "/health"));
+
+    let list = common::gatewayd().args(["bans", "list", "--admin", &format!("127.0.0.1:{admin}")]).output().unwrap();
+    assert!(list.status.success(), "{}", String::from_utf8_lossy(&list.stderr));
+    assert_eq!(String::from_utf8_lossy(&list.stdout).trim(), "[]");
+
+    let remove = common::gatewayd().args(["bans", "remove", "198.51.100.9", "--profile"]).arg(&profile).output().unwrap();
+    assert_eq!(remove.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&remove.stderr).contains("198.51.100.9 is not banned"), "{}", String::from_utf8_lossy(&remove.stderr));
+}

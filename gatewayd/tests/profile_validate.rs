@@ -1,0 +1,96 @@
+//! `gatewayd validate`, `schema` and `hash-password` as operators and CI run them.
+
+mod common;
+
+use common::{gatewayd, root};
+
+#[test]
+fn example_profiles_are_valid() {
+    for name in ["lab", "dmz-genesys", "behind-nat"] {
+        let path = format!("profiles/{name}.toml");
+        let out = gatewayd().args(["validate", &path]).output().unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), format!("ok: {path}\n"), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success());
+    }
+}
+
+/// Each broken profile gets exactly the diagnostics in its `.expected` file, and exit code 1.
+#[test]
+fn broken_profiles_get_their_exact_messages() {
+    let dir = root().join("tests/profiles/broken");
+    let mut cases: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    cases.sort();
+    assert!(cases.len() >= 15, "expected the whole set of broken profiles, found {}", cases.len());
+    let mut failures = Vec::new();
+    for case in &cases {
+        let rel = case.strip_prefix(root()).unwrap().to_str().unwrap().to_owned();
+        let expected = std::fs::read_to_string(case.with_extension("expected")).unwrap();
+        let out = gatewayd().args(["validate", &rel]).output().unwrap();
+        let got = String::from_utf8_lossy(&out.stdout);
+        if got != expected || out.status.code() != Some(1) {
+            failures.push(format!("{rel} (exit {:?})\n  expected: {expected}  got:      {got}", out.status.code()));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn validate_reports_every_file_and_fails_if_any_is_invalid() {
+    let out = gatewayd().args(["validate", "profiles/lab.toml", "tests/profiles/broken/duplicate-dn.toml"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.starts_with("ok: profiles/lab.toml\n"), "{stdout}");
+    assert!(stdout.contains("duplicate-dn.toml:"), "{stdout}");
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn missing_profile_is_reported() {
+    let out = gatewayd().args(["validate", "tests/profiles/nowhere.toml"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("tests/profiles/nowhere.toml: cannot read the profile:"));
+}
+
+#[test]
+fn committed_schema_is_current() {
+    let out = gatewayd().arg("schema").output().unwrap();
+    assert!(out.status.success());
+    let committed = std::fs::read_to_string(root().join("schemas/profile.schema.json")).unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout) == committed,
+        "schemas/profile.schema.json is stale: run `just schema` (gatewayd schema > schemas/profile.schema.json)"
+    );
+}
+
+#[test]
+fn hash_password_prints_both_ha1s() {
+    use std::io::Write;
+    let mut child = gatewayd()
+        .args(["hash-password", "--user", "5001", "--realm", "gatewayd-lab"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"pass5001\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    // Independently: md5("5001:gatewayd-lab:pass5001"), sha256 of the same.
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "ha1_md5 = \"b57f4ae4b1526d4d7c76995cad2590cc\"\nha1_sha256 = \"f2384924731b9bcce70844dd8f374b958117f03da1032f1605229f1e58976ea5\"\n"
+    );
+}
+
+#[test]
+fn committed_profile_reference_is_current() {
+    let out = gatewayd().args(["schema", "--markdown"]).output().unwrap();
+    assert!(out.status.success());
+    let committed = std::fs::read_to_string(root().join("docs/profile-reference.md")).unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout) == committed,
+        "docs/profile-reference.md is stale: run `just schema`"
+    );
+}
