@@ -98,6 +98,9 @@ async fn browser_offer_is_bridged_both_ways_with_pt_mapping_and_dtmf() {
     let stats = call.stats().await.unwrap();
     assert!(stats.browser.packets_received >= 20 && stats.internal.packets_received >= 30, "{stats:?}");
     assert!(stats.internal.mos > 4.0, "{stats:?}");
+    let lat = engine.take_forwarding_latency().await.unwrap();
+    assert!(lat.packets >= 50 && lat.p50_us > 0 && lat.p50_us <= lat.p99_us, "{lat:?}");
+    assert_eq!(engine.take_forwarding_latency().await.unwrap().packets, 0, "reading restarts it");
     let final_stats = call.close().await.unwrap();
     assert!(final_stats.internal.packets_sent >= 20);
     engine.shutdown();

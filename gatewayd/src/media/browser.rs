@@ -269,6 +269,11 @@ impl BrowserLeg {
         let Some(tx) = api.stream_tx_by_mid(mid, None) else { return };
         tx.write_rtp(RtpWrite::new(Pt::from(pt), SeqNo::from(seq), ts, now, payload).marker(marker));
         self.drain(now);
+        // str0m queues the packet and releases it on its next timeout, which is due now: run
+        // it here so the packet leaves with this wakeup instead of after the timer pass.
+        if self.deadline.is_some_and(|d| d <= now) {
+            self.handle_timeout(now);
+        }
     }
 
     pub fn close(&mut self, now: Instant) {

@@ -61,6 +61,10 @@ async fn main() {
                         },
                         None => "ERR no call\n".to_owned(),
                     },
+                    "LATENCY" => match engine.take_forwarding_latency().await {
+                        Ok(l) => format!("LAT {} {} {} {}\n", l.packets, l.p50_us, l.p99_us, l.max_us),
+                        Err(e) => format!("ERR {e}\n"),
+                    },
                     _ => "ERR verb\n".to_owned(),
                 };
                 if wr.write_all(reply.as_bytes()).await.is_err() {

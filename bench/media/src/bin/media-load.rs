@@ -255,6 +255,7 @@ fn main() {
     let mut window: Option<(u64, u64)> = None;
     let (mut cpu0, mut snmp0, mut t0) = (0.0, 0, Instant::now());
     let mut result = None;
+    let mut inside = None;
     loop {
         let now = Instant::now();
         let wait = heap.peek().map(|Reverse((t, _))| t.saturating_duration_since(now)).unwrap_or(Duration::from_millis(5)).min(next_tick.saturating_duration_since(now)).min(Duration::from_micros(500));
@@ -347,12 +348,14 @@ fn main() {
                     let start = Instant::now().duration_since(origin).as_micros() as u64;
                     window = Some((start, start + secs * 1_000_000));
                     WINDOW.with(|w| *w.borrow_mut() = window);
+                    bridge_latency(&mut tcp, &mut lines); // restart the bridge's own histogram
                     (cpu0, _) = read_stat(&pid);
                     snmp0 = rcvbuf_errors();
                     t0 = now;
                 }
                 2 if now >= phase_end => {
                     let (cpu1, rss1) = read_stat(&pid);
+                    inside = bridge_latency(&mut tcp, &mut lines);
                     let elapsed = now.duration_since(t0).as_secs_f64();
                     let connected = calls.iter().filter(|c| c.rtc.is_connected()).count();
                     result = Some((cpu1 - cpu0, elapsed, rss1, connected));
@@ -373,7 +376,7 @@ fn main() {
     let p = |q: f64| lat.get(((lat.len() as f64 - 1.0) * q) as usize).copied().unwrap_or(0) as f64 / 1000.0;
     let loss = |sent: u64, got: u64| if sent == 0 { 1.0 } else { 1.0 - got as f64 / sent as f64 };
     println!(
-        "{{\"mode\":\"{mode}\",\"calls\":{n},\"connected\":{connected},\"seconds\":{elapsed:.1},\"server_cpu_s\":{cpu:.2},\"cpu_ms_per_call_second\":{:.4},\"rss_kib_per_call\":{:.1},\"latency_ms_p50\":{:.3},\"latency_ms_p99\":{:.3},\"latency_ms_max\":{:.3},\"loss_browser_to_plain\":{:.5},\"loss_plain_to_browser\":{:.5},\"rcvbuf_errors\":{}}}",
+        "{{\"mode\":\"{mode}\",\"calls\":{n},\"connected\":{connected},\"seconds\":{elapsed:.1},\"server_cpu_s\":{cpu:.2},\"cpu_ms_per_call_second\":{:.4},\"rss_kib_per_call\":{:.1},\"latency_ms_p50\":{:.3},\"latency_ms_p99\":{:.3},\"latency_ms_max\":{:.3},\"loss_browser_to_plain\":{:.5},\"loss_plain_to_browser\":{:.5},\"rcvbuf_errors\":{},\"bridge_forward_us\":{}}}",
         cpu * 1000.0 / (connected.max(1) as f64 * elapsed),
         (rss1 as f64 - rss_before as f64) / n as f64,
         p(0.5),
@@ -381,7 +384,8 @@ fn main() {
         p(1.0),
         loss(meas.sent_b2p, meas.got_b2p),
         loss(meas.sent_p2b, meas.got_p2b),
-        rcvbuf_errors() - snmp0
+        rcvbuf_errors() - snmp0,
+        inside.unwrap_or_else(|| "null".to_owned())
     );
     drop(tcp);
 }
@@ -397,6 +401,16 @@ fn payload_offset(b: &[u8]) -> Option<usize> {
         off += 4 + usize::from(words) * 4;
     }
     (off + 8 <= b.len()).then_some(off)
+}
+
+/// The gatewayd bench bridge's own forwarding-time percentiles since the last query, as JSON.
+fn bridge_latency(tcp: &mut Option<TcpStream>, lines: &mut Option<BufReader<TcpStream>>) -> Option<String> {
+    let (t, l) = (tcp.as_mut()?, lines.as_mut()?);
+    writeln!(t, "LATENCY").ok()?;
+    let mut line = String::new();
+    l.read_line(&mut line).ok()?;
+    let v: Vec<&str> = line.strip_prefix("LAT ")?.split_whitespace().collect();
+    Some(format!("{{\"packets\":{},\"p50\":{},\"p99\":{},\"max\":{}}}", v.first()?, v.get(1)?, v.get(2)?, v.get(3)?))
 }
 
 #[derive(Default)]
