@@ -98,6 +98,9 @@ async fn browser_offer_is_bridged_both_ways_with_pt_mapping_and_dtmf() {
     let stats = call.stats().await.unwrap();
     assert!(stats.browser.packets_received >= 20 && stats.internal.packets_received >= 30, "{stats:?}");
     assert!(stats.internal.mos > 4.0, "{stats:?}");
+    let lat = engine.take_forwarding_latency().await.unwrap();
+    assert!(lat.packets >= 50 && lat.p50_us > 0 && lat.p50_us <= lat.p99_us, "{lat:?}");
+    assert_eq!(engine.take_forwarding_latency().await.unwrap().packets, 0, "reading restarts it");
     let final_stats = call.close().await.unwrap();
     assert!(final_stats.internal.packets_sent >= 20);
     engine.shutdown();
@@ -230,13 +233,22 @@ async fn echo_returns_audio_with_quality_figures() {
     let engine = MediaEngine::start(config("echo", 41800)).unwrap();
     let browser = BrowserPeer::spawn(SrtpProtectionProfile::Srtp_Aead_Aes_256_Gcm);
     let offer = browser.create_offer();
-    let (echo, answer) = engine.create_echo(&offer).await.unwrap();
+    let (mut echo, answer) = engine.create_echo(&offer).await.unwrap();
     browser.accept_answer(&answer);
     assert!(browser.wait_connected(WAIT));
+    assert_eq!(tokio::time::timeout(WAIT, echo.next_event()).await.unwrap(), Some(MediaEvent::BrowserConnected));
     browser.stream(Some(0));
     let got = collect_browser(&browser, WAIT, |g| g.len() >= 25);
     assert!(got.len() >= 25 && got.iter().all(|g| g.pt == 0 && g.payload == vec![0x55; 160]));
     assert!(contiguous(&got));
+    // Junk from a stranger at the browser port: ignored, the call goes on.
+    let port: u16 = answer.lines().find_map(|l| l.strip_prefix("a=candidate:")).unwrap().split(' ').nth(5).unwrap().parse().unwrap();
+    let stranger = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    for junk in [&[0x16u8, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0][..], &[0x80, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 9, 9][..], &[1, 2, 3][..]] {
+        stranger.send_to(junk, ("127.0.0.1", port)).unwrap();
+    }
+    let more = collect_browser(&browser, WAIT, |g| g.len() >= 10);
+    assert!(more.len() >= 10, "audio continues after junk");
     let s = echo.stats().await.unwrap();
     assert!(s.browser.packets_received >= 25 && s.browser.packets_sent >= 25, "{s:?}");
     assert!(s.browser.mos > 4.0 && s.browser.loss_fraction == 0.0, "{s:?}");
@@ -290,5 +302,18 @@ async fn one_shared_public_port_carries_several_calls() {
         // Each call only sees its own browser's packets.
         assert!(s.browser.packets_received >= 10 && s.browser.packets_lost == 0, "{s:?}");
     }
+    // ICE restart on one call: new credentials in the answer, audio keeps flowing, numbering
+    // continues.
+    let (browser, echo) = &legs[0];
+    let last = collect_browser(browser, WAIT, |g| !g.is_empty()).pop().unwrap();
+    let restart = browser.ice_restart_offer();
+    let answer = echo.browser_answer(&restart).await.unwrap();
+    let ufrag = |sdp: &str| sdp.lines().find_map(|l| l.strip_prefix("a=ice-ufrag:")).map(str::to_owned);
+    assert_ne!(ufrag(&answer), None);
+    assert_ne!(ufrag(&restart), None);
+    browser.accept_answer(&answer);
+    let after = collect_browser(browser, WAIT, |g| g.len() >= 20);
+    assert!(after.len() >= 20, "audio after ICE restart");
+    assert!(after[0].seq.wrapping_sub(last.seq) < 100, "numbering continues");
     engine.shutdown();
 }

@@ -12,7 +12,7 @@ use super::config::MediaConfig;
 use super::driver::{waker, Command, Created, Op, OpResult, Worker};
 use super::error::MediaError;
 use super::sdp_plain::Direction;
-use super::stats::CallStats;
+use super::stats::{CallStats, ForwardingLatency};
 
 pub use super::call::{MediaEvent, Side};
 pub use super::driver::EngineStatus;
@@ -79,6 +79,14 @@ impl MediaEngine {
         let (reply, rx) = oneshot::channel();
         self.link.send(Command::Create { echo_offer, reply })?;
         rx.await.map_err(|_| MediaError::Stopped)?
+    }
+
+    /// Time bridged packets spent inside the bridge (socket read to forwarded write) since the
+    /// previous call: what the bridge adds to one-way latency, before kernel queueing.
+    pub async fn take_forwarding_latency(&self) -> Result<ForwardingLatency, MediaError> {
+        let (reply, rx) = oneshot::channel();
+        self.link.send(Command::TakeLatency { reply })?;
+        rx.await.map_err(|_| MediaError::Stopped)
     }
 
     pub async fn status(&self) -> Result<EngineStatus, MediaError> {

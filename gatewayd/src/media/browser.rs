@@ -227,6 +227,11 @@ impl BrowserLeg {
         let Some(rtc) = self.rtc.as_mut() else { return };
         let Ok(contents) = data.try_into() else { return };
         let input = Input::Receive(now, Receive { proto: Protocol::Udp, source, destination, contents });
+        // Only STUN for our ufrag, or traffic from a checked candidate pair, gets in: a stranger
+        // spraying the port must not reach DTLS or SRTP (and must not fail the leg).
+        if !rtc.accepts(&input) {
+            return;
+        }
         if let Err(e) = rtc.handle_input(input) {
             self.fail(format!("{e}"));
             return;
@@ -264,6 +269,11 @@ impl BrowserLeg {
         let Some(tx) = api.stream_tx_by_mid(mid, None) else { return };
         tx.write_rtp(RtpWrite::new(Pt::from(pt), SeqNo::from(seq), ts, now, payload).marker(marker));
         self.drain(now);
+        // str0m queues the packet and releases it on its next timeout, which is due now: run
+        // it here so the packet leaves with this wakeup instead of after the timer pass.
+        if self.deadline.is_some_and(|d| d <= now) {
+            self.handle_timeout(now);
+        }
     }
 
     pub fn close(&mut self, now: Instant) {

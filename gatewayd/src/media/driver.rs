@@ -23,7 +23,7 @@ use super::error::MediaError;
 use super::internal::InternalSetup;
 use super::ports::PortPool;
 use super::sdp_plain::Direction;
-use super::stats::CallStats;
+use super::stats::{CallStats, ForwardingLatency, Histogram};
 
 pub const WAKER: Token = Token(0);
 const EVENT_QUEUE: usize = 32;
@@ -66,6 +66,7 @@ pub enum Command {
     Op { id: u64, op: Op, reply: oneshot::Sender<Result<OpResult, MediaError>> },
     Close { id: u64, reply: Option<oneshot::Sender<CallStats>> },
     Status { reply: oneshot::Sender<EngineStatus> },
+    TakeLatency { reply: oneshot::Sender<ForwardingLatency> },
     Shutdown,
 }
 
@@ -106,6 +107,7 @@ pub struct Worker {
     heap: BinaryHeap<Reverse<(Instant, u64)>>,
     public_pool: PortPool,
     internal_pool: PortPool,
+    forwarding: Histogram,
 }
 
 /// Binds a non-blocking UDP socket with the configured DSCP.
@@ -141,6 +143,7 @@ impl Worker {
             by_source: HashMap::new(),
             by_ufrag: HashMap::new(),
             heap: BinaryHeap::new(),
+            forwarding: Histogram::default(),
         };
         if let Some(port) = w.cfg.single_public_port {
             w.public_pool = PortPool::empty();
@@ -264,6 +267,9 @@ impl Worker {
                     internal_pairs_free: self.internal_pool.available(),
                     internal_pairs_total: self.internal_pool.total(),
                 });
+            }
+            Command::TakeLatency { reply } => {
+                let _ = reply.send(self.forwarding.take());
             }
             Command::Shutdown => {}
         }
@@ -429,7 +435,15 @@ impl Worker {
                     id
                 }
             };
-            self.flush(target);
+            let (to_browser, to_internal) = self.flush(target);
+            let forwarded = match kind {
+                SockKind::InternalRtp => to_browser > 0,
+                SockKind::Public(_) | SockKind::SharedPublic(_) => to_internal > 0,
+                SockKind::InternalRtcp => false,
+            };
+            if forwarded {
+                self.forwarding.record(now.elapsed());
+            }
         }
     }
 
@@ -445,10 +459,14 @@ impl Worker {
     fn run_timers(&mut self) {
         let now = Instant::now();
         let wall = SystemTime::now();
+        // Bounded: a core that keeps asking for "now" is served again on the next turn of the
+        // loop instead of spinning here.
+        let mut budget = self.heap.len();
         while let Some(Reverse((t, id))) = self.heap.peek().copied() {
-            if t > now {
+            if t > now || budget == 0 {
                 break;
             }
+            budget -= 1;
             self.heap.pop();
             let Some(e) = self.calls.get_mut(&id) else { continue };
             if e.deadline != Some(t) {
@@ -460,10 +478,13 @@ impl Worker {
         }
     }
 
-    /// Sends what the call produced, reports its events and re-arms its timer.
-    fn flush(&mut self, id: u64) {
-        let Some(e) = self.calls.get_mut(&id) else { return };
+    /// Sends what the call produced, reports its events and re-arms its timer. Returns how many
+    /// datagrams went to the browser and how many RTP packets to the server.
+    fn flush(&mut self, id: u64) -> (usize, usize) {
+        let Some(e) = self.calls.get_mut(&id) else { return (0, 0) };
+        let (mut to_browser, mut to_internal) = (0, 0);
         while let Some(t) = e.core.browser.out.pop_front() {
+            to_browser += 1;
             send_public(&self.cfg, &e.public, &self.shared, t.source, t.destination, &t.data);
             if !self.shared.is_empty() && self.by_source.insert(t.destination, id) != Some(id) {
                 e.shared_sources.push(t.destination);
@@ -471,6 +492,7 @@ impl Worker {
         }
         if let (Some(i), Some((_, rtp, rtcp))) = (e.core.internal.as_mut(), e.internal.as_ref()) {
             while let Some(t) = i.out.pop_front() {
+                to_internal += usize::from(!t.rtcp);
                 let s = if t.rtcp { &rtcp.1 } else { &rtp.1 };
                 let _ = s.send_to(&t.data, t.destination);
             }
@@ -490,6 +512,7 @@ impl Worker {
             e.deadline = Some(d);
             self.heap.push(Reverse((d, id)));
         }
+        (to_browser, to_internal)
     }
 }
 
@@ -526,6 +549,14 @@ pub fn waker(poll: &Poll) -> std::io::Result<Waker> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sockets_carry_the_configured_dscp() {
+        let s = bind_udp("127.0.0.1:0".parse().unwrap(), Some(46)).unwrap();
+        assert_eq!(socket2::SockRef::from(&s).tos_v4().unwrap(), 46 << 2);
+        let plain = bind_udp("127.0.0.1:0".parse().unwrap(), None).unwrap();
+        assert_eq!(socket2::SockRef::from(&plain).tos_v4().unwrap(), 0);
+    }
 
     #[test]
     fn stun_username_gives_local_ufrag() {

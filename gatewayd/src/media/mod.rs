@@ -25,4 +25,4 @@ pub use api::{CallMedia, EchoCall, EngineStatus, MediaEngine, MediaEvent, Side};
 pub use config::{AudioCodec, DtlsIdentity, MediaConfig, PublicAddr};
 pub use error::MediaError;
 pub use sdp_plain::Direction;
-pub use stats::{mos, CallStats, LegStats};
+pub use stats::{mos, CallStats, ForwardingLatency, LegStats};

@@ -135,6 +135,65 @@ pub fn mos(loss_fraction: f32, jitter_ms: f32, rtt_ms: f32) -> f32 {
     m.clamp(1.0, 4.5)
 }
 
+/// How long the bridge held forwarded packets (socket read to socket write), in 10 µs steps up
+/// to 10 ms plus one overflow bucket.
+#[derive(Debug, Clone)]
+pub struct Histogram {
+    buckets: Vec<u64>,
+    count: u64,
+    max_us: u64,
+}
+
+/// Percentiles of forwarding time since the previous reading.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ForwardingLatency {
+    pub packets: u64,
+    pub p50_us: u64,
+    pub p99_us: u64,
+    pub max_us: u64,
+}
+
+const BUCKET_US: u64 = 10;
+const BUCKETS: usize = 1000;
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram { buckets: vec![0; BUCKETS + 1], count: 0, max_us: 0 }
+    }
+}
+
+impl Histogram {
+    pub fn record(&mut self, d: Duration) {
+        let us = d.as_micros() as u64;
+        self.buckets[((us / BUCKET_US) as usize).min(BUCKETS)] += 1;
+        self.count += 1;
+        self.max_us = self.max_us.max(us);
+    }
+
+    /// Upper bound of the bucket holding the q-quantile.
+    pub fn quantile_us(&self, q: f64) -> u64 {
+        if self.count == 0 {
+            return 0;
+        }
+        let rank = ((self.count as f64 * q).ceil() as u64).max(1);
+        let mut seen = 0;
+        for (i, n) in self.buckets.iter().enumerate() {
+            seen += n;
+            if seen >= rank {
+                return if i == BUCKETS { self.max_us } else { (i as u64 + 1) * BUCKET_US };
+            }
+        }
+        self.max_us
+    }
+
+    /// Reads and restarts the histogram.
+    pub fn take(&mut self) -> ForwardingLatency {
+        let r = ForwardingLatency { packets: self.count, p50_us: self.quantile_us(0.5), p99_us: self.quantile_us(0.99), max_us: self.max_us };
+        *self = Histogram::default();
+        r
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -164,6 +223,20 @@ mod tests {
             s.on_packet(t, seq, 0, 0, 10);
         }
         assert_eq!((s.expected(), s.lost(), s.extended_max_seq()), (4, 0, 65536 + 1));
+    }
+
+    #[test]
+    fn histogram_quantiles() {
+        let mut h = Histogram::default();
+        for us in 1..=100u64 {
+            h.record(Duration::from_micros(us * 10 - 5));
+        }
+        h.record(Duration::from_millis(50));
+        assert_eq!(h.quantile_us(0.5), 510);
+        assert_eq!(h.quantile_us(1.0), 50_000);
+        let r = h.take();
+        assert_eq!((r.packets, r.max_us), (101, 50_000));
+        assert_eq!(h.take().packets, 0);
     }
 
     #[test]

@@ -149,6 +149,16 @@ impl BrowserPeer {
         })
     }
 
+    /// Re-offer with fresh ICE credentials.
+    pub fn ice_restart_offer(&self) -> String {
+        self.with(|s| {
+            s.pc.restart_ice();
+            let o = s.pc.create_offer(None).unwrap();
+            s.pc.set_local_description(Instant::now(), o.clone()).unwrap();
+            o.sdp
+        })
+    }
+
     pub fn stream(&self, pt: Option<u8>) {
         self.with(move |s| s.streaming = pt);
     }

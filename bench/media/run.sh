@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Media bridge load benchmark: N bridged calls (DTLS-SRTP browser side, plain RTP other side,
+# 50 packets/s each way) against gatewayd's media bridge, then the same against rtpengine
+# (userspace) for the ratio. Server on CPU 0, load client on CPU 1. Loopback only.
+#
+#   bench/media/run.sh [CALLS=500] [SECONDS=30]
+#
+# Results (one JSON line per run) go to bench/out/media/. Needs: rtpengine-daemon (optional).
+set -euo pipefail
+CALLS=${1:-500}
+SECS=${2:-30}
+HERE=$(cd "$(dirname "$0")" && pwd)
+OUT=$HERE/../out/media
+mkdir -p "$OUT"
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HERE/../../target/bench-media}
+(cd "$HERE" && cargo build --release --quiet)
+BIN=$CARGO_TARGET_DIR/release
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
+
+wait_for() { # wait_for SECONDS COMMAND...: bounded poll for readiness
+  local end=$((SECONDS + $1)); shift
+  until "$@"; do
+    [ "$SECONDS" -ge "$end" ] && { echo "not ready: $*" >&2; return 1; }
+    sleep 0.2
+  done
+}
+
+echo "== gatewayd media bridge, $CALLS calls, ${SECS}s" >&2
+taskset -c 0 "$BIN/media-bridge" 127.0.0.1:7700 > "$OUT/bridge.log" 2>&1 &
+BPID=$!; PIDS+=("$BPID")
+wait_for 10 grep -q ready "$OUT/bridge.log"
+taskset -c 1 "$BIN/media-load" gatewayd 127.0.0.1:7700 "$BPID" "$CALLS" "$SECS" | tee "$OUT/gatewayd-$CALLS.json"
+kill "$BPID"; wait "$BPID" 2>/dev/null || true
+
+if command -v rtpengine > /dev/null; then
+  echo "== rtpengine (userspace), $CALLS calls, ${SECS}s" >&2
+  taskset -c 0 rtpengine --foreground --log-stderr --log-level=3 --table=-1 --interface=127.0.0.1 \
+    --listen-ng=127.0.0.1:2223 --port-min=30000 --port-max=39999 --delete-delay=0 \
+    --pidfile="$OUT/rtpengine.pid" > "$OUT/rtpengine.log" 2>&1 &
+  RPID=$!; PIDS+=("$RPID")
+  wait_for 10 sh -c 'ss -lun | grep -q 127.0.0.1:2223'
+  taskset -c 1 "$BIN/media-load" rtpengine 127.0.0.1:2223 "$RPID" "$CALLS" "$SECS" | tee "$OUT/rtpengine-$CALLS.json"
+else
+  echo "rtpengine not installed (apt-get install --no-install-recommends rtpengine-daemon)" >&2
+fi
