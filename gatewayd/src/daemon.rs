@@ -43,6 +43,8 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     tokio::spawn(bans.clone().run_housekeeping());
 
     let (profile_tx, profile_rx) = watch::channel(Arc::new(loaded));
+    // Someone flushing the ruleset must not open the box: the table comes back.
+    tokio::spawn(bans.clone().watch_firewall(profile_rx.clone()));
     let admin_addr = profile_rx.borrow().profile.observe.admin;
     let (admin_local, admin) = observe::admin::bind(admin_addr, profile_rx.clone(), bans.clone())
         .await
@@ -89,7 +91,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
 
     loop {
         tokio::select! {
-            _ = hangup.recv() => reload(&opts, &profile_tx, &log, &notifier, &firewall, &bans).await,
+            _ = hangup.recv() => reload(&opts, &profile_tx, &log, &notifier, &bans).await,
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
             _ = watchdog_tick.tick(), if watchdog.is_some() => notifier.watchdog(),
@@ -102,7 +104,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
 }
 
 /// Re-reads the profile; a valid one replaces the running one, an invalid one is refused.
-async fn reload(opts: &RunOptions, tx: &watch::Sender<Arc<LoadedProfile>>, log: &LogHandle, notifier: &Notifier, firewall: &Firewall, bans: &BanService) {
+async fn reload(opts: &RunOptions, tx: &watch::Sender<Arc<LoadedProfile>>, log: &LogHandle, notifier: &Notifier, bans: &BanService) {
     notifier.reloading();
     let old = tx.borrow().clone();
     match profile::load(&opts.profile) {
@@ -124,7 +126,8 @@ async fn reload(opts: &RunOptions, tx: &watch::Sender<Arc<LoadedProfile>>, log: 
                 }
             }
             bans.reconfigure(&new.profile);
-            if let Err(e) = firewall.apply(&new.profile, &bans.firewall_bans()).await {
+            // Under the ban lock, so a ban made during the swap is never lost.
+            if let Err(e) = bans.apply_firewall(&new.profile).await {
                 tracing::error!(error = %e, "the new firewall ruleset was not applied; the previous one stays");
             }
             let sha = new.sha256.clone();
