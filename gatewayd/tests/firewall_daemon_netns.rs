@@ -3,9 +3,11 @@
 //! source get that source dropped on every port while its neighbour keeps working; on reload
 //! the ruleset follows the profile and the ban stays; after a restart the ban is still there.
 //!
+//! A second test does what a password-guessing agent would: wrong digest credentials over WSS
+//! from the internet namespace, until the source is dropped at the kernel on every port.
+//!
 //! Needs root and `ip netns`; skips with a message otherwise. Uses the lab in
-//! `tests/netns/lab.rs`; failed WSS digest logins can be added the same way once a WebSocket
-//! client runs inside the internet namespace.
+//! `tests/netns/lab.rs`.
 
 #[path = "../../tests/netns/lab.rs"]
 mod lab;
@@ -182,6 +184,121 @@ async fn the_daemon_applies_the_ruleset_bans_on_failures_and_keeps_bans_across_r
     daemon.wait_for_log("gatewayd ready", Duration::from_secs(30));
     assert!(!connects(&lab.inet, ATTACKER, PUBLIC_GW, 443).await, "the ban survives a restart");
     assert!(connects(&lab.inet, NEIGHBOUR, PUBLIC_GW, 443).await);
+    daemon.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A WSS connection to the gateway from `src` in the internet namespace, trusting the
+/// gateway's generated certificate (issued for "localhost").
+async fn wss_from(ns: &str, src: &str, state: &Path) -> Wss {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let src: std::net::IpAddr = src.parse().unwrap();
+    let socket = in_netns(ns, || {
+        let s = TcpSocket::new_v4().unwrap();
+        s.bind(SocketAddr::new(src, 0)).unwrap();
+        s
+    });
+    let tcp = socket.connect(SocketAddr::new(PUBLIC_GW.parse().unwrap(), 443)).await.expect("connects before the ban");
+    let pem = std::fs::read(state.join("web.crt")).expect("generated certificate");
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut &pem[..]) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)).connect(name, tcp).await.expect("TLS");
+    let mut request = format!("wss://{PUBLIC_GW}/ws").into_client_request().unwrap();
+    request.headers_mut().insert("Origin", format!("https://{PUBLIC_GW}").parse().unwrap());
+    request.headers_mut().insert("Sec-WebSocket-Protocol", "sip".parse().unwrap());
+    tokio_tungstenite::client_async(request, tls).await.expect("WebSocket upgrade").0
+}
+
+type Wss = tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
+
+/// The next SIP response on the socket, or None when it closes or stays silent for 5 s.
+async fn next_response(ws: &mut Wss) -> Option<rsip::Response> {
+    use futures::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), ws.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) => {
+                if let Ok(rsip::SipMessage::Response(r)) = gatewayd::sip::message::parse(t.as_bytes()) {
+                    return Some(r);
+                }
+            }
+            Ok(Some(Ok(_))) => continue,
+            _ => return None,
+        }
+    }
+}
+
+fn register(cseq: u32) -> rsip::Request {
+    let text = format!(
+        "REGISTER sip:gw.test SIP/2.0\r\nVia: SIP/2.0/WSS guess.invalid;branch=z9hG4bKguess{cseq}\r\nMax-Forwards: 70\r\nTo: <sip:5001@gw.test>\r\nFrom: <sip:5001@gw.test>;tag=g\r\nCall-ID: guess\r\nCSeq: {cseq} REGISTER\r\nContact: <sip:g@guess.invalid;transport=ws>\r\nContent-Length: 0\r\n\r\n"
+    );
+    match gatewayd::sip::message::parse(text.as_bytes()).unwrap() {
+        rsip::SipMessage::Request(r) => r,
+        _ => unreachable!(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_digest_passwords_over_wss_get_the_source_dropped_within_a_second_and_the_ban_expires() {
+    use futures::SinkExt;
+    use gatewayd::sip::digest::{authorize_request, ClientSecret};
+    use tokio_tungstenite::tungstenite::Message;
+    if let Some(why) = unavailable() {
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
+    let lab = Lab::create("w").expect("namespaces");
+    let dir = std::env::temp_dir().join(format!("gatewayd-wss-ban-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("profile.toml");
+    let state = dir.join("state");
+    // The lab's rule: 3 digest failures within a minute ban for 2 s.
+    std::fs::write(&path, profile_text("gatewayd") + "\n[[agents]]\ndn = \"5001\"\npassword = \"right\"\n").unwrap();
+    let mut daemon = Daemon::start(&lab.gw, &path, &state);
+    daemon.wait_for_log("gatewayd ready", Duration::from_secs(30));
+
+    let mut ws = wss_from(&lab.inet, ATTACKER, &state).await;
+    let mut failures = 0;
+    let mut cseq = 1;
+    while failures < 3 {
+        ws.send(Message::text(register(cseq).to_string())).await.unwrap();
+        let challenge = next_response(&mut ws).await.expect("a challenge");
+        assert_eq!(challenge.status_code.code(), 401);
+        cseq += 1;
+        let mut guess = register(cseq);
+        authorize_request(&mut guess, &challenge, "5001", &ClientSecret::Password(format!("guess{failures}")), 1, "c").unwrap();
+        ws.send(Message::text(guess.to_string())).await.unwrap();
+        cseq += 1;
+        failures += 1;
+        if failures < 3 {
+            let refused = next_response(&mut ws).await.expect("an answer to the guess");
+            assert_ne!(refused.status_code.code(), 200);
+        }
+    }
+    let third = Instant::now();
+    // The kernel drops the source on every port within a second of the third failure.
+    while connects(&lab.inet, ATTACKER, PUBLIC_GW, 443).await {
+        assert!(third.elapsed() < Duration::from_secs(1), "not dropped within a second of the third failure");
+    }
+    assert!(!connects(&lab.inet, ATTACKER, PUBLIC_GW, 80).await, "every port, not just 443");
+    daemon.wait_for_log("source banned", Duration::from_secs(5));
+    assert!(connects(&lab.inet, NEIGHBOUR, PUBLIC_GW, 443).await, "another address in the same network keeps working");
+
+    // After the ban time (2 s) the source works again.
+    let end = Instant::now() + Duration::from_secs(15);
+    while !connects(&lab.inet, ATTACKER, PUBLIC_GW, 443).await {
+        assert!(Instant::now() < end, "the ban did not expire");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     daemon.stop();
     let _ = std::fs::remove_dir_all(&dir);
 }
