@@ -274,3 +274,23 @@ async fn a_reload_keeps_registered_agents_while_new_handshakes_see_the_new_certi
     let stale = connect_with(&lab, tls_trusting(&old_cert), &own_origin(&lab)).await;
     assert!(stale.is_err(), "the old certificate is no longer served to new connections");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_source_over_its_sip_request_rate_is_not_served() {
+    let lab = lab(&[("GATEWAYD_BANS__RATE_LIMITS__SIP_REQUESTS_PER_SECOND", "1"), ("GATEWAYD_BANS__RATE_LIMITS__BURST", "2")]);
+    let mut ws = connect(&lab, &own_origin(&lab)).await.unwrap();
+    for n in 0..20 {
+        send(&mut ws, &format!("OPTIONS sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/WSS c.invalid;branch=z9hG4bKflood{n}\r\nMax-Forwards: 70\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:127.0.0.1>\r\nCall-ID: flood{n}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n")).await;
+    }
+    // Keepalives are not counted; its pong comes after every answer to the flood.
+    send(&mut ws, "\r\n\r\n").await;
+    let mut answered = 0;
+    loop {
+        let text = recv(&mut ws).await;
+        if text == "\r\n" {
+            break;
+        }
+        answered += 1;
+    }
+    assert!((1..=4).contains(&answered), "rate 1/s with burst 2 answers a handful of 20, got {answered}");
+}

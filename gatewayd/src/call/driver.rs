@@ -19,6 +19,7 @@ use super::media_port::MediaControl;
 use super::upstream::Upstreams;
 use crate::sip::transaction::Destination;
 use crate::web::{Outgoing, WsEvent};
+use crate::guard::{Limit, RateLimiter, Verdict};
 use crate::profile::{FailureKind, LoadedProfile};
 use crate::sip::registrar::{ConnId, RegistrarEvent};
 
@@ -78,6 +79,7 @@ pub async fn run<M: MediaControl>(task: CallTask<M>) {
         sender,
         failures,
         cdr_file: loaded.profile.observe.cdr_file.as_ref().map(|p| loaded.resolve(p)),
+        limiter: RateLimiter::new(loaded.profile.bans.rate_limits.clone()),
         rng: StdRng::from_rng(&mut rand::rng()),
     };
     loop {
@@ -99,6 +101,7 @@ pub async fn run<M: MediaControl>(task: CallTask<M>) {
             }
             () = sleep => {
                 let now = Instant::now();
+                state.limiter.prune(std::time::SystemTime::now());
                 let out = state.edge.handle_timeout(now);
                 state.apply(out);
                 state.calls.handle_timeout(now, wall_ms(), &mut state.rng);
@@ -115,6 +118,7 @@ pub async fn run<M: MediaControl>(task: CallTask<M>) {
                 state.edge.reconfigure(EdgeConfig::from_profile(&loaded), secret.clone());
                 state.calls.reconfigure(CallConfig::from_profile(&loaded), &loaded.profile.upstream);
                 state.cdr_file = loaded.profile.observe.cdr_file.as_ref().map(|p| loaded.resolve(p));
+                state.limiter.reconfigure(loaded.profile.bans.rate_limits.clone());
             }
         }
     }
@@ -128,6 +132,8 @@ struct Driver<M: MediaControl> {
     sender: InternalSender,
     failures: mpsc::Sender<Failure>,
     cdr_file: Option<std::path::PathBuf>,
+    /// Per-source SIP request rate on the agent side (what Kamailio's pike did).
+    limiter: RateLimiter,
     rng: StdRng,
 }
 
@@ -143,6 +149,18 @@ impl<M: MediaControl> Driver<M> {
             WsEvent::Message { id, data } => {
                 let conn = ConnId(id);
                 tracing::debug!(conn = id, first_line = %first_line(&data), bytes = data.len(), "SIP from agent");
+                let keepalive = data.iter().all(|b| *b == b'\r' || *b == b'\n');
+                if let Some(ip) = self.peers.get(&conn).copied().filter(|_| !keepalive) {
+                    if let Verdict::Deny { first } = self.limiter.check(ip, Limit::SipRequest, std::time::SystemTime::now()) {
+                        // Dropped unanswered: answering a flood would amplify it. One failure
+                        // per second of excess reaches the guard.
+                        if first {
+                            tracing::info!(source = %ip, "SIP request rate exceeded");
+                            let _ = self.failures.try_send(Failure { ip, kind: FailureKind::RateLimited, detail: "SIP request rate".into() });
+                        }
+                        return;
+                    }
+                }
                 let out = self.edge.handle_frame(conn, &data, Instant::now(), wall_ms(), &mut self.rng);
                 self.apply(out);
             }
