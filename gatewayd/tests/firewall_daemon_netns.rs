@@ -11,90 +11,17 @@
 
 #[path = "../../tests/netns/lab.rs"]
 mod lab;
+mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use common::Gateway;
 use lab::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpSocket;
 
-/// `gatewayd run` inside a namespace, killed on drop.
-struct Daemon {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Daemon {
-    fn start(ns: &str, profile: &Path, state: &Path) -> Self {
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", ns, env!("CARGO_BIN_EXE_gatewayd"), "run", "--profile"])
-            .arg(profile)
-            .arg("--state-dir")
-            .arg(state)
-            .env_remove("NOTIFY_SOCKET")
-            .env_remove("JOURNAL_STREAM")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("gatewayd starts");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Daemon { child, lines, seen: Vec::new() }
-    }
-
-    fn wait_for_log(&mut self, needle: &str, deadline: Duration) -> String {
-        let end = Instant::now() + deadline;
-        if let Some(l) = self.seen.iter().find(|l| l.contains(needle)) {
-            return l.clone();
-        }
-        loop {
-            match self.lines.recv_timeout(end.saturating_duration_since(Instant::now())) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if line.contains(needle) {
-                        return line;
-                    }
-                }
-                Err(_) => panic!("no log line containing {needle:?} within {deadline:?}; log:\n{}", self.seen.join("\n")),
-            }
-        }
-    }
-
-    fn signal(&self, sig: &str) {
-        assert!(Command::new("kill").arg(format!("-{sig}")).arg(self.child.id().to_string()).status().unwrap().success());
-    }
-
-    fn stop(mut self) {
-        self.signal("TERM");
-        let end = Instant::now() + Duration::from_secs(10);
-        while self.child.try_wait().unwrap().is_none() {
-            assert!(Instant::now() < end, "gatewayd did not stop");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Whether a TCP connection from `src` in `ns` to `dst` is accepted within the probe timeout.
 async fn connects(ns: &str, src: &str, dst: &str, port: u16) -> bool {
     let src: std::net::IpAddr = src.parse().unwrap();
     let socket = in_netns(ns, || {
@@ -144,7 +71,7 @@ async fn the_daemon_applies_the_ruleset_bans_on_failures_and_keeps_bans_across_r
     let state = dir.join("state");
     std::fs::write(&path, profile("")).unwrap();
 
-    let mut daemon = Daemon::start(&lab.gw, &path, &state);
+    let mut daemon = Gateway::start_in_netns(&lab.gw, &path, &state);
     daemon.wait_for_log("gatewayd ready", Duration::from_secs(30));
     assert!(table(&lab.gw).contains("policy drop;"), "the daemon put its table in place");
     assert!(connects(&lab.inet, ATTACKER, PUBLIC_GW, 443).await, "https answers from the internet");
@@ -180,7 +107,7 @@ async fn the_daemon_applies_the_ruleset_bans_on_failures_and_keeps_bans_across_r
     // directory into the fresh table.
     daemon.stop();
     run(&["ip", "netns", "exec", &lab.gw, "nft", "delete", "table", "inet", "gatewayd"]).unwrap();
-    let mut daemon = Daemon::start(&lab.gw, &path, &state);
+    let mut daemon = Gateway::start_in_netns(&lab.gw, &path, &state);
     daemon.wait_for_log("gatewayd ready", Duration::from_secs(30));
     assert!(!connects(&lab.inet, ATTACKER, PUBLIC_GW, 443).await, "the ban survives a restart");
     assert!(connects(&lab.inet, NEIGHBOUR, PUBLIC_GW, 443).await);
@@ -263,7 +190,7 @@ async fn wrong_digest_passwords_over_wss_get_the_source_dropped_within_a_second_
     let state = dir.join("state");
     // The lab's rule: 3 digest failures within a minute ban for 2 s.
     std::fs::write(&path, profile_text("gatewayd") + "\n[[agents]]\ndn = \"5001\"\npassword = \"right\"\n").unwrap();
-    let mut daemon = Daemon::start(&lab.gw, &path, &state);
+    let mut daemon = Gateway::start_in_netns(&lab.gw, &path, &state);
     daemon.wait_for_log("gatewayd ready", Duration::from_secs(30));
 
     let mut ws = wss_from(&lab.inet, ATTACKER, &state).await;

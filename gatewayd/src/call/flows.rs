@@ -288,7 +288,7 @@ impl<M: MediaControl> CallControl<M> {
             200..=299 => {
                 self.upstreams.record_success(server);
                 if up.confirmed() {
-                    return self.ack_upstream(call, &response, rng);
+                    return self.ack(call, Side::Upstream, &response, rng);
                 }
                 if let Some(s) = &sdp {
                     if let Err(f) = self.media.internal_accept(call, s) {
@@ -301,7 +301,7 @@ impl<M: MediaControl> CallControl<M> {
                     }
                     self.index_dialog(call, Side::Upstream);
                 }
-                self.ack_upstream(call, &response, rng);
+                self.ack(call, Side::Upstream, &response, rng);
                 let answer = c.agent_sdp.clone().unwrap_or_default();
                 self.answer_agent(call, &answer, now);
             }
@@ -330,16 +330,19 @@ impl<M: MediaControl> CallControl<M> {
         }
     }
 
-    fn ack_upstream(&mut self, call: CallRef, response: &Response, rng: &mut impl Rng) {
-        let Some(leg) = self.leg_mut(call, Side::Upstream).cloned() else { return };
+    /// The ACK for a 2xx to the INVITE we sent on `side` (end to end, outside any transaction):
+    /// toward the SIP server it follows the dialog's next hop, toward an agent its connection.
+    fn ack(&mut self, call: CallRef, side: Side, response: &Response, rng: &mut impl Rng) {
+        let Some(leg) = self.leg_mut(call, side).cloned() else { return };
         let Some(dialog) = leg.dialog else { return };
-        let (t, sent_by) = self.via_for(Side::Upstream);
+        let (t, sent_by) = self.via_for(side);
         let t = if leg.target.transport == Transport::Tcp { "TCP" } else { t };
         let ack = dialog.ack(build::cseq_number(&response.headers), t, &sent_by, rng);
-        let target = Target { transport: leg.target.transport, destination: Destination::Addr(addr_of(&dialog.next_hop()).unwrap_or(match leg.target.destination {
-            Destination::Addr(a) => a,
-            Destination::Conn(_) => return,
-        })) };
+        let destination = match leg.target.destination {
+            Destination::Addr(server) => Destination::Addr(addr_of(&dialog.next_hop()).unwrap_or(server)),
+            conn => conn,
+        };
+        let target = Target { transport: leg.target.transport, destination };
         self.out.push_back(super::control::CallOutput::Send { target, message: ack.into() });
     }
 
@@ -381,7 +384,7 @@ impl<M: MediaControl> CallControl<M> {
             }
             200..=299 => {
                 if agent.confirmed() {
-                    return self.ack_agent(call, &response, rng);
+                    return self.ack(call, Side::Agent, &response, rng);
                 }
                 if let Some(answer) = build::sdp_of(&response.headers, &response.body) {
                     if let Err(f) = self.media.browser_accept(call, &answer) {
@@ -394,7 +397,7 @@ impl<M: MediaControl> CallControl<M> {
                     }
                     self.index_dialog(call, Side::Agent);
                 }
-                self.ack_agent(call, &response, rng);
+                self.ack(call, Side::Agent, &response, rng);
                 let body = match c.upstream_sdp.clone() {
                     Some(answer) => answer,
                     // Late offer: our 200 carries the offer, the ACK will carry the answer.
@@ -428,14 +431,6 @@ impl<M: MediaControl> CallControl<M> {
                 self.finish(call, relay_code, "agent did not take the call");
             }
         }
-    }
-
-    fn ack_agent(&mut self, call: CallRef, response: &Response, rng: &mut impl Rng) {
-        let Some(leg) = self.leg_mut(call, Side::Agent).cloned() else { return };
-        let Some(dialog) = leg.dialog else { return };
-        let (t, sent_by) = self.via_for(Side::Agent);
-        let ack = dialog.ack(build::cseq_number(&response.headers), t, &sent_by, rng);
-        self.out.push_back(super::control::CallOutput::Send { target: leg.target, message: ack.into() });
     }
 
     /// An ACK for one of our 2xx: a late-offer call gets the SIP server's answer here.

@@ -84,10 +84,21 @@ impl Gateway {
     pub fn start(profile: &Path, state_dir: &Path, env: &[(&str, &str)]) -> Self {
         let mut cmd = gatewayd();
         cmd.args(["run", "--profile"]).arg(profile).arg("--state-dir").arg(state_dir);
-        cmd.env_remove("NOTIFY_SOCKET").env_remove("JOURNAL_STREAM").env("RUST_LOG", "info");
         for (k, v) in env {
             cmd.env(k, v);
         }
+        Self::spawn(cmd)
+    }
+
+    /// `gatewayd run` inside network namespace `ns` (as root).
+    pub fn start_in_netns(ns: &str, profile: &Path, state_dir: &Path) -> Self {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", ns, env!("CARGO_BIN_EXE_gatewayd"), "run", "--profile"]).arg(profile).arg("--state-dir").arg(state_dir);
+        Self::spawn(cmd)
+    }
+
+    fn spawn(mut cmd: Command) -> Self {
+        cmd.env_remove("NOTIFY_SOCKET").env_remove("JOURNAL_STREAM").env("RUST_LOG", "info");
         let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
         let stderr = child.stderr.take().unwrap();
         let (tx, lines) = mpsc::channel();
@@ -124,6 +135,12 @@ impl Gateway {
     pub fn signal(&self, sig: &str) {
         let ok = Command::new("kill").arg(format!("-{sig}")).arg(self.child.id().to_string()).status().unwrap().success();
         assert!(ok, "kill -{sig} failed");
+    }
+
+    /// SIGTERM, then waits for the exit.
+    pub fn stop(mut self) {
+        self.signal("TERM");
+        self.wait_exit(Duration::from_secs(10));
     }
 
     /// Waits for the process to exit and returns its exit code.
