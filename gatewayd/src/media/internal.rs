@@ -324,6 +324,34 @@ mod tests {
     }
 
     #[test]
+    fn sender_reports_go_to_port_plus_one_and_give_rtt() {
+        let mut l = leg();
+        let t0 = Instant::now();
+        let w0 = SystemTime::now();
+        l.answer(SERVER, &[AudioCodec::Pcma]).unwrap();
+        let mut pkt = Vec::new();
+        rtp::build(&mut pkt, false, 8, 5, 0, 1234, &[1; 160]);
+        l.handle_rtp(t0, 0, w0, "10.0.0.9:4000".parse().unwrap(), &pkt).unwrap();
+        l.send_rtp(t0, 8, 1, 0, false, &[0; 160]);
+        l.out.clear();
+        l.handle_timeout(t0 + REPORT_INTERVAL, w0 + REPORT_INTERVAL);
+        let sr = l.out.pop_front().expect("a sender report");
+        assert!(sr.rtcp && sr.destination == "10.0.0.9:4001".parse().unwrap());
+        assert_eq!(rtcp::parse(&sr.data, 1234).about_us.map(|(lsr, _)| lsr), Some(0), "block about the server's stream");
+        // The server answers 100 ms later after holding our SR for 30 ms: RTT 70 ms.
+        let lsr = rtcp::ntp_mid(u64::from_be_bytes(sr.data[8..16].try_into().unwrap()));
+        let mut rr = vec![0x81, 201, 0, 7];
+        rr.extend_from_slice(&1234u32.to_be_bytes());
+        for v in [77u32, 0, 5, 0, lsr, 30 * 65536 / 1000] {
+            rr.extend_from_slice(&v.to_be_bytes());
+        }
+        let back = REPORT_INTERVAL + Duration::from_millis(100);
+        l.handle_rtcp(t0 + back, w0 + back, "10.0.0.9:4001".parse().unwrap(), &rr, true);
+        let rtt = l.rtt.expect("rtt from the report").as_millis();
+        assert!((69..=71).contains(&rtt), "{rtt}");
+    }
+
+    #[test]
     fn hold_offer_makes_us_receive_only() {
         let mut l = leg();
         l.answer(SERVER, &[AudioCodec::Pcma]).unwrap();
