@@ -77,3 +77,44 @@ fn bans_are_listed_and_lifted_through_the_admin_endpoint() {
     assert_eq!(remove.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&remove.stderr).contains("198.51.100.9 is not banned"), "{}", String::from_utf8_lossy(&remove.stderr));
 }
+
+/// The systemd notification protocol on a real datagram socket, as systemd would read it.
+#[test]
+fn readiness_reload_watchdog_and_stop_are_notified() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = TempDir::new("notify");
+    let (text, _) = lab_profile_free_ports();
+    let profile = dir.path().join("profile.toml");
+    std::fs::write(&profile, &text).unwrap();
+    let socket_path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut received = Vec::new();
+    let mut wait_for = |what: &str, received: &mut Vec<String>| {
+        let mut buf = [0u8; 4096];
+        loop {
+            if received.iter().any(|m: &String| m.lines().any(|l| l == what)) {
+                return;
+            }
+            let n = socket.recv(&mut buf).unwrap_or_else(|e| panic!("no {what} within {DEADLINE:?} ({e}); got {received:?}"));
+            received.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+    };
+    let mut cmd = common::gatewayd();
+    cmd.args(["run", "--profile"]).arg(&profile).arg("--state-dir").arg(dir.path().join("state"));
+    cmd.env("NOTIFY_SOCKET", &socket_path).env("WATCHDOG_USEC", "200000").env_remove("WATCHDOG_PID").env_remove("JOURNAL_STREAM");
+    cmd.stderr(std::process::Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    wait_for("READY=1", &mut received);
+    assert!(received.iter().any(|m| m.contains("STATUS=running profile")), "{received:?}");
+    received.clear();
+    wait_for("WATCHDOG=1", &mut received);
+    assert!(std::process::Command::new("kill").args(["-HUP", &child.id().to_string()]).status().unwrap().success());
+    received.clear();
+    wait_for("RELOADING=1", &mut received);
+    assert!(received.iter().any(|m| m.contains("MONOTONIC_USEC=")), "Type=notify-reload needs MONOTONIC_USEC: {received:?}");
+    wait_for("READY=1", &mut received);
+    assert!(std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    wait_for("STOPPING=1", &mut received);
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}
