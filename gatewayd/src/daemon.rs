@@ -46,10 +46,18 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     // Someone flushing the ruleset must not open the box: the table comes back.
     tokio::spawn(bans.clone().watch_firewall(profile_rx.clone()));
     let admin_addr = profile_rx.borrow().profile.observe.admin;
-    let (admin_local, admin) = observe::admin::bind(admin_addr, profile_rx.clone(), bans.clone())
+    let call_gauges = Arc::new(observe::metrics::CallGauges::default());
+    let (admin_local, admin) = observe::admin::bind(admin_addr, profile_rx.clone(), bans.clone(), call_gauges.clone())
         .await
         .with_context(|| format!("cannot listen on observe.admin {admin_addr}"))?;
     tokio::spawn(admin);
+    // A separate metrics listener when the profile asks for one.
+    if let Some(metrics_addr) = profile_rx.borrow().profile.observe.metrics.filter(|m| *m != admin_addr) {
+        let (_, serve) = observe::admin::bind(metrics_addr, profile_rx.clone(), bans.clone(), call_gauges.clone())
+            .await
+            .with_context(|| format!("cannot listen on observe.metrics {metrics_addr}"))?;
+        tokio::spawn(serve);
+    }
 
     let media_settings = call::media_bridge::media_config(&profile_rx.borrow(), &state_dir);
     let media = Arc::new(crate::media::MediaEngine::start(media_settings).context("cannot start the media bridge")?);
@@ -71,6 +79,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         secret,
         failures: failure_tx,
         closures: bans.subscribe_closures(),
+        gauges: call_gauges.clone(),
         media: call::media_bridge::BridgeMedia::new(media.clone()),
     }));
     let guard = bans.clone();

@@ -23,6 +23,7 @@ struct Lab {
     dir: TempDir,
     gw: Gateway,
     https: u16,
+    admin: u16,
     sip: u16,
     upstream: u16,
 }
@@ -35,7 +36,7 @@ fn lab(env: &[(&str, &str)]) -> Lab {
     std::fs::write(&profile, text).unwrap();
     let mut gw = Gateway::start(&profile, &dir.path().join("state"), env);
     gw.wait_for_log("gatewayd ready", DEADLINE);
-    Lab { https: ports[&8443], sip: ports[&5060], upstream: ports[&5080], gw, dir }
+    Lab { https: ports[&8443], admin: ports[&9090], sip: ports[&5060], upstream: ports[&5080], gw, dir }
 }
 
 /// Trusts exactly the certificate the gateway generated in its state directory.
@@ -157,6 +158,8 @@ async fn registers_with_md5_and_sha256_and_the_binding_ends_with_the_socket() {
     assert_eq!(ok.status_code.code(), 200, "SHA-256: {ok}");
 
     assert_eq!(tokio::task::block_in_place(|| options_status(&lab, "5001", 1)), 200);
+    let metrics = tokio::task::block_in_place(|| common::http_get(lab.admin, "/metrics")).expect("metrics answer");
+    assert!(metrics.contains("gatewayd_registrations 2"), "{metrics}");
     ws.close(None).await.unwrap();
     drop(ws);
     let mut lab = lab;
@@ -293,4 +296,10 @@ async fn a_source_over_its_sip_request_rate_is_not_served() {
         answered += 1;
     }
     assert!((1..=4).contains(&answered), "rate 1/s with burst 2 answers a handful of 20, got {answered}");
+    // The guard counted it (loopback is never banned, but the failure is recorded).
+    tokio::task::block_in_place(|| {
+        eventually("rate-limited failure in the metrics", DEADLINE, || {
+            common::http_get(lab.admin, "/metrics").filter(|m| m.contains("gatewayd_failures_total{kind=\"rate-limited\"} 1"))
+        })
+    });
 }

@@ -20,6 +20,7 @@ use super::upstream::Upstreams;
 use crate::sip::transaction::Destination;
 use crate::web::{Outgoing, WsEvent};
 use crate::guard::{Limit, RateLimiter, Verdict};
+use crate::observe::metrics::CallGauges;
 use crate::profile::{FailureKind, LoadedProfile};
 use crate::sip::registrar::{ConnId, RegistrarEvent};
 
@@ -63,12 +64,14 @@ pub struct CallTask<M> {
     pub failures: mpsc::Sender<Failure>,
     /// Sources the guard banned: their connections are closed at once.
     pub closures: tokio::sync::broadcast::Receiver<IpAddr>,
+    /// Live figures for metrics.
+    pub gauges: Arc<CallGauges>,
     pub media: M,
 }
 
 /// Runs call control until the agent event channel closes.
 pub async fn run<M: MediaControl>(task: CallTask<M>) {
-    let CallTask { mut events, mut internal, sender, mut profile, secret, failures, mut closures, media } = task;
+    let CallTask { mut events, mut internal, sender, mut profile, secret, failures, mut closures, gauges, media } = task;
     let loaded = profile.borrow_and_update().clone();
     let calls = CallControl::new(CallConfig::from_profile(&loaded), Upstreams::from_profile(&loaded.profile.upstream), media);
     let mut state = Driver {
@@ -80,6 +83,7 @@ pub async fn run<M: MediaControl>(task: CallTask<M>) {
         failures,
         cdr_file: loaded.profile.observe.cdr_file.as_ref().map(|p| loaded.resolve(p)),
         limiter: RateLimiter::new(loaded.profile.bans.rate_limits.clone()),
+        gauges,
         rng: StdRng::from_rng(&mut rand::rng()),
     };
     loop {
@@ -134,6 +138,7 @@ struct Driver<M: MediaControl> {
     cdr_file: Option<std::path::PathBuf>,
     /// Per-source SIP request rate on the agent side (what Kamailio's pike did).
     limiter: RateLimiter,
+    gauges: Arc<CallGauges>,
     rng: StdRng,
 }
 
@@ -194,6 +199,7 @@ impl<M: MediaControl> Driver<M> {
                     let binding = self.edge.registrar().bindings_of(&dn).last().map(|b| (b.conn, b.contacts.first().cloned().unwrap_or_default()));
                     let registered = binding.is_some();
                     self.calls.set_binding(&dn, binding);
+                    self.gauges.registrations.store(self.edge.registrar().len() as u64, std::sync::atomic::Ordering::Relaxed);
                     if matches!(event, RegistrarEvent::Registered { .. }) || !registered {
                         self.calls.mirror_registration(&dn, registered, Instant::now(), &mut self.rng);
                         self.flush_calls();
@@ -221,13 +227,20 @@ impl<M: MediaControl> Driver<M> {
     }
 
     fn flush_calls(&mut self) {
+        use std::sync::atomic::Ordering;
+        self.gauges.active_calls.store(self.calls.active_calls() as u64, Ordering::Relaxed);
+        self.gauges.registrations.store(self.edge.registrar().len() as u64, Ordering::Relaxed);
         while let Some(o) = self.calls.poll_output() {
             match o {
                 CallOutput::Send { target, message } => match target.destination {
                     Destination::Conn(conn) => self.send(conn, Outgoing::Text(message.to_string())),
                     Destination::Addr(addr) => self.sender.send(addr, target.transport, message.to_string().into_bytes()),
                 },
-                CallOutput::Ended(record) => self.record(&record),
+                CallOutput::Ended(record) => {
+                    self.gauges.calls_ended.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.gauges.active_calls.store(self.calls.active_calls() as u64, std::sync::atomic::Ordering::Relaxed);
+                    self.record(&record);
+                }
             }
         }
     }

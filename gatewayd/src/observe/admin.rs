@@ -13,6 +13,7 @@ use tokio::sync::watch;
 
 use crate::guard::{BanInfo, BanService, RemoveError};
 use crate::profile::LoadedProfile;
+use super::metrics::CallGauges;
 
 /// What `GET /health` answers.
 #[derive(Debug, Serialize)]
@@ -29,6 +30,7 @@ pub struct Health {
 struct AdminState {
     profile: watch::Receiver<Arc<LoadedProfile>>,
     bans: Arc<BanService>,
+    calls: Arc<CallGauges>,
 }
 
 /// Binds the admin listener; the returned future serves until `shutdown` resolves.
@@ -36,6 +38,7 @@ pub async fn bind(
     addr: SocketAddr,
     profile: watch::Receiver<Arc<LoadedProfile>>,
     bans: Arc<BanService>,
+    calls: Arc<CallGauges>,
 ) -> std::io::Result<(SocketAddr, impl std::future::Future<Output = ()>)> {
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
@@ -43,7 +46,8 @@ pub async fn bind(
         .route("/health", get(health))
         .route("/bans", get(list_bans))
         .route("/bans/{ip}", axum::routing::delete(remove_ban))
-        .with_state(AdminState { profile, bans });
+        .route("/metrics", get(metrics))
+        .with_state(AdminState { profile, bans, calls });
     let serve = async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "admin endpoint stopped");
@@ -77,4 +81,11 @@ async fn remove_ban(State(state): State<AdminState>, axum::extract::Path(ip): ax
         Err(e @ RemoveError::Exempt(_)) => (StatusCode::BAD_REQUEST, format!("{e}\n")),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
     }
+}
+
+async fn metrics(State(state): State<AdminState>) -> ([(axum::http::header::HeaderName, &'static str); 1], String) {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        super::metrics::render(&state.bans, &state.calls),
+    )
 }

@@ -4,5 +4,6 @@
 pub mod admin;
 mod journal;
 mod logging;
+pub mod metrics;
 
 pub use logging::{init_logging, LogHandle};

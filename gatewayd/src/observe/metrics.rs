@@ -1,0 +1,55 @@
+//! Prometheus metrics, rendered at scrape time from the counters the subsystems keep: bans and
+//! failures from the guard, registrations and calls from call control.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::guard::BanService;
+
+/// Call control's live figures, updated by its task and read at scrape time.
+#[derive(Debug, Default)]
+pub struct CallGauges {
+    pub registrations: AtomicU64,
+    pub active_calls: AtomicU64,
+    pub calls_ended: AtomicU64,
+}
+
+fn counter(registry: &mut Registry, name: &str, help: &str, value: u64) {
+    let c = Counter::<u64>::default();
+    c.inc_by(value);
+    registry.register(name, help, c);
+}
+
+fn gauge(registry: &mut Registry, name: &str, help: &str, value: u64) {
+    let g = Gauge::<i64>::default();
+    g.set(i64::try_from(value).unwrap_or(i64::MAX));
+    registry.register(name, help, g);
+}
+
+/// The text exposition of every metric.
+pub fn render(bans: &BanService, calls: &CallGauges) -> String {
+    let mut r = Registry::with_prefix("gatewayd");
+    let c = bans.counters();
+    let failures = Family::<Vec<(String, String)>, Counter<u64>>::default();
+    for (kind, n) in &c.failures {
+        failures.get_or_create(&vec![("kind".to_owned(), kind.clone())]).inc_by(*n);
+    }
+    r.register("failures", "Failures reported to the guard, by kind", failures);
+    counter(&mut r, "bans_by_rule", "Bans imposed by rules", c.bans_by_rule);
+    counter(&mut r, "bans_manual", "Bans imposed by operators", c.bans_manual);
+    counter(&mut r, "bans_expired", "Bans that ran out", c.bans_expired);
+    counter(&mut r, "bans_lifted", "Bans lifted by operators", c.bans_lifted);
+    counter(&mut r, "rate_limited", "Requests or connections refused by rate limits", c.rate_limited);
+    gauge(&mut r, "bans_active", "Sources banned now", bans.active_bans() as u64);
+    gauge(&mut r, "registrations", "Agent registrations now", calls.registrations.load(Ordering::Relaxed));
+    gauge(&mut r, "calls_active", "Calls in progress", calls.active_calls.load(Ordering::Relaxed));
+    counter(&mut r, "calls_ended", "Calls ended", calls.calls_ended.load(Ordering::Relaxed));
+    let mut out = String::new();
+    encode(&mut out, &r).expect("text encoding into a String cannot fail");
+    out
+}
