@@ -303,3 +303,22 @@ async fn a_source_over_its_sip_request_rate_is_not_served() {
         })
     });
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_source_opening_connections_too_fast_is_cut_off_before_tls() {
+    let lab = lab(&[("GATEWAYD_BANS__RATE_LIMITS__NEW_CONNECTIONS_PER_SECOND", "1"), ("GATEWAYD_BANS__RATE_LIMITS__BURST", "1")]);
+    let mut completed = 0;
+    for _ in 0..10 {
+        let tcp = TcpStream::connect(("127.0.0.1", lab.https)).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+        if tokio::time::timeout(DEADLINE, tls(&lab).connect(name, tcp)).await.expect("an answer either way").is_ok() {
+            completed += 1;
+        }
+    }
+    assert!((1..=3).contains(&completed), "1/s with burst 1 lets a couple of 10 through, got {completed}");
+    tokio::task::block_in_place(|| {
+        eventually("rate-limited failure in the metrics", DEADLINE, || {
+            common::http_get(lab.admin, "/metrics").filter(|m| m.contains("gatewayd_failures_total{kind=\"rate-limited\"}"))
+        })
+    });
+}

@@ -144,6 +144,10 @@ async fn accept_https(listener: TcpListener, local: SocketAddr, shared: Arc<Shar
 }
 
 async fn serve_https(tcp: TcpStream, peer: SocketAddr, local: SocketAddr, shared: Arc<Shared>) {
+    if !shared.admit_connection(peer.ip()) {
+        // Closed before any TLS work: a connection flood costs us an accept only.
+        return;
+    }
     let settings = shared.settings();
     let slot = Arc::new(shared.open_slot(peer.ip()));
     let limit = settings.max_connections_per_source;

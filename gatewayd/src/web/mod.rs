@@ -148,6 +148,7 @@ pub async fn start(
         events,
         failures,
         sources: Mutex::new(HashMap::new()),
+        limiter: Mutex::new(crate::guard::RateLimiter::new(settings.rate_limits.clone())),
         next_id: AtomicU64::new(1),
         sessions: AtomicUsize::new(0),
         state_dir: state_dir.to_owned(),
@@ -179,8 +180,11 @@ async fn follow_profile(
             tracing::error!(error = %e, "web: cannot bind the new listeners; the previous ones keep serving");
             continue;
         }
-        tracing::info!(certificate_sha256 = %settings.certificate_sha256, "web: settings applied");
+        shared.limiter.lock().expect("limiter lock").reconfigure(settings.rate_limits.clone());
+        let certificate_sha256 = settings.certificate_sha256.clone();
         shared.settings.send_replace(settings);
+        // Said only once it is true: new connections now get these settings.
+        tracing::info!(certificate_sha256 = %certificate_sha256, "web: settings applied");
     }
     listeners.stop();
 }
@@ -193,6 +197,8 @@ pub(crate) struct Shared {
     failures: mpsc::Sender<Failure>,
     /// Open connections per source address.
     sources: Mutex<HashMap<IpAddr, usize>>,
+    /// New connections per second per source address.
+    limiter: Mutex<crate::guard::RateLimiter>,
     next_id: AtomicU64,
     /// Open SIP WebSockets.
     sessions: AtomicUsize,
@@ -215,6 +221,21 @@ impl Shared {
         let detail = detail.into();
         tracing::debug!(%ip, ?kind, %detail, "web: failure");
         let _ = self.failures.try_send(Failure { ip, kind, detail });
+    }
+
+    /// Whether `ip` may open another connection now (token bucket per source). One
+    /// `rate-limited` failure per second of excess goes to the guard.
+    pub(crate) fn admit_connection(&self, ip: IpAddr) -> bool {
+        let verdict = self.limiter.lock().expect("limiter lock").check(ip, crate::guard::Limit::NewConnection, std::time::SystemTime::now());
+        match verdict {
+            crate::guard::Verdict::Allow => true,
+            crate::guard::Verdict::Deny { first } => {
+                if first {
+                    self.fail(ip, FailureKind::RateLimited, "new connection rate exceeded");
+                }
+                false
+            }
+        }
     }
 
     pub(crate) fn next_id(&self) -> u64 {

@@ -38,6 +38,8 @@ pub struct Settings {
     pub softphone: bool,
     pub max_message_bytes: usize,
     pub max_connections_per_source: usize,
+    /// New connections per second per source (`bans.rate_limits`).
+    pub rate_limits: crate::profile::RateLimits,
     /// `GET /config.json`, ready to send.
     pub config_json: Bytes,
     pub https: Vec<SocketAddr>,
@@ -67,6 +69,7 @@ impl Settings {
             softphone: p.web.softphone,
             max_message_bytes: p.web.max_message_bytes as usize,
             max_connections_per_source: p.web.max_connections_per_source as usize,
+            rate_limits: p.bans.rate_limits.clone(),
             config_json: Bytes::from(serde_json::to_vec(&config).expect("config.json serializes")),
             https: p.web.https.clone(),
             http_redirect: p.web.http_redirect.clone(),
