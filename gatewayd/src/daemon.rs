@@ -6,8 +6,11 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
+use crate::call;
+use crate::firewall::Firewall;
+use crate::guard::{BanService, BanStore, Failure};
 use crate::observe::{self, LogHandle};
 use crate::profile::{self, LoadedProfile};
 use crate::system::{self, Notifier};
@@ -20,6 +23,11 @@ pub struct RunOptions {
 
 /// Runs until SIGTERM or SIGINT. Errors before readiness end the process with a message.
 pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
+    // Handlers first: a SIGHUP that arrives while listeners are still being bound must not
+    // take the default action (terminate).
+    let mut hangup = signal(SignalKind::hangup())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
     let loaded = profile::load(&opts.profile).map_err(|d| anyhow::anyhow!("{d}"))?;
     let log = observe::init_logging(&loaded.profile.observe.log_level);
     let notifier = Notifier;
@@ -29,38 +37,72 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let state_dir = system::state_dir(opts.state_dir.as_deref(), &loaded.dir, loaded.profile.site.state_dir.as_deref());
     std::fs::create_dir_all(&state_dir).with_context(|| format!("cannot create the state directory {}", state_dir.display()))?;
 
+    let firewall = Arc::new(Firewall::new());
+    let bans = Arc::new(BanService::new(&loaded.profile, firewall.clone(), Some(BanStore::in_dir(&state_dir))));
+    firewall.apply(&loaded.profile, &bans.firewall_bans()).await.context("cannot apply the firewall")?;
+    tokio::spawn(bans.clone().run_housekeeping());
+
     let (profile_tx, profile_rx) = watch::channel(Arc::new(loaded));
     let admin_addr = profile_rx.borrow().profile.observe.admin;
-    let (admin_local, admin) = observe::admin::bind(admin_addr, profile_rx.clone())
+    let (admin_local, admin) = observe::admin::bind(admin_addr, profile_rx.clone(), bans.clone())
         .await
         .with_context(|| format!("cannot listen on observe.admin {admin_addr}"))?;
     tokio::spawn(admin);
 
-    let mut hangup = signal(SignalKind::hangup())?;
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
+    let media_settings = call::media_bridge::media_config(&profile_rx.borrow(), &state_dir);
+    let media = Arc::new(crate::media::MediaEngine::start(media_settings).context("cannot start the media bridge")?);
+    tracing::info!(fingerprint = %media.fingerprint(), "media bridge started");
+
+    let listen = profile_rx.borrow().profile.sip.listen.clone();
+    let (sip_sender, sip_inbound) = call::internal::bind(&listen, call::driver::EVENT_QUEUE)
+        .await
+        .with_context(|| "cannot listen on sip.listen")?;
+    let (conn_tx, conn_rx) = mpsc::channel(call::driver::EVENT_QUEUE);
+    let (failure_tx, mut failure_rx) = mpsc::channel::<call::driver::Failure>(1024);
+    let web_failures = failure_tx.clone();
+    let secret = call::driver::digest_secret(&state_dir).context("cannot keep the digest nonce key")?;
+    tokio::spawn(call::driver::run(call::driver::CallTask {
+        events: conn_rx,
+        internal: sip_inbound,
+        sender: sip_sender,
+        profile: profile_rx.clone(),
+        secret,
+        failures: failure_tx,
+        closures: bans.subscribe_closures(),
+        media: call::media_bridge::BridgeMedia::new(media.clone()),
+    }));
+    let guard = bans.clone();
+    tokio::spawn(async move {
+        while let Some(f) = failure_rx.recv().await {
+            guard.report(Failure { ip: f.ip, kind: f.kind }).await;
+        }
+    });
+    let web = crate::web::start(&state_dir, profile_rx.clone(), conn_tx, web_failures).await.context("cannot start the web side")?;
+    let bound = web.bound();
+
     let watchdog = notifier.watchdog_interval();
     let mut watchdog_tick = tokio::time::interval(watchdog.unwrap_or(std::time::Duration::from_secs(3600)));
 
     let sha = profile_rx.borrow().sha256.clone();
-    tracing::info!(profile = %opts.profile.display(), profile_sha256 = %sha, admin = %admin_local, state_dir = %state_dir.display(), "gatewayd ready");
+    tracing::info!(profile = %opts.profile.display(), profile_sha256 = %sha, admin = %admin_local, https = ?bound.https, state_dir = %state_dir.display(), "gatewayd ready");
     notifier.ready(&format!("running profile {}", &sha[..12]));
 
     loop {
         tokio::select! {
-            _ = hangup.recv() => reload(&opts, &profile_tx, &log, &notifier),
+            _ = hangup.recv() => reload(&opts, &profile_tx, &log, &notifier, &firewall, &bans).await,
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
             _ = watchdog_tick.tick(), if watchdog.is_some() => notifier.watchdog(),
         }
     }
     notifier.stopping();
+    bans.flush();
     tracing::info!("gatewayd stopping");
     Ok(())
 }
 
 /// Re-reads the profile; a valid one replaces the running one, an invalid one is refused.
-fn reload(opts: &RunOptions, tx: &watch::Sender<Arc<LoadedProfile>>, log: &LogHandle, notifier: &Notifier) {
+async fn reload(opts: &RunOptions, tx: &watch::Sender<Arc<LoadedProfile>>, log: &LogHandle, notifier: &Notifier, firewall: &Firewall, bans: &BanService) {
     notifier.reloading();
     let old = tx.borrow().clone();
     match profile::load(&opts.profile) {
@@ -80,6 +122,10 @@ fn reload(opts: &RunOptions, tx: &watch::Sender<Arc<LoadedProfile>>, log: &LogHa
                 if let Err(e) = log.set_level(&new.profile.observe.log_level) {
                     tracing::warn!(error = %e, "cannot apply observe.log_level");
                 }
+            }
+            bans.reconfigure(&new.profile);
+            if let Err(e) = firewall.apply(&new.profile, &bans.firewall_bans()).await {
+                tracing::error!(error = %e, "the new firewall ruleset was not applied; the previous one stays");
             }
             let sha = new.sha256.clone();
             tx.send_replace(Arc::new(new));

@@ -37,6 +37,22 @@ enum Command {
         #[arg(long)]
         markdown: bool,
     },
+    /// The nftables ruleset a profile gives.
+    Firewall {
+        #[command(subcommand)]
+        command: FirewallCommand,
+    },
+    /// Active bans, through the running daemon's admin endpoint.
+    Bans {
+        #[command(subcommand)]
+        command: BansCommand,
+        /// The running daemon's profile (its observe.admin is used).
+        #[arg(long, short, env = "GATEWAYD_PROFILE", default_value = "/etc/gatewayd/profile.toml", global = true)]
+        profile: PathBuf,
+        /// The admin endpoint, instead of the profile's observe.admin.
+        #[arg(long, global = true)]
+        admin: Option<String>,
+    },
     /// Read a password from stdin and print the digest HA1 lines for the profile.
     HashPassword {
         /// The DN (digest user name).
@@ -46,6 +62,20 @@ enum Command {
         #[arg(long)]
         realm: String,
     },
+}
+
+#[derive(Subcommand)]
+enum FirewallCommand {
+    /// Print the ruleset as an nft script, without applying it (`nft -c -f -` accepts it).
+    Show { profile: PathBuf },
+}
+
+#[derive(Subcommand)]
+enum BansCommand {
+    /// List active bans.
+    List,
+    /// Lift the ban of an address.
+    Remove { address: std::net::IpAddr },
 }
 
 fn main() -> ExitCode {
@@ -61,6 +91,8 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::HashPassword { user, realm } => hash_password(&user, &realm),
+        Command::Firewall { command: FirewallCommand::Show { profile } } => gatewayd::firewall::cli_show(&profile),
+        Command::Bans { command, profile, admin } => bans(command, &profile, admin),
         Command::Run { profile, state_dir } => {
             let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
                 Ok(r) => r,
@@ -112,4 +144,42 @@ fn hash_password(user: &str, realm: &str) -> ExitCode {
     println!("ha1_md5 = \"{}\"", sip::digest::ha1(sip::digest::Algorithm::Md5, user, realm, password));
     println!("ha1_sha256 = \"{}\"", sip::digest::ha1(sip::digest::Algorithm::Sha256, user, realm, password));
     ExitCode::SUCCESS
+}
+
+fn bans(command: BansCommand, profile_path: &std::path::Path, admin: Option<String>) -> ExitCode {
+    let admin = match admin {
+        Some(a) => a,
+        None => match profile::load(profile_path) {
+            Ok(p) => p.profile.observe.admin.to_string(),
+            Err(d) => {
+                eprintln!("{d}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let result = match command {
+        BansCommand::List => agent.get(format!("http://{admin}/bans")).call(),
+        BansCommand::Remove { address } => agent.delete(format!("http://{admin}/bans/{address}")).call(),
+    };
+    match result {
+        Ok(mut response) => {
+            let ok = response.status().is_success();
+            let body = response.body_mut().read_to_string().unwrap_or_default();
+            if ok {
+                print!("{body}");
+                if !body.ends_with('\n') {
+                    println!();
+                }
+                ExitCode::SUCCESS
+            } else {
+                eprint!("gatewayd: {body}");
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("gatewayd: cannot reach the admin endpoint at {admin}: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -58,3 +58,22 @@ fn an_invalid_profile_stops_the_start_with_its_diagnostics() {
     assert!(line.contains("profile.toml:2:8: site.name: invalid type: integer `1`, expected a string"), "{line}");
     assert_eq!(gw.wait_exit(DEADLINE), Some(1));
 }
+
+#[test]
+fn bans_are_listed_and_lifted_through_the_admin_endpoint() {
+    let dir = TempDir::new("bans");
+    let (text, ports) = lab_profile_free_ports();
+    let admin = ports[&9090];
+    let profile = dir.path().join("profile.toml");
+    std::fs::write(&profile, &text).unwrap();
+    let _gw = Gateway::start(&profile, &dir.path().join("state"), &[]);
+    eventually("health answers", DEADLINE, || http_get(admin, "/health"));
+
+    let list = common::gatewayd().args(["bans", "list", "--admin", &format!("127.0.0.1:{admin}")]).output().unwrap();
+    assert!(list.status.success(), "{}", String::from_utf8_lossy(&list.stderr));
+    assert_eq!(String::from_utf8_lossy(&list.stdout).trim(), "[]");
+
+    let remove = common::gatewayd().args(["bans", "remove", "198.51.100.9", "--profile"]).arg(&profile).output().unwrap();
+    assert_eq!(remove.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&remove.stderr).contains("198.51.100.9 is not banned"), "{}", String::from_utf8_lossy(&remove.stderr));
+}

@@ -122,7 +122,8 @@ impl AgentEdge {
 
     /// A new profile: credentials and policies change; bindings and connections stay.
     pub fn reconfigure(&mut self, config: EdgeConfig, digest_secret: Vec<u8>) {
-        self.digest = DigestServer::new(digest_config(&config, digest_secret));
+        // Replay tracking survives the reload: a nonce-count used before stays used.
+        self.digest.set_config(digest_config(&config, digest_secret));
         self.registrar.set_policy(config.registrar.clone());
         self.config = config;
     }
@@ -265,10 +266,7 @@ fn digest_config(config: &EdgeConfig, secret: Vec<u8>) -> DigestConfig {
 }
 
 fn has_to_tag(request: &Request) -> bool {
-    request.headers.iter().any(|h| match h {
-        rsip::Header::To(to) => message::to_tag_of(&rsip::headers::UntypedHeader::value(to).to_string()).is_some(),
-        _ => false,
-    })
+    crate::sip::dialog::DialogId::of_request(request).is_some()
 }
 
 #[cfg(test)]

@@ -1,41 +1,29 @@
-//! The call-control driver: one task owning the sans-IO cores (agent edge, and the calls behind
-//! it), fed by bounded channels from every WebSocket connection. No task per transaction or per
+//! The call-control driver: one task owning the sans-IO cores (agent edge and B2BUA), fed by
+//! bounded channels from every WebSocket connection and the internal SIP sockets. No task per transaction or per
 //! call; each connection has one small task that only forwards frames.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use tokio::sync::{mpsc, watch};
 
 use super::agents::{AgentEdge, EdgeConfig, EdgeOutput};
+use super::control::{CallConfig, CallControl, CallOutput, CallRecord};
+use super::internal::{Inbound, InternalSender};
+use super::media_port::MediaControl;
+use super::upstream::Upstreams;
+use crate::sip::transaction::Destination;
+use crate::web::{Outgoing, WsEvent};
 use crate::profile::{FailureKind, LoadedProfile};
 use crate::sip::registrar::{ConnId, RegistrarEvent};
 
 /// Room for events from all connections together; a full queue slows the readers down.
 pub const EVENT_QUEUE: usize = 4096;
-/// Room for frames queued toward one connection; beyond it the connection is too slow and closed.
-pub const CONNECTION_QUEUE: usize = 256;
-
-/// What the WebSocket side reports.
-#[derive(Debug)]
-pub enum ConnEvent {
-    Opened { conn: ConnId, peer: SocketAddr, tx: mpsc::Sender<ToConn> },
-    Frame { conn: ConnId, data: Bytes },
-    Closed { conn: ConnId },
-}
-
-/// What the driver asks of one connection.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ToConn {
-    Text(String),
-    Close(&'static str),
-}
 
 /// A failure for the ban engine.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,17 +52,36 @@ fn wall_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
-/// Runs call control until the event channel closes.
-pub async fn run(
-    mut events: mpsc::Receiver<ConnEvent>,
-    mut profile: watch::Receiver<Arc<LoadedProfile>>,
-    secret: Vec<u8>,
-    failures: mpsc::Sender<Failure>,
-) {
-    let config = EdgeConfig::from_profile(&profile.borrow_and_update());
-    let mut state = Driver { edge: AgentEdge::new(config, secret.clone()), conns: HashMap::new(), failures, rng: StdRng::from_rng(&mut rand::rng()) };
+/// Everything call control's task is given at start.
+pub struct CallTask<M> {
+    pub events: mpsc::Receiver<WsEvent>,
+    pub internal: mpsc::Receiver<Inbound>,
+    pub sender: InternalSender,
+    pub profile: watch::Receiver<Arc<LoadedProfile>>,
+    pub secret: Vec<u8>,
+    pub failures: mpsc::Sender<Failure>,
+    /// Sources the guard banned: their connections are closed at once.
+    pub closures: tokio::sync::broadcast::Receiver<IpAddr>,
+    pub media: M,
+}
+
+/// Runs call control until the agent event channel closes.
+pub async fn run<M: MediaControl>(task: CallTask<M>) {
+    let CallTask { mut events, mut internal, sender, mut profile, secret, failures, mut closures, media } = task;
+    let loaded = profile.borrow_and_update().clone();
+    let calls = CallControl::new(CallConfig::from_profile(&loaded), Upstreams::from_profile(&loaded.profile.upstream), media);
+    let mut state = Driver {
+        edge: AgentEdge::new(EdgeConfig::from_profile(&loaded), secret.clone()),
+        calls,
+        conns: HashMap::new(),
+        peers: HashMap::new(),
+        sender,
+        failures,
+        cdr_file: loaded.profile.observe.cdr_file.as_ref().map(|p| loaded.resolve(p)),
+        rng: StdRng::from_rng(&mut rand::rng()),
+    };
     loop {
-        let wake = state.edge.poll_timeout();
+        let wake = [state.edge.poll_timeout(), state.calls.poll_timeout()].into_iter().flatten().min();
         let sleep = async {
             match wake {
                 Some(at) => tokio::time::sleep_until(at.into()).await,
@@ -86,41 +93,67 @@ pub async fn run(
                 Some(event) => state.handle(event),
                 None => break,
             },
-            () = sleep => {
-                let out = state.edge.handle_timeout(Instant::now());
-                state.apply(out);
+            Some(msg) = internal.recv() => {
+                state.calls.from_upstream(msg.message, msg.source, msg.transport, Instant::now(), wall_ms(), &mut state.rng);
+                state.flush_calls();
             }
+            () = sleep => {
+                let now = Instant::now();
+                let out = state.edge.handle_timeout(now);
+                state.apply(out);
+                state.calls.handle_timeout(now, wall_ms(), &mut state.rng);
+                state.flush_calls();
+            }
+            banned = closures.recv() => match banned {
+                Ok(ip) => state.close_source(ip),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => {}
+            },
             changed = profile.changed() => {
                 if changed.is_err() { break; }
-                let config = EdgeConfig::from_profile(&profile.borrow_and_update());
-                state.edge.reconfigure(config, secret.clone());
+                let loaded = profile.borrow_and_update().clone();
+                state.edge.reconfigure(EdgeConfig::from_profile(&loaded), secret.clone());
+                state.calls.reconfigure(CallConfig::from_profile(&loaded), &loaded.profile.upstream);
+                state.cdr_file = loaded.profile.observe.cdr_file.as_ref().map(|p| loaded.resolve(p));
             }
         }
     }
 }
 
-struct Driver {
+struct Driver<M: MediaControl> {
     edge: AgentEdge,
-    conns: HashMap<ConnId, mpsc::Sender<ToConn>>,
+    calls: CallControl<M>,
+    conns: HashMap<ConnId, mpsc::Sender<Outgoing>>,
+    peers: HashMap<ConnId, IpAddr>,
+    sender: InternalSender,
     failures: mpsc::Sender<Failure>,
+    cdr_file: Option<std::path::PathBuf>,
     rng: StdRng,
 }
 
-impl Driver {
-    fn handle(&mut self, event: ConnEvent) {
+impl<M: MediaControl> Driver<M> {
+    fn handle(&mut self, event: WsEvent) {
         match event {
-            ConnEvent::Opened { conn, peer, tx } => {
-                self.conns.insert(conn, tx);
-                self.edge.connection_opened(conn, peer);
+            WsEvent::Opened { session, outbound } => {
+                let conn = ConnId(session.id);
+                self.conns.insert(conn, outbound);
+                self.peers.insert(conn, session.peer.ip());
+                self.edge.connection_opened(conn, session.peer);
             }
-            ConnEvent::Frame { conn, data } => {
+            WsEvent::Message { id, data } => {
+                let conn = ConnId(id);
+                tracing::debug!(conn = id, first_line = %first_line(&data), bytes = data.len(), "SIP from agent");
                 let out = self.edge.handle_frame(conn, &data, Instant::now(), wall_ms(), &mut self.rng);
                 self.apply(out);
             }
-            ConnEvent::Closed { conn } => {
+            WsEvent::Closed { id } => {
+                let conn = ConnId(id);
                 self.conns.remove(&conn);
+                self.peers.remove(&conn);
                 let out = self.edge.connection_closed(conn);
                 self.apply(out);
+                self.calls.agent_gone(conn, Instant::now(), wall_ms(), &mut self.rng);
+                self.flush_calls();
             }
         }
     }
@@ -128,37 +161,104 @@ impl Driver {
     fn apply(&mut self, out: Vec<EdgeOutput>) {
         for o in out {
             match o {
-                EdgeOutput::Send { conn, text } => self.send(conn, ToConn::Text(text)),
-                EdgeOutput::Close { conn, reason } => self.send(conn, ToConn::Close(reason)),
+                EdgeOutput::Send { conn, text } => self.send(conn, Outgoing::Text(text)),
+                EdgeOutput::Close { conn, reason } => self.send(conn, Outgoing::Close(reason)),
                 EdgeOutput::Failure { ip, kind, detail } => {
                     tracing::info!(source = %ip, kind = ?kind, detail = %detail, "failure");
                     // Never wait on the guard: a flood must not stall SIP.
                     let _ = self.failures.try_send(Failure { ip, kind, detail });
                 }
-                EdgeOutput::Registration(event) => log_registration(&event),
-                EdgeOutput::Request { conn, user, request } => {
-                    tracing::debug!(conn = conn.0, user = ?user, method = %request.method, "request for call control");
-                    let response = crate::sip::message::response_to(&request, 501, None, Some("gw"));
-                    if request.method != rsip::Method::Ack {
-                        self.send(conn, ToConn::Text(response.to_string()));
+                EdgeOutput::Registration(event) => {
+                    log_registration(&event);
+                    let dn = match &event {
+                        RegistrarEvent::Registered { dn, .. } | RegistrarEvent::Unregistered { dn, .. } | RegistrarEvent::Replaced { dn, .. } => dn.clone(),
+                    };
+                    let binding = self.edge.registrar().bindings_of(&dn).last().map(|b| (b.conn, b.contacts.first().cloned().unwrap_or_default()));
+                    let registered = binding.is_some();
+                    self.calls.set_binding(&dn, binding);
+                    if matches!(event, RegistrarEvent::Registered { .. }) || !registered {
+                        self.calls.mirror_registration(&dn, registered, Instant::now(), &mut self.rng);
+                        self.flush_calls();
                     }
                 }
+                EdgeOutput::Request { conn, user, request } => {
+                    self.calls.from_agent(conn, user, request.into(), Instant::now(), wall_ms(), &mut self.rng);
+                    self.flush_calls();
+                }
                 EdgeOutput::Response { conn, response } => {
-                    tracing::debug!(conn = conn.0, status = %response.status_code, "response from agent");
+                    self.calls.from_agent(conn, None, response.into(), Instant::now(), wall_ms(), &mut self.rng);
+                    self.flush_calls();
                 }
             }
         }
     }
 
-    fn send(&mut self, conn: ConnId, msg: ToConn) {
+    /// A banned source loses every connection it has.
+    fn close_source(&mut self, ip: IpAddr) {
+        let conns: Vec<ConnId> = self.peers.iter().filter(|(_, p)| **p == ip).map(|(c, _)| *c).collect();
+        for conn in conns {
+            tracing::info!(conn = conn.0, source = %ip, "closing the connection of a banned source");
+            self.send(conn, Outgoing::Close("banned"));
+        }
+    }
+
+    fn flush_calls(&mut self) {
+        while let Some(o) = self.calls.poll_output() {
+            match o {
+                CallOutput::Send { target, message } => match target.destination {
+                    Destination::Conn(conn) => self.send(conn, Outgoing::Text(message.to_string())),
+                    Destination::Addr(addr) => self.sender.send(addr, target.transport, message.to_string().into_bytes()),
+                },
+                CallOutput::Ended(record) => self.record(&record),
+            }
+        }
+    }
+
+    /// One structured record per call: journald fields, and a JSON line when a CDR file is set.
+    fn record(&mut self, r: &CallRecord) {
+        let media = r.media.as_ref().map(|m| m.to_string()).unwrap_or_default();
+        tracing::info!(
+            target: "gatewayd::cdr",
+            call = r.call.0,
+            dn = %r.dn,
+            direction = ?r.direction,
+            peer = %r.peer,
+            agent_call_id = r.agent_call_id.as_deref().unwrap_or(""),
+            upstream_call_id = r.upstream_call_id.as_deref().unwrap_or(""),
+            started_ms = r.started_ms,
+            answered_ms = r.answered_ms.unwrap_or(0),
+            ended_ms = r.ended_ms,
+            status = r.status,
+            cause = %r.cause,
+            media = %media,
+            "call ended"
+        );
+        if let Some(path) = &self.cdr_file {
+            let line = serde_json::to_string(r).unwrap_or_default() + "\n";
+            let written = std::fs::OpenOptions::new().create(true).append(true).open(path).and_then(|mut f| std::io::Write::write_all(&mut f, line.as_bytes()));
+            if let Err(e) = written {
+                tracing::warn!(path = %path.display(), error = %e, "cannot append the call record");
+            }
+        }
+    }
+
+    fn send(&mut self, conn: ConnId, msg: Outgoing) {
         let Some(tx) = self.conns.get(&conn) else { return };
+        if let Outgoing::Text(text) = &msg {
+            tracing::debug!(conn = conn.0, first_line = %first_line(text.as_bytes()), "SIP to agent");
+        }
         if tx.try_send(msg).is_err() {
             // Too slow or gone: drop it rather than queue without bound.
             tracing::warn!(conn = conn.0, "connection cannot keep up; closing it");
-            let _ = tx.try_send(ToConn::Close("send queue full"));
+            let _ = tx.try_send(Outgoing::Close("send queue full"));
             self.conns.remove(&conn);
         }
     }
+}
+
+fn first_line(bytes: &[u8]) -> String {
+    let end = bytes.iter().position(|b| *b == b'\r' || *b == b'\n').unwrap_or(bytes.len()).min(200);
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
 }
 
 fn log_registration(event: &RegistrarEvent) {

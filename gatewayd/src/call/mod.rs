@@ -3,4 +3,16 @@
 //! handles RTP itself.
 
 pub mod agents;
+mod build;
+pub mod control;
+mod flows;
+pub mod media_bridge;
+pub mod media_port;
+mod registration;
+pub mod token;
 pub mod driver;
+pub mod internal;
+pub mod upstream;
+
+#[cfg(test)]
+mod tests;

@@ -1,3 +1,28 @@
 //! The media bridge: per call, one DTLS-SRTP/ICE leg toward the browser and one plain RTP leg
 //! toward the SIP server, audio forwarded both ways, statistics and the echo endpoint.
 //! It must not speak SIP: call control hands it SDP and directions.
+//!
+//! Layout: sans-IO cores (`browser` wraps str0m for ICE-lite/DTLS-SRTP, `internal` is the plain
+//! RTP leg, `call` joins them and rewrites numbering) driven by one worker thread (`driver`)
+//! that owns every socket, timer and port pool; the async handles in `api` talk to it over a
+//! bounded command queue. It must not touch SIP, the firewall or the profile file.
+
+mod api;
+mod browser;
+mod call;
+mod cert;
+mod config;
+mod driver;
+mod error;
+mod internal;
+mod ports;
+mod rtcp;
+mod rtp;
+mod sdp_plain;
+mod stats;
+
+pub use api::{CallMedia, EchoCall, EngineStatus, MediaEngine, MediaEvent, Side};
+pub use config::{AudioCodec, DtlsIdentity, MediaConfig, PublicAddr};
+pub use error::MediaError;
+pub use sdp_plain::Direction;
+pub use stats::{mos, CallStats, LegStats};

@@ -11,6 +11,7 @@ use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::guard::{BanInfo, BanService, RemoveError};
 use crate::profile::LoadedProfile;
 
 /// What `GET /health` answers.
@@ -27,16 +28,22 @@ pub struct Health {
 #[derive(Clone)]
 struct AdminState {
     profile: watch::Receiver<Arc<LoadedProfile>>,
+    bans: Arc<BanService>,
 }
 
 /// Binds the admin listener; the returned future serves until `shutdown` resolves.
 pub async fn bind(
     addr: SocketAddr,
     profile: watch::Receiver<Arc<LoadedProfile>>,
+    bans: Arc<BanService>,
 ) -> std::io::Result<(SocketAddr, impl std::future::Future<Output = ()>)> {
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
-    let app = Router::new().route("/health", get(health)).with_state(AdminState { profile });
+    let app = Router::new()
+        .route("/health", get(health))
+        .route("/bans", get(list_bans))
+        .route("/bans/{ip}", axum::routing::delete(remove_ban))
+        .with_state(AdminState { profile, bans });
     let serve = async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "admin endpoint stopped");
@@ -55,4 +62,19 @@ async fn health(State(state): State<AdminState>) -> Json<Health> {
         profile_sha256: p.sha256.clone(),
         lab_mode: p.profile.site.lab_mode,
     })
+}
+
+async fn list_bans(State(state): State<AdminState>) -> Json<Vec<BanInfo>> {
+    Json(state.bans.list())
+}
+
+async fn remove_ban(State(state): State<AdminState>, axum::extract::Path(ip): axum::extract::Path<String>) -> (axum::http::StatusCode, String) {
+    use axum::http::StatusCode;
+    let Ok(ip) = ip.parse() else { return (StatusCode::BAD_REQUEST, format!("{ip} is not an IP address\n")) };
+    match state.bans.remove(ip).await {
+        Ok(()) => (StatusCode::OK, format!("{ip} unbanned\n")),
+        Err(e @ RemoveError::NotBanned(_)) => (StatusCode::NOT_FOUND, format!("{e}\n")),
+        Err(e @ RemoveError::Exempt(_)) => (StatusCode::BAD_REQUEST, format!("{e}\n")),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
+    }
 }

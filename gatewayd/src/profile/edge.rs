@@ -178,9 +178,9 @@ pub struct Auth {
     /// How long a nonce stays valid before the client is told `stale=true`.
     #[serde(default = "default_nonce_lifetime")]
     pub nonce_lifetime: Duration,
-    /// Digest algorithms challenged, in this order. JsSIP (the softphone's SIP stack) reads only
-    /// the first challenge and supports only MD5, so MD5 comes first unless every client of the
-    /// site speaks SHA-256.
+    /// Digest algorithms challenged, one WWW-Authenticate each, in this order. RFC 8760 clients
+    /// take the first they support, so SHA-256 leads; JsSIP (the softphone's SIP stack) keeps
+    /// only the last challenge and speaks only MD5, so MD5 must stay last while it is in use.
     #[serde(default = "default_algorithms")]
     pub algorithms: Vec<DigestAlgorithm>,
 }
@@ -201,7 +201,7 @@ pub enum DigestAlgorithm {
 }
 
 fn default_algorithms() -> Vec<DigestAlgorithm> {
-    vec![DigestAlgorithm::Md5, DigestAlgorithm::Sha256]
+    vec![DigestAlgorithm::Sha256, DigestAlgorithm::Md5]
 }
 
 fn default_nonce_lifetime() -> Duration {

@@ -253,7 +253,8 @@ impl Challenge {
     }
 }
 
-/// What a client authenticates with: the password, or stored HA1 values.
+/// What a client authenticates with: the password, or HA1 values (which only work for the
+/// realm they were computed with; compare `Challenge::realm` when that can differ).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClientSecret {
     Password(String),

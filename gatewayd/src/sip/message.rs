@@ -5,6 +5,7 @@
 //! checks RFC 3261 section 8.2 and 16.3 rely on: the five headers every transaction needs must be
 //! present and well formed, CSeq must name the request method, and Content-Length must fit.
 
+use crate::sip::headers::{name_addr_uri_text, to_tag_of, top_via, ViaError};
 use rand::Rng;
 use rsip::headers::{ToTypedHeader, UntypedHeader};
 use rsip::message::HeadersExt;
@@ -21,6 +22,8 @@ pub const DEFAULT_MAX_FORWARDS: u32 = 70;
 pub enum ParseError {
     #[error("empty message")]
     Empty,
+    #[error("method {0} not implemented")]
+    UnknownMethod(String),
     #[error("malformed message: {0}")]
     Syntax(String),
     #[error("missing {0} header")]
@@ -36,12 +39,18 @@ pub enum ParseError {
 impl ParseError {
     /// The status code this error calls for when the message was a request.
     pub fn status_code(&self) -> u16 {
-        400
+        match self {
+            ParseError::UnknownMethod(_) => 501,
+            _ => 400,
+        }
     }
 
     /// A reason phrase naming what is wrong, safe to put on a status line.
     pub fn reason_phrase(&self) -> String {
-        let text = format!("Bad Request ({self})");
+        let text = match self {
+            ParseError::UnknownMethod(_) => format!("Not Implemented ({self})"),
+            _ => format!("Bad Request ({self})"),
+        };
         sanitize_reason(&text)
     }
 }
@@ -60,11 +69,27 @@ pub fn parse(bytes: &[u8]) -> Result<SipMessage, ParseError> {
     if bytes.iter().all(|b| b.is_ascii_whitespace()) {
         return Err(ParseError::Empty);
     }
-    let mut message =
-        SipMessage::try_from(bytes).map_err(|e| ParseError::Syntax(short_error(&e)))?;
+    let mut message = SipMessage::try_from(bytes).map_err(|e| match unknown_method(bytes) {
+        Some(method) => ParseError::UnknownMethod(method),
+        None => ParseError::Syntax(short_error(&e)),
+    })?;
     expand_compact_headers(message_headers_mut(&mut message));
     validate(&mut message)?;
     Ok(message)
+}
+
+/// The method of a request line whose method rsip does not know (it refuses the message).
+fn unknown_method(bytes: &[u8]) -> Option<String> {
+    let line_end = bytes.windows(2).position(|w| w == b"\r\n")?;
+    let line = std::str::from_utf8(&bytes[..line_end]).ok()?;
+    let mut parts = line.split(' ');
+    let (method, _uri, version) = (parts.next()?, parts.next()?, parts.next()?);
+    let token = !method.is_empty()
+        && method
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b));
+    let request_line = token && version == "SIP/2.0" && parts.next().is_none();
+    (request_line && method.parse::<rsip::Method>().is_err()).then(|| sanitize_reason(method))
 }
 
 fn short_error(error: &rsip::Error) -> String {
@@ -141,15 +166,19 @@ fn validate(message: &mut SipMessage) -> Result<(), ParseError> {
         SipMessage::Request(r) => &r.headers,
         SipMessage::Response(r) => &r.headers,
     };
-    top_via(headers)?;
+    match top_via(headers) {
+        Ok(_) => {}
+        Err(ViaError::Missing) => return Err(ParseError::MissingHeader("Via")),
+        Err(ViaError::Invalid) => return Err(invalid("Via", "unreadable top entry")),
+    }
     let from = message
         .from_header()
         .map_err(|_| ParseError::MissingHeader("From"))?;
-    from.typed().map_err(|e| invalid("From", e))?;
+    name_addr_uri_text(from.value()).ok_or_else(|| invalid("From", "no URI"))?;
     let to = message
         .to_header()
         .map_err(|_| ParseError::MissingHeader("To"))?;
-    to.typed().map_err(|e| invalid("To", e))?;
+    name_addr_uri_text(to.value()).ok_or_else(|| invalid("To", "no URI"))?;
     let call_id = message
         .call_id_header()
         .map_err(|_| ParseError::MissingHeader("Call-ID"))?;
@@ -203,98 +232,10 @@ fn content_length(message: &SipMessage) -> Result<Option<usize>, ParseError> {
     }
 }
 
-/// The topmost Via entry, typed. A Via header line may hold several comma separated entries;
-/// only the first one matters for transactions and responses.
-pub fn top_via(headers: &Headers) -> Result<rsip::typed::Via, ParseError> {
-    let first = headers
-        .iter()
-        .find_map(|h| match h {
-            Header::Via(v) => Some(v),
-            _ => None,
-        })
-        .ok_or(ParseError::MissingHeader("Via"))?;
-    let value = first_list_entry(first.value());
-    rsip::headers::Via::new(value)
-        .typed()
-        .map_err(|e| invalid("Via", e))
-}
-
-/// First element of a comma separated header value.
-fn first_list_entry(value: &str) -> &str {
-    split_header_list(value).next().unwrap_or("")
-}
-
-/// Splits `value` at `separator` where it is outside quoted strings and `<...>`.
-pub(crate) fn split_outside_quotes(value: &str, separator: char) -> Vec<&str> {
-    let mut in_quotes = false;
-    let mut in_angle = false;
-    let mut escaped = false;
-    let mut start = 0;
-    let mut parts = Vec::new();
-    for (i, c) in value.char_indices() {
-        match c {
-            _ if escaped => escaped = false,
-            '\\' if in_quotes => escaped = true,
-            '"' => in_quotes = !in_quotes,
-            '<' if !in_quotes => in_angle = true,
-            '>' if !in_quotes => in_angle = false,
-            c if c == separator && !in_quotes && !in_angle => {
-                parts.push(&value[start..i]);
-                start = i + c.len_utf8();
-            }
-            _ => {}
-        }
-    }
-    parts.push(&value[start..]);
-    parts
-}
-
-/// The elements of a comma separated header value (Via, Contact, Route...), trimmed, ignoring
-/// commas inside quoted strings or `<...>`.
-pub fn split_header_list(value: &str) -> impl Iterator<Item = &str> {
-    split_outside_quotes(value, ',')
-        .into_iter()
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
-}
-
-/// Splits a name-addr or addr-spec header value (From, To, Contact, Route...) into the part up
-/// to and including the URI, and the header parameters after it (starting with `;`).
-pub fn split_header_params(value: &str) -> (&str, &str) {
-    let parts = split_outside_quotes(value, ';');
-    let uri_len = parts[0].len();
-    (value[..uri_len].trim_end(), &value[uri_len..])
-}
-
-/// The header parameters of a name-addr or addr-spec value as (name, value) pairs, quotes
-/// removed from values; a parameter without `=` has an empty value.
-pub fn header_params(value: &str) -> Vec<(String, String)> {
-    let (_, params) = split_header_params(value);
-    split_outside_quotes(params, ';')
-        .into_iter()
-        .skip(1)
-        .map(|p| match p.split_once('=') {
-            Some((n, v)) => (n.trim().to_owned(), v.trim().trim_matches('"').to_owned()),
-            None => (p.trim().to_owned(), String::new()),
-        })
-        .collect()
-}
-
-/// The value of header parameter `name` (case-insensitive), as `header_params` reads it.
-pub fn header_param(value: &str, name: &str) -> Option<String> {
-    header_params(value)
-        .into_iter()
-        .find_map(|(n, v)| n.eq_ignore_ascii_case(name).then_some(v))
-}
-
-/// The branch of the topmost Via, if any.
-pub fn top_branch(headers: &Headers) -> Option<String> {
-    top_via(headers).ok()?.branch().map(|b| b.to_string())
-}
-
 /// Builds a response to `request`: Via (all, in order), From, To, Call-ID and CSeq copied, a To
 /// tag added when the To carries none and the status is above 100, `Content-Length: 0`.
-/// `reason` overrides the standard reason phrase.
+/// Record-Route is copied too when the response can create a dialog (101-299 to INVITE or
+/// SUBSCRIBE, RFC 3261 section 12.1.1). `reason` overrides the standard reason phrase.
 pub fn response_to(
     request: &Request,
     code: u16,
@@ -302,11 +243,17 @@ pub fn response_to(
     to_tag: Option<&str>,
 ) -> Response {
     let mut headers = Headers::default();
+    let creates_dialog = (101..300).contains(&code)
+        && matches!(
+            request.method,
+            rsip::Method::Invite | rsip::Method::Subscribe
+        );
     for header in request.headers.iter() {
         match header {
             Header::Via(_) | Header::From(_) | Header::CallId(_) | Header::CSeq(_) => {
                 headers.push(header.clone())
             }
+            Header::RecordRoute(_) if creates_dialog => headers.push(header.clone()),
             Header::To(to) => headers.push(Header::To(with_to_tag(to, code, to_tag))),
             _ => {}
         }
@@ -336,12 +283,6 @@ fn with_to_tag(to: &rsip::headers::To, code: u16, to_tag: Option<&str>) -> rsip:
         return to.clone();
     }
     rsip::headers::To::new(format!("{};tag={}", to.value().trim_end(), tag))
-}
-
-/// The `tag` parameter of a From or To header value, found without a full parse so it also works
-/// on headers recovered from a broken message.
-pub fn to_tag_of(value: &str) -> Option<String> {
-    header_param(value, "tag").filter(|t| !t.is_empty())
 }
 
 /// Adds or replaces `Content-Length` to match the body; call before serialising.

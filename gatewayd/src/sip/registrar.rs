@@ -6,10 +6,11 @@
 //! connection closes, or when another connection takes the DN over (per `DuplicatePolicy`).
 //! Authentication happens before: `handle_register` is told who the caller proved to be.
 
-use crate::sip::message::{
-    header_param, response_to, split_header_list, split_header_params, split_outside_quotes,
+use crate::sip::headers::{
+    header_param, name_addr_uri, split_header_list, split_header_params, split_outside_quotes,
 };
-use rsip::headers::{ToTypedHeader, UntypedHeader};
+use crate::sip::message::response_to;
+use rsip::headers::UntypedHeader;
 use rsip::{Header, Request, Response};
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -487,8 +488,8 @@ fn registered_dn(request: &Request) -> Result<String, RegisterError> {
             _ => None,
         })
         .ok_or(RegisterError::BadTo)?;
-    let typed = to.typed().map_err(|_| RegisterError::BadTo)?;
-    let user = typed.uri.auth.map(|a| a.user).ok_or(RegisterError::BadTo)?;
+    let uri = name_addr_uri(to.value()).ok_or(RegisterError::BadTo)?;
+    let user = uri.auth.map(|a| a.user).ok_or(RegisterError::BadTo)?;
     if user.is_empty() {
         return Err(RegisterError::BadTo);
     }

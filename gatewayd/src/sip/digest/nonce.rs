@@ -114,6 +114,10 @@ impl NonceCounts {
         }
     }
 
+    pub(crate) fn set_capacity(&mut self, capacity: usize) {
+        self.capacity = capacity.max(1);
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.counts.len()
     }

@@ -26,7 +26,9 @@ pub struct DigestConfig {
     /// Nonces whose nonce-count is remembered at once (bounds memory).
     pub max_tracked_nonces: usize,
     pub opaque: Option<String>,
-    /// Algorithms offered, one challenge each, in this order of preference.
+    /// Algorithms offered, one challenge each, in this order of preference. Clients that
+    /// read only the first challenge and know only MD5 (JsSIP 3.x, SIP.js 0.21: both abort on
+    /// any other algorithm) need MD5 first, or alone.
     pub algorithms: Vec<Algorithm>,
     /// Challenge with 407/Proxy-Authenticate instead of 401/WWW-Authenticate.
     pub proxy: bool,
@@ -158,6 +160,16 @@ impl DigestServer {
 
     pub fn config(&self) -> &DigestConfig {
         &self.config
+    }
+
+    /// Takes new settings (profile reload) without forgetting which nonce-counts were used:
+    /// a new `DigestServer` would accept one replay of each still-fresh request. The count map
+    /// keeps its entries when it shrinks (it evicts down to the new size on the next insert).
+    pub fn set_config(&mut self, config: DigestConfig) {
+        let counts = std::mem::replace(&mut self.counts, NonceCounts::new(1));
+        *self = DigestServer::new(config);
+        self.counts = counts;
+        self.counts.set_capacity(self.config.max_tracked_nonces);
     }
 
     /// Nonces currently tracked for replay detection.

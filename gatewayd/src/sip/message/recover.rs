@@ -3,7 +3,8 @@
 //! sender can match it: that takes the request line, Via, From, To, Call-ID and CSeq. These are
 //! recovered by a forgiving line scan that does not trust the rest of the message.
 
-use super::{sanitize_reason, to_tag_of, ParseError};
+use super::{sanitize_reason, ParseError};
+use crate::sip::headers::to_tag_of;
 use rsip::headers::UntypedHeader;
 use rsip::{Header, Headers, Response};
 
@@ -85,9 +86,9 @@ fn request_line_method(line: &str) -> Option<String> {
         .then(|| method.to_owned())
 }
 
-/// The `400 Bad Request` for `bytes`, with `error` named in the reason phrase, or `None` when the
-/// request cannot be answered (not a request, an ACK, or a header a response needs is missing).
-/// `to_tag` is added when the To carries none.
+/// The `400 Bad Request` (`501` for an unknown method) for `bytes`, with `error` named in the
+/// reason phrase, or `None` when the request cannot be answered (not a request, an ACK, or a
+/// header a response needs is missing). `to_tag` is added when the To carries none.
 pub fn bad_request_for(bytes: &[u8], error: &ParseError, to_tag: &str) -> Option<Response> {
     let found = RecoveredHeaders::scan(bytes)?;
     if !found.answerable() {

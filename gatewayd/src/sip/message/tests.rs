@@ -1,4 +1,5 @@
 use super::*;
+use crate::sip::headers::top_branch;
 use rand::SeedableRng;
 use rsip::headers::UntypedHeader;
 use rsip::message::HeadersExt;
@@ -216,14 +217,6 @@ fn response_takes_a_custom_reason() {
 }
 
 #[test]
-fn to_tag_is_found_in_both_header_forms() {
-    assert_eq!(to_tag_of("<sip:a@b;tag=uri>;tag=x").as_deref(), Some("x"));
-    assert_eq!(to_tag_of("sip:a@b;tag=y").as_deref(), Some("y"));
-    assert_eq!(to_tag_of("\"A;tag=no\" <sip:a@b>").as_deref(), None);
-    assert_eq!(to_tag_of("<sip:a@b>").as_deref(), None);
-}
-
-#[test]
 fn branches_tags_and_call_ids_are_random_and_well_formed() {
     let mut rng = rng();
     let a = new_branch(&mut rng);
@@ -282,38 +275,137 @@ fn message_headers(message: &SipMessage) -> &Headers {
     }
 }
 
-#[test]
-fn header_lists_split_outside_quotes_and_angles() {
-    let value = "<sip:a@b;x=1,2>;q=1, \"Doe, J\" <sip:c@d>, sip:e@f;expires=5";
-    let parts: Vec<_> = split_header_list(value).collect();
-    assert_eq!(
-        parts,
-        vec![
-            "<sip:a@b;x=1,2>;q=1",
-            "\"Doe, J\" <sip:c@d>",
-            "sip:e@f;expires=5"
-        ]
-    );
-    assert_eq!(split_header_list(" , ").count(), 0);
+fn options_with(via: &str, from: &str) -> String {
+    format!(
+        "OPTIONS sip:600@lab.invalid SIP/2.0\r\nVia: {via}\r\nFrom: {from}\r\nTo: <sip:600@lab.invalid>\r\n\
+         Call-ID: x\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+    )
 }
 
 #[test]
-fn header_params_skip_the_uri_and_quoted_text() {
-    let contact = "<sip:q1@h.invalid;transport=ws>;+sip.ice;reg-id=1;\
-        +sip.instance=\"<urn:uuid:0b8a;x>\";expires=600";
-    assert_eq!(
-        split_header_params(contact).0,
-        "<sip:q1@h.invalid;transport=ws>"
+fn accepts_what_rsip_typed_headers_would_refuse() {
+    for (via, from) in [
+        (
+            "SIP/2.0/UDP [2001:db8::1]:5060;branch=z9hG4bKa;rport",
+            "<sip:a@b>;tag=1",
+        ),
+        (
+            "SIP/2.0/UDP h;branch=z9hG4bKa",
+            "\"Agent <5001>; x\" <sip:5001@b>;tag=1",
+        ),
+        ("SIP/2.0/UDP h;branch=z9hG4bKa", "<tel:+4930123>;tag=1"),
+        ("SIP/2.0/UDP h;branch=z9hG4bKa", "sip:5001@b;tag=1"),
+    ] {
+        let text = options_with(via, from);
+        assert!(
+            parse(text.as_bytes()).is_ok(),
+            "{via} / {from}: {:?}",
+            parse(text.as_bytes())
+        );
+    }
+    let text = options_with("SIP/2.0/UDP h;branch=z9hG4bKa", "\"no uri\"");
+    assert!(matches!(
+        parse(text.as_bytes()),
+        Err(ParseError::InvalidHeader { name: "From", .. })
+    ));
+}
+
+#[test]
+fn a_sipp_invite_with_body_and_padded_content_length_parses() {
+    let sdp = "v=0\r\no=user1 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+               m=audio 6000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
+    let text = format!(
+        "INVITE sip:service@127.0.0.1:5060 SIP/2.0\r\n\
+         Via: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bK-1234-1-0\r\n\
+         From: sipp <sip:sipp@127.0.0.1:5061>;tag=1234SIPpTag001\r\n\
+         To: service <sip:service@127.0.0.1:5060>\r\nCall-ID: 1-1234@127.0.0.1\r\nCSeq: 1 INVITE\r\n\
+         Contact: sip:sipp@127.0.0.1:5061\r\nMax-Forwards: 70\r\nContent-Type: application/sdp\r\n\
+         Content-Length:   {}\r\n\r\n{sdp}",
+        sdp.len()
     );
-    assert_eq!(header_param(contact, "expires").as_deref(), Some("600"));
-    assert_eq!(
-        header_param(contact, "+sip.instance").as_deref(),
-        Some("<urn:uuid:0b8a;x>")
+    let message = parse(text.as_bytes()).unwrap();
+    assert_eq!(message.body(), sdp.as_bytes());
+}
+
+#[test]
+fn an_unknown_method_is_501_not_400() {
+    let text = "FOO sip:600@lab.invalid SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bKa\r\n\
+        From: <sip:a@b>;tag=1\r\nTo: <sip:c@d>\r\nCall-ID: x\r\nCSeq: 1 FOO\r\n\r\n";
+    let error = parse(text.as_bytes()).unwrap_err();
+    assert_eq!(error, ParseError::UnknownMethod("FOO".into()));
+    assert_eq!(error.status_code(), 501);
+    let response = bad_request_for(text.as_bytes(), &error, "t").unwrap();
+    assert!(
+        response
+            .to_string()
+            .starts_with("SIP/2.0 501 Not Implemented (method FOO not implemented)\r\n"),
+        "{response}"
     );
-    assert_eq!(header_param(contact, "+sip.ice").as_deref(), Some(""));
-    assert_eq!(header_param(contact, "transport"), None);
+}
+
+/// Mutated messages must give an error or a message, never a panic: a panic in the parser
+/// would take the connection (or the task) down with it.
+#[test]
+fn mutated_input_never_panics() {
+    use rand::Rng;
+    let mut rng = rng();
+    let seeds = [REGISTER.as_bytes().to_vec(), {
+        let register = request(REGISTER);
+        response_to(&register, 401, None, Some("x"))
+            .to_string()
+            .into_bytes()
+    }];
+    let alphabet = b" \r\n:;,<>\"=@\\/0123456789abcSIPz\x00\xff\xc3";
+    for round in 0..3000 {
+        let mut bytes = seeds[round % 2].clone();
+        for _ in 0..(1 + rng.next_u32() % 6) {
+            let at = (rng.next_u32() as usize) % bytes.len();
+            match rng.next_u32() % 3 {
+                0 => bytes[at] = alphabet[(rng.next_u32() as usize) % alphabet.len()],
+                1 => {
+                    bytes.remove(at);
+                }
+                _ => bytes.insert(at, alphabet[(rng.next_u32() as usize) % alphabet.len()]),
+            }
+        }
+        let cut = (rng.next_u32() as usize) % (bytes.len() + 1);
+        for input in [&bytes[..], &bytes[..cut]] {
+            if let Err(error) = parse(input) {
+                let _ = bad_request_for(input, &error, "t");
+                assert!(!error.reason_phrase().contains(['\r', '\n']));
+            }
+        }
+    }
+}
+
+#[test]
+fn dialog_creating_responses_copy_record_route() {
+    let text = "INVITE sip:600@lab.invalid SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bKa\r\n\
+        Record-Route: <sip:p1.invalid;lr>\r\nRecord-Route: <sip:p2.invalid;lr>\r\n\
+        From: <sip:a@b>;tag=1\r\nTo: <sip:c@d>\r\nCall-ID: x\r\nCSeq: 1 INVITE\r\n\r\n";
+    let invite = request(text);
+    let record_routes = |r: &Response| {
+        r.headers
+            .iter()
+            .filter(|h| matches!(h, Header::RecordRoute(_)))
+            .count()
+    };
     assert_eq!(
-        header_param("sip:e@f;expires=5", "expires").as_deref(),
-        Some("5")
+        record_routes(&response_to(&invite, 180, None, Some("t"))),
+        2
+    );
+    assert_eq!(
+        record_routes(&response_to(&invite, 200, None, Some("t"))),
+        2
+    );
+    assert_eq!(record_routes(&response_to(&invite, 100, None, None)), 0);
+    assert_eq!(
+        record_routes(&response_to(&invite, 486, None, Some("t"))),
+        0
+    );
+    let options = request(&text.replace("INVITE", "OPTIONS"));
+    assert_eq!(
+        record_routes(&response_to(&options, 200, None, Some("t"))),
+        0
     );
 }

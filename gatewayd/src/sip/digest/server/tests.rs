@@ -401,3 +401,75 @@ fn the_failure_user_is_sanitised_and_bounded() {
     let verdict = server.verify_request(&request, T0, lookup);
     assert_eq!(verdict.failure().unwrap().user.len(), MAX_REPORTED_USER);
 }
+
+#[test]
+fn mutated_credentials_never_panic_and_a_changed_response_never_passes() {
+    use rand::Rng;
+    let mut server = server();
+    let challenge = first_challenge(&mut server, T0);
+    let good = answered(&challenge, "5001", "pass5001", 1).to_string();
+    let line = good
+        .lines()
+        .find(|l| l.starts_with("Authorization:"))
+        .unwrap()
+        .to_owned();
+    let value = line.trim_start_matches("Authorization: ").to_owned();
+    let response_at = value.find("response=\"").unwrap() + 10;
+    let mut rng = rng();
+    let alphabet = b" ,=\"\\abcdef0123456789Digest";
+    for round in 0..2000u32 {
+        let mut bytes = value.clone().into_bytes();
+        let at = if round % 2 == 0 {
+            response_at + (rng.next_u32() as usize) % 64
+        } else {
+            (rng.next_u32() as usize) % bytes.len()
+        };
+        bytes[at] = alphabet[(rng.next_u32() as usize) % alphabet.len()];
+        let Ok(mutated) = String::from_utf8(bytes) else {
+            continue;
+        };
+        if mutated == value {
+            continue;
+        }
+        let verdict = server.verify("REGISTER", &register().uri, &[&mutated], T0, lookup);
+        if round % 2 == 0
+            && mutated[response_at..response_at + 64] != value[response_at..response_at + 64]
+        {
+            // Hex case aside, a changed digest must not authenticate.
+            let same_ignoring_case = mutated.eq_ignore_ascii_case(&value);
+            assert!(
+                same_ignoring_case || !matches!(verdict, Verdict::Authenticated { .. }),
+                "{mutated}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_reload_keeps_replay_protection() {
+    let mut server = server();
+    let challenge = first_challenge(&mut server, T0);
+    let first = answered(&challenge, "5001", "pass5001", 1);
+    assert!(matches!(
+        server.verify_request(&first, T0, lookup),
+        Verdict::Authenticated { .. }
+    ));
+    let mut config = server.config().clone();
+    config.algorithms = vec![Algorithm::Md5, Algorithm::Sha256];
+    server.set_config(config);
+    assert_eq!(server.config().algorithms[0], Algorithm::Md5);
+    let verdict = server.verify_request(&first, T0 + 1, lookup);
+    assert!(
+        matches!(
+            verdict,
+            Verdict::Challenge {
+                stale: true,
+                failure: Some(AuthFailure {
+                    reason: FailureReason::Replay,
+                    ..
+                })
+            }
+        ),
+        "{verdict:?}"
+    );
+}

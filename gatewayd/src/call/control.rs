@@ -1,0 +1,555 @@
+//! The B2BUA core, sans-IO: calls between an agent leg (SIP over WebSocket) and an upstream leg
+//! (SIP over UDP/TCP toward the SIP server) or the echo endpoint. Messages, the current time and
+//! randomness come in; messages to send and call records go out. One transaction layer serves
+//! both sides; media is reached through the synchronous `MediaControl` port.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use rand::Rng;
+use regex::Regex;
+use rsip::{Method, Request, SipMessage};
+use serde::Serialize;
+
+use super::build;
+use super::media_port::{CallRef, MediaControl};
+use super::registration::{RegistrationConfig, Registrations};
+use super::upstream::Upstreams;
+use crate::profile::{AutoAnswer, LoadedProfile};
+use crate::sip::dialog::Dialog;
+use crate::sip::message::new_tag;
+use crate::sip::registrar::ConnId;
+use crate::sip::transaction::{Destination, Output, Target, TransactionLayer, Transport, TxConfig, TxEvent, TxId};
+
+/// What call control needs from the profile.
+#[derive(Debug, Clone)]
+pub struct CallConfig {
+    pub domain: String,
+    pub echo_number: Option<String>,
+    /// host:port of our internal SIP listener, for Via and Contact toward the SIP server.
+    pub internal_sent_by: String,
+    /// Host we name in Via and Contact toward agents.
+    pub agent_host: String,
+    pub outbound_patterns: Vec<Regex>,
+    pub agent_destinations: HashMap<String, Vec<Regex>>,
+    pub auto_answer: HashMap<String, AutoAnswer>,
+    pub max_calls: usize,
+    /// When set, outbound calls need a valid click-to-dial token.
+    pub token: Option<TokenPolicy>,
+    /// Registration mode `register`: DNs are registered with the SIP server.
+    pub registration: Option<RegistrationConfig>,
+}
+
+/// How outbound tokens are checked.
+#[derive(Debug, Clone)]
+pub struct TokenPolicy {
+    pub secret: Vec<u8>,
+    pub header: String,
+    pub max_age_secs: u64,
+}
+
+impl CallConfig {
+    pub fn from_profile(loaded: &LoadedProfile) -> Self {
+        let p = &loaded.profile;
+        let compile = |v: &[String]| v.iter().filter_map(|s| Regex::new(&format!("^(?:{s})$")).ok()).collect::<Vec<_>>();
+        let mut agent_destinations = HashMap::new();
+        let mut auto_answer = HashMap::new();
+        for a in &p.agents {
+            for dn in a.dns().unwrap_or_default() {
+                agent_destinations.insert(dn.clone(), compile(&a.allowed_destinations));
+                auto_answer.insert(dn, a.auto_answer);
+            }
+        }
+        let sip = p.sip.listen.iter().find(|l| l.transport == crate::profile::Transport::Udp).or(p.sip.listen.first());
+        CallConfig {
+            domain: p.site.sip_domain.clone(),
+            echo_number: p.sip.echo_number.clone(),
+            internal_sent_by: sip.map(|l| l.address.to_string()).unwrap_or_else(|| format!("{}:5060", p.internal.address)),
+            agent_host: p.site.sip_domain.clone(),
+            outbound_patterns: compile(&p.upstream.outbound.patterns),
+            agent_destinations,
+            auto_answer,
+            max_calls: p.media.max_calls as usize,
+            token: token_policy(loaded),
+            registration: RegistrationConfig::from_profile(loaded),
+        }
+    }
+}
+
+/// The token secret from the profile. An unreadable secret file fails closed: every outbound
+/// call is refused (an empty secret verifies nothing), never silently allowed.
+fn token_policy(loaded: &LoadedProfile) -> Option<TokenPolicy> {
+    let o = &loaded.profile.upstream.outbound;
+    let secret = match (&o.token_secret, &o.token_secret_file) {
+        (Some(s), _) => s.as_bytes().to_vec(),
+        (None, Some(path)) => match std::fs::read(loaded.resolve(path)) {
+            Ok(s) => String::from_utf8_lossy(&s).trim().as_bytes().to_vec(),
+            Err(e) => {
+                tracing::error!(path = %path.display(), error = %e, "cannot read upstream.outbound.token_secret_file; outbound calls are refused");
+                Vec::new()
+            }
+        },
+        (None, None) => return None,
+    };
+    Some(TokenPolicy { secret, header: o.token_header.clone(), max_age_secs: o.token_max_age.as_secs() })
+}
+
+/// Which side of a call a message belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Side {
+    Agent,
+    Upstream,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// From the SIP server to an agent.
+    Inbound,
+    /// From an agent through the SIP server.
+    Outbound,
+    /// An agent's echo test.
+    Echo,
+}
+
+/// One call, as it ends up in the journal and the CDR file.
+#[derive(Debug, Clone, Serialize)]
+pub struct CallRecord {
+    pub call: CallRef,
+    pub dn: String,
+    pub direction: Direction,
+    pub peer: String,
+    pub agent_call_id: Option<String>,
+    pub upstream_call_id: Option<String>,
+    pub started_ms: u64,
+    pub answered_ms: Option<u64>,
+    pub ended_ms: u64,
+    pub cause: String,
+    pub status: u16,
+    pub media: Option<serde_json::Value>,
+}
+
+/// What the driver must do.
+#[derive(Debug, Clone)]
+pub enum CallOutput {
+    Send { target: Target, message: SipMessage },
+    Ended(CallRecord),
+}
+
+/// One leg: the INVITE that started it, its transaction and, once there, its dialog.
+#[derive(Debug, Clone)]
+pub(crate) struct Leg {
+    pub target: Target,
+    pub invite: Request,
+    pub invite_tx: TxId,
+    /// Our tag on this leg (From tag as UAC, To tag as UAS).
+    pub local_tag: String,
+    pub dialog: Option<Dialog>,
+    /// As UAC: a provisional response arrived, so CANCEL may be sent.
+    pub provisional: bool,
+}
+
+impl Leg {
+    /// A 2xx confirmed this leg's dialog.
+    pub fn confirmed(&self) -> bool {
+        self.dialog.as_ref().is_some_and(|d| d.state == crate::sip::dialog::DialogState::Confirmed)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Call {
+    pub direction: Direction,
+    pub dn: String,
+    pub peer: String,
+    pub agent: Option<Leg>,
+    pub upstream: Option<Leg>,
+    /// Our SDP for the agent leg, held until the answer goes out (outbound) .
+    pub agent_sdp: Option<String>,
+    /// Our SDP for the upstream leg, held until the 200 goes out (inbound).
+    pub upstream_sdp: Option<String>,
+    /// Outbound: servers still to try after the current one.
+    pub failover: Vec<SocketAddr>,
+    pub started_ms: u64,
+    pub answered_ms: Option<u64>,
+}
+
+/// The B2BUA state.
+pub struct CallControl<M: MediaControl> {
+    pub(crate) config: CallConfig,
+    pub(crate) tx: TransactionLayer,
+    pub(crate) media: M,
+    pub(crate) upstreams: Upstreams,
+    pub(crate) calls: HashMap<CallRef, Call>,
+    pub(crate) by_tx: HashMap<TxId, (CallRef, Side)>,
+    pub(crate) by_dialog: HashMap<(String, String), (CallRef, Side)>,
+    pub(crate) health_checks: HashMap<TxId, SocketAddr>,
+    /// DN -> the connection and Contact of its registration.
+    pub(crate) bindings: HashMap<String, (ConnId, String)>,
+    /// The DN each agent connection proved.
+    pub(crate) conn_users: HashMap<ConnId, String>,
+    pub(crate) registrations: Registrations,
+    /// In-dialog requests relayed to the other leg: our client transaction -> the server
+    /// transaction (and its request) waiting for the answer.
+    pub(crate) relays: HashMap<TxId, (TxId, Request)>,
+    pub(crate) next_call: u64,
+    pub(crate) out: VecDeque<CallOutput>,
+    pub(crate) wall_ms: u64,
+}
+
+impl<M: MediaControl> CallControl<M> {
+    pub fn new(config: CallConfig, upstreams: Upstreams, media: M) -> Self {
+        CallControl {
+            config,
+            tx: TransactionLayer::new(TxConfig::default()),
+            media,
+            upstreams,
+            calls: HashMap::new(),
+            by_tx: HashMap::new(),
+            by_dialog: HashMap::new(),
+            health_checks: HashMap::new(),
+            bindings: HashMap::new(),
+            conn_users: HashMap::new(),
+            registrations: Registrations::default(),
+            relays: HashMap::new(),
+            next_call: 1,
+            out: VecDeque::new(),
+            wall_ms: 0,
+        }
+    }
+
+    pub fn reconfigure(&mut self, config: CallConfig, upstream: &crate::profile::Upstream) {
+        self.config = config;
+        self.upstreams.reconfigure(upstream);
+    }
+
+    pub fn media(&mut self) -> &mut M {
+        &mut self.media
+    }
+
+    pub fn active_calls(&self) -> usize {
+        self.calls.len()
+    }
+
+    pub fn upstreams(&self) -> &Upstreams {
+        &self.upstreams
+    }
+
+    /// The registrar bound (`Some`) or unbound (`None`) a DN.
+    pub fn set_binding(&mut self, dn: &str, binding: Option<(ConnId, String)>) {
+        match binding {
+            Some(b) => {
+                self.bindings.insert(dn.to_owned(), b);
+            }
+            None => {
+                self.bindings.remove(dn);
+            }
+        }
+    }
+
+    /// A message from an agent's connection (already past the agent edge).
+    pub fn from_agent(&mut self, conn: ConnId, user: Option<String>, message: SipMessage, now: Instant, wall_ms: u64, rng: &mut impl Rng) {
+        if let Some(user) = user {
+            self.conn_users.insert(conn, user);
+        }
+        let target = Target { transport: Transport::Wss, destination: Destination::Conn(conn) };
+        self.receive(message, target, now, wall_ms, rng);
+    }
+
+    /// A message from the internal side.
+    pub fn from_upstream(&mut self, message: SipMessage, source: SocketAddr, transport: Transport, now: Instant, wall_ms: u64, rng: &mut impl Rng) {
+        let target = Target { transport, destination: Destination::Addr(source) };
+        self.receive(message, target, now, wall_ms, rng);
+    }
+
+    /// An agent's connection closed: its calls end.
+    pub fn agent_gone(&mut self, conn: ConnId, now: Instant, wall_ms: u64, rng: &mut impl Rng) {
+        self.wall_ms = wall_ms;
+        self.conn_users.remove(&conn);
+        let gone: Vec<CallRef> = self
+            .calls
+            .iter()
+            .filter(|(_, c)| c.agent.as_ref().is_some_and(|l| l.target.destination == Destination::Conn(conn)))
+            .map(|(r, _)| *r)
+            .collect();
+        for call in gone {
+            self.hang_up(call, Side::Agent, 480, "agent connection closed", now, rng);
+        }
+        self.drain(now, rng);
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        [self.tx.poll_timeout(), self.upstreams.poll_timeout(), self.registrations.poll_timeout()].into_iter().flatten().min()
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant, wall_ms: u64, rng: &mut impl Rng) {
+        self.wall_ms = wall_ms;
+        self.tx.handle_timeout(now);
+        for (addr, transport) in self.upstreams.due_checks(now) {
+            self.send_health_check(addr, transport, now, rng);
+        }
+        self.refresh_registrations(now, rng);
+        self.drain(now, rng);
+    }
+
+    pub fn poll_output(&mut self) -> Option<CallOutput> {
+        self.out.pop_front()
+    }
+
+    fn receive(&mut self, message: SipMessage, target: Target, now: Instant, wall_ms: u64, rng: &mut impl Rng) {
+        self.wall_ms = wall_ms;
+        let request = match &message {
+            SipMessage::Request(r) if r.method != Method::Ack => Some(r.clone()),
+            _ => None,
+        };
+        if let Err(e) = self.tx.receive(message, target, now) {
+            if let Some(request) = request {
+                let r = crate::sip::message::response_to(&request, e.status_code(), Some(&e.to_string()), Some(&new_tag(rng)));
+                self.out.push_back(CallOutput::Send { target, message: r.into() });
+            }
+        }
+        self.drain(now, rng);
+    }
+
+    /// Moves transaction-layer output along until there is none.
+    pub(crate) fn drain(&mut self, now: Instant, rng: &mut impl Rng) {
+        while let Some(o) = self.tx.poll_output() {
+            match o {
+                Output::Send { target, message, .. } => self.out.push_back(CallOutput::Send { target, message }),
+                Output::Event(event) => self.on_event(event, now, rng),
+            }
+        }
+    }
+
+    fn on_event(&mut self, event: TxEvent, now: Instant, rng: &mut impl Rng) {
+        match event {
+            TxEvent::Request { tx, request, source, cancels } => self.on_request(tx, request, source, cancels, now, rng),
+            TxEvent::Ack { request, acked, .. } => self.on_ack(request, acked),
+            TxEvent::Response { tx, response } => self.on_response(tx, response, now, rng),
+            TxEvent::Timeout { tx, response } => self.on_response(tx, response, now, rng),
+            TxEvent::TransportError { tx } => {
+                let r = crate::sip::message::response_to(self.tx.request(tx).cloned().as_ref().unwrap_or(&dummy_request()), 503, Some("Transport Error"), None);
+                self.on_response(tx, r, now, rng);
+            }
+            TxEvent::AckTimeout { tx } => {
+                if let Some((call, side)) = self.by_tx.get(&tx).copied() {
+                    self.hang_up(call, side, 408, "no ACK for our answer", now, rng);
+                }
+            }
+            TxEvent::Terminated { tx } => {
+                self.health_checks.remove(&tx);
+                self.relays.remove(&tx);
+                if let Some((call, _)) = self.by_tx.get(&tx) {
+                    if !self.calls.contains_key(call) {
+                        self.by_tx.remove(&tx);
+                    }
+                }
+            }
+            TxEvent::StrayResponse { .. } => {}
+        }
+    }
+
+    fn on_request(&mut self, tx: TxId, request: Request, source: Target, cancels: Option<TxId>, now: Instant, rng: &mut impl Rng) {
+        if request.method == Method::Cancel {
+            self.respond(tx, &request, 200, None, now, rng);
+            if let Some((call, side)) = cancels.and_then(|inv| self.by_tx.get(&inv).copied()) {
+                self.cancelled(call, side, now, rng);
+            }
+            return;
+        }
+        let in_dialog = crate::sip::dialog::DialogId::of_request(&request).is_some();
+        if in_dialog {
+            return self.in_dialog(tx, request, source, now, rng);
+        }
+        let from_agent = matches!(source.destination, Destination::Conn(_));
+        match (request.method.clone(), from_agent) {
+            (Method::Invite, true) => self.agent_invite(tx, request, source, now, rng),
+            (Method::Invite, false) => self.upstream_invite(tx, request, source, now, rng),
+            (Method::Options, false) => self.upstream_options(tx, &request, now, rng),
+            (Method::Options, true) => {
+                let r = build::response(&request, 200, None, &new_tag(rng), None, None);
+                self.send_response(tx, r, now);
+            }
+            _ => self.respond(tx, &request, 405, None, now, rng),
+        }
+    }
+
+    /// The SIP server's OPTIONS for a DN is 200 only while the DN is registered.
+    fn upstream_options(&mut self, tx: TxId, request: &Request, now: Instant, rng: &mut impl Rng) {
+        let code = match build::uri_user(&request.uri) {
+            Some(dn) if !self.bindings.contains_key(&dn) && self.config.echo_number.as_deref() != Some(dn.as_str()) => 480,
+            _ => 200,
+        };
+        self.respond(tx, request, code, None, now, rng);
+    }
+
+    fn in_dialog(&mut self, tx: TxId, request: Request, source: Target, now: Instant, rng: &mut impl Rng) {
+        let id = crate::sip::dialog::DialogId::of_request(&request).expect("checked by the caller");
+        let Some((call, side)) = self.by_dialog.get(&(id.call_id.clone(), id.local_tag.clone())).copied() else {
+            return self.respond(tx, &request, 481, None, now, rng);
+        };
+        let check = self.leg_mut(call, side).and_then(|l| l.dialog.as_mut()).map(|d| d.on_request(&request));
+        if let Some(Err(e)) = check {
+            return self.respond(tx, &request, e.status_code(), None, now, rng);
+        }
+        let _ = source;
+        match request.method {
+            Method::Bye => {
+                self.respond(tx, &request, 200, None, now, rng);
+                self.hang_up(call, side, 200, if side == Side::Agent { "agent hung up" } else { "remote party hung up" }, now, rng);
+            }
+            Method::Invite | Method::Update => self.reoffer(tx, call, side, &request, now, rng),
+            Method::Info => self.relay_in_dialog(tx, call, side, &request, now, rng),
+            Method::Notify if side == Side::Upstream => self.remote_control(tx, call, &request, now, rng),
+            _ => self.respond(tx, &request, 200, None, now, rng),
+        }
+    }
+
+    pub(crate) fn leg_mut(&mut self, call: CallRef, side: Side) -> Option<&mut Leg> {
+        let c = self.calls.get_mut(&call)?;
+        match side {
+            Side::Agent => c.agent.as_mut(),
+            Side::Upstream => c.upstream.as_mut(),
+        }
+    }
+
+    pub(crate) fn respond(&mut self, tx: TxId, request: &Request, code: u16, reason: Option<&str>, now: Instant, rng: &mut impl Rng) {
+        let r = build::response(request, code, reason, &new_tag(rng), None, None);
+        self.send_response(tx, r, now);
+    }
+
+    pub(crate) fn send_response(&mut self, tx: TxId, response: rsip::Response, now: Instant) {
+        if let Err(e) = self.tx.send_response(tx, response, now) {
+            tracing::debug!(error = %e, "response not sent");
+        }
+    }
+
+    pub(crate) fn new_call(&mut self, call: Call) -> CallRef {
+        let id = CallRef(self.next_call);
+        self.next_call += 1;
+        self.calls.insert(id, call);
+        id
+    }
+
+    /// Makes in-dialog requests on a leg (early ones included) find their call: the key is the
+    /// leg's Call-ID and our tag on it, known from the moment the leg exists.
+    pub(crate) fn index_leg(&mut self, call: CallRef, side: Side) {
+        let key = self.leg_mut(call, side).and_then(|l| Some((build::header(&l.invite.headers, "Call-ID")?, l.local_tag.clone())));
+        if let Some(key) = key {
+            self.by_dialog.insert(key, (call, side));
+        }
+    }
+
+    pub(crate) fn index_dialog(&mut self, call: CallRef, side: Side) {
+        let key = self.leg_mut(call, side).and_then(|l| l.dialog.as_ref()).map(|d| (d.id.call_id.clone(), d.id.local_tag.clone()));
+        if let Some(key) = key {
+            self.by_dialog.insert(key, (call, side));
+        }
+    }
+
+    /// Ends a call because `from` side went away or hung up: the other side is told (BYE,
+    /// CANCEL or a final response), media is released and the record goes out.
+    pub(crate) fn hang_up(&mut self, call: CallRef, from: Side, status: u16, cause: &str, now: Instant, rng: &mut impl Rng) {
+        let Some(c) = self.calls.get(&call).cloned() else { return };
+        let other = match from {
+            Side::Agent => c.upstream.clone().map(|l| (l, Side::Upstream)),
+            Side::Upstream => c.agent.clone().map(|l| (l, Side::Agent)),
+        };
+        if let Some((leg, side)) = other {
+            self.release_leg(call, side, leg, status, now, rng);
+        }
+        // The side that went away may still have an INVITE waiting for our answer.
+        let own = match from {
+            Side::Agent => c.agent.clone(),
+            Side::Upstream => c.upstream.clone(),
+        };
+        if let Some(leg) = own {
+            if !leg.confirmed() && self.tx.state(leg.invite_tx).is_some() && self.by_tx.get(&leg.invite_tx).is_some_and(|(_, s)| *s == from) {
+                let r = build::response(&leg.invite, status.max(400), None, &leg.local_tag, None, None);
+                self.send_response(leg.invite_tx, r, now);
+            }
+        }
+        self.finish(call, status, cause);
+    }
+
+    /// Tells one leg the call is over, whatever state it is in.
+    fn release_leg(&mut self, call: CallRef, side: Side, leg: Leg, status: u16, now: Instant, rng: &mut impl Rng) {
+        let via = self.via_for(side);
+        match leg.dialog {
+            Some(mut dialog) if dialog.state == crate::sip::dialog::DialogState::Confirmed => {
+                let bye = dialog.request(Method::Bye, via.0, &via.1, None, rng);
+                if let Ok(tx) = self.tx.send_request(bye, leg.target, now) {
+                    self.by_tx.insert(tx, (call, side));
+                }
+            }
+            _ => {
+                let we_sent_invite = matches!(self.tx.state(leg.invite_tx), Some((crate::sip::transaction::Kind::InviteClient, _)));
+                if we_sent_invite {
+                    let cancel = crate::sip::transaction::build_cancel(&leg.invite);
+                    let _ = self.tx.send_request(cancel, leg.target, now);
+                } else if self.tx.state(leg.invite_tx).is_some() {
+                    let code = if status >= 300 { status } else { 487 };
+                    let r = build::response(&leg.invite, code, None, &leg.local_tag, None, None);
+                    self.send_response(leg.invite_tx, r, now);
+                }
+            }
+        }
+    }
+
+    /// Drops a call's state and emits its record.
+    pub(crate) fn finish(&mut self, call: CallRef, status: u16, cause: &str) {
+        let Some(c) = self.calls.remove(&call) else { return };
+        self.by_dialog.retain(|_, (r, _)| *r != call);
+        let media = self.media.close(call);
+        let call_id = |l: &Option<Leg>| l.as_ref().and_then(|l| build::header(&l.invite.headers, "Call-ID"));
+        self.out.push_back(CallOutput::Ended(CallRecord {
+            call,
+            dn: c.dn,
+            direction: c.direction,
+            peer: c.peer,
+            agent_call_id: call_id(&c.agent),
+            upstream_call_id: call_id(&c.upstream),
+            started_ms: c.started_ms,
+            answered_ms: c.answered_ms,
+            ended_ms: self.wall_ms,
+            cause: cause.to_owned(),
+            status,
+            media,
+        }));
+    }
+
+    /// Via transport and sent-by for requests we send on `side`.
+    pub(crate) fn via_for(&self, side: Side) -> (&'static str, String) {
+        match side {
+            Side::Agent => ("WSS", self.config.agent_host.clone()),
+            Side::Upstream => ("UDP", self.config.internal_sent_by.clone()),
+        }
+    }
+
+    fn send_health_check(&mut self, addr: SocketAddr, transport: crate::profile::Transport, now: Instant, rng: &mut impl Rng) {
+        let (t, name) = match transport {
+            crate::profile::Transport::Udp => (Transport::Udp, "UDP"),
+            crate::profile::Transport::Tcp => (Transport::Tcp, "TCP"),
+        };
+        let text = format!(
+            "OPTIONS sip:{addr} SIP/2.0\r\nVia: SIP/2.0/{name} {};branch={}\r\nMax-Forwards: 70\r\nFrom: <sip:gatewayd@{}>;tag={}\r\nTo: <sip:{addr}>\r\nCall-ID: {}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
+            self.config.internal_sent_by,
+            crate::sip::message::new_branch(rng),
+            self.config.domain,
+            new_tag(rng),
+            crate::sip::message::new_call_id(rng),
+        );
+        let Ok(SipMessage::Request(options)) = crate::sip::message::parse(text.as_bytes()) else { return };
+        if let Ok(tx) = self.tx.send_request(options, Target { transport: t, destination: Destination::Addr(addr) }, now) {
+            self.health_checks.insert(tx, addr);
+        }
+    }
+}
+
+fn dummy_request() -> Request {
+    match crate::sip::message::parse(b"OPTIONS sip:x SIP/2.0\r\nVia: SIP/2.0/UDP x;branch=z9hG4bKx\r\nFrom: <sip:x>;tag=x\r\nTo: <sip:x>\r\nCall-ID: x\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n") {
+        Ok(SipMessage::Request(r)) => r,
+        _ => unreachable!("constant request parses"),
+    }
+}

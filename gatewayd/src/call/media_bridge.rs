@@ -1,0 +1,147 @@
+//! Call control's media port on the real media bridge: the profile mapped into the bridge's
+//! settings, and each call's media handle kept by call reference.
+//!
+//! The bridge's handles are async (its worker thread answers over oneshot channels, in
+//! microseconds); the call core is synchronous, so each operation waits in place on the
+//! multi-threaded runtime rather than making the core async.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+
+use super::media_port::{CallRef, MediaControl, MediaFailure};
+use crate::media::{AudioCodec, CallMedia, CallStats, DtlsIdentity, EchoCall, LegStats, MediaConfig, MediaEngine, MediaError, PublicAddr};
+use crate::profile::{Codec, LoadedProfile};
+
+/// The bridge's settings from the profile; the DTLS identity lives in the state directory so
+/// browsers see the same fingerprint across restarts.
+pub fn media_config(loaded: &LoadedProfile, state_dir: &Path) -> MediaConfig {
+    let p = &loaded.profile;
+    MediaConfig {
+        public: p.public.addresses.iter().map(|a| PublicAddr { bind: *a, advertise: p.public.advertised(*a) }).collect(),
+        internal_bind: p.internal.address,
+        public_ports: p.media.public_ports.first..=p.media.public_ports.last,
+        internal_ports: p.media.internal_ports.first..=p.media.internal_ports.last,
+        single_public_port: p.media.single_port,
+        codecs: p
+            .media
+            .codecs
+            .iter()
+            .map(|c| match c {
+                Codec::PCMU => AudioCodec::Pcmu,
+                Codec::PCMA => AudioCodec::Pcma,
+            })
+            .collect(),
+        telephone_event: p.media.telephone_event,
+        dscp: (p.media.dscp != 0).then_some(p.media.dscp),
+        no_media_timeout: p.media.no_media_timeout.0,
+        max_calls: p.media.max_calls as usize,
+        dtls: DtlsIdentity::Path(state_dir.join("dtls.pem")),
+    }
+}
+
+enum Handle {
+    Bridge(CallMedia),
+    Echo(EchoCall),
+}
+
+/// `MediaControl` over the media bridge.
+pub struct BridgeMedia {
+    engine: Arc<MediaEngine>,
+    calls: HashMap<CallRef, Handle>,
+}
+
+impl BridgeMedia {
+    pub fn new(engine: Arc<MediaEngine>) -> Self {
+        BridgeMedia { engine, calls: HashMap::new() }
+    }
+
+    fn bridge(&self, call: CallRef) -> Result<&CallMedia, MediaFailure> {
+        match self.calls.get(&call) {
+            Some(Handle::Bridge(m)) => Ok(m),
+            _ => Err(MediaFailure::new(500, "No Media For Call")),
+        }
+    }
+}
+
+/// Waits for a bridge operation without making the caller async.
+fn wait<F: Future>(f: F) -> F::Output {
+    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
+}
+
+fn failure(e: MediaError) -> MediaFailure {
+    MediaFailure::new(e.sip_status(), e.to_string())
+}
+
+impl MediaControl for BridgeMedia {
+    fn echo(&mut self, call: CallRef, browser_offer: &str) -> Result<String, MediaFailure> {
+        if let Some(Handle::Echo(e)) = self.calls.get(&call) {
+            return wait(e.browser_answer(browser_offer)).map_err(failure);
+        }
+        let (echo, answer) = wait(self.engine.create_echo(browser_offer)).map_err(failure)?;
+        self.calls.insert(call, Handle::Echo(echo));
+        Ok(answer)
+    }
+
+    fn open(&mut self, call: CallRef) -> Result<(), MediaFailure> {
+        let media = wait(self.engine.create_call()).map_err(failure)?;
+        self.calls.insert(call, Handle::Bridge(media));
+        Ok(())
+    }
+
+    fn browser_offer(&mut self, call: CallRef) -> Result<String, MediaFailure> {
+        wait(self.bridge(call)?.browser_create_offer()).map_err(failure)
+    }
+
+    fn browser_answer(&mut self, call: CallRef, offer: &str) -> Result<String, MediaFailure> {
+        wait(self.bridge(call)?.browser_answer(offer)).map_err(failure)
+    }
+
+    fn browser_accept(&mut self, call: CallRef, answer: &str) -> Result<(), MediaFailure> {
+        wait(self.bridge(call)?.browser_accept_answer(answer)).map_err(failure)
+    }
+
+    fn internal_offer(&mut self, call: CallRef) -> Result<String, MediaFailure> {
+        wait(self.bridge(call)?.internal_create_offer()).map_err(failure)
+    }
+
+    fn internal_answer(&mut self, call: CallRef, offer: &str) -> Result<String, MediaFailure> {
+        wait(self.bridge(call)?.internal_answer(offer)).map_err(failure)
+    }
+
+    fn internal_accept(&mut self, call: CallRef, answer: &str) -> Result<(), MediaFailure> {
+        wait(self.bridge(call)?.internal_accept_answer(answer)).map_err(failure)
+    }
+
+    fn close(&mut self, call: CallRef) -> Option<serde_json::Value> {
+        let stats = match self.calls.remove(&call)? {
+            Handle::Bridge(m) => wait(m.close()),
+            Handle::Echo(e) => wait(e.close()),
+        };
+        stats.ok().map(|s| stats_json(&s))
+    }
+}
+
+fn leg_json(l: &LegStats) -> serde_json::Value {
+    serde_json::json!({
+        "packets_received": l.packets_received,
+        "bytes_received": l.bytes_received,
+        "packets_sent": l.packets_sent,
+        "bytes_sent": l.bytes_sent,
+        "packets_lost": l.packets_lost,
+        "loss": l.loss_fraction,
+        "jitter_ms": l.jitter_ms,
+        "rtt_ms": l.rtt_ms,
+        "mos": l.mos,
+    })
+}
+
+/// The call record's media figures.
+pub fn stats_json(s: &CallStats) -> serde_json::Value {
+    serde_json::json!({
+        "duration_ms": s.duration.as_millis() as u64,
+        "browser": leg_json(&s.browser),
+        "internal": leg_json(&s.internal),
+    })
+}

@@ -1,0 +1,243 @@
+//! The guard's driver: feeds the core with the wall clock, carries its actions out on the
+//! firewall, tells listener drivers which sources to disconnect, persists bans, and offers the
+//! functions the admin endpoint calls (list, ban, remove, counters).
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use tokio::sync::broadcast;
+
+use super::engine::{Ban, BanReason, Failure, GuardAction};
+use super::limiter::Limit;
+use super::store::{BanStore, StoredState};
+use super::{kind_name, Guard, GuardCounters};
+use crate::firewall::Firewall;
+use crate::profile::Profile;
+
+/// Sources to disconnect, queued for slow listeners before the oldest are dropped.
+const CLOSE_QUEUE: usize = 256;
+
+/// A ban as the admin endpoint shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BanInfo {
+    pub ip: IpAddr,
+    /// Unix seconds.
+    pub since: u64,
+    pub until: u64,
+    pub remaining_secs: u64,
+    pub reason: BanReason,
+    pub offence: u32,
+}
+
+impl BanInfo {
+    fn new(b: &Ban, now: SystemTime) -> Self {
+        let unix = |t: SystemTime| t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        Self { ip: b.ip, since: unix(b.since), until: unix(b.until), remaining_secs: b.remaining(now).as_secs(), reason: b.reason.clone(), offence: b.offence }
+    }
+}
+
+/// Why an admin request about a ban failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RemoveError {
+    #[error("{0} is not banned")]
+    NotBanned(IpAddr),
+    #[error("{0} is loopback or allowlisted and is never banned")]
+    Exempt(IpAddr),
+    #[error("the firewall refused the change: {0}")]
+    Firewall(#[from] crate::firewall::NftError),
+}
+
+/// The ban engine, the firewall and the state file, for the daemon and the admin endpoint.
+pub struct BanService {
+    guard: Mutex<Guard>,
+    firewall: Arc<Firewall>,
+    store: Option<BanStore>,
+    close_tx: broadcast::Sender<IpAddr>,
+    generation: AtomicU64,
+    saved: Arc<Mutex<u64>>,
+}
+
+impl BanService {
+    /// Builds the service and restores persisted bans (a damaged file is reported and set
+    /// aside). Apply the firewall afterwards with [`BanService::firewall_bans`].
+    pub fn new(profile: &Profile, firewall: Arc<Firewall>, store: Option<BanStore>) -> Self {
+        let mut guard = Guard::new(&profile.bans);
+        if let Some(s) = &store {
+            match s.load() {
+                Ok(state) => {
+                    let n = state.bans.len();
+                    guard.restore(state, SystemTime::now());
+                    if n > 0 {
+                        tracing::info!(bans = guard.bans(SystemTime::now()).len(), file = %s.path().display(), "restored active bans");
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "cannot restore bans; starting with none"),
+            }
+        }
+        let (close_tx, _) = broadcast::channel(CLOSE_QUEUE);
+        Self { guard: Mutex::new(guard), firewall, store, close_tx, generation: AtomicU64::new(0), saved: Arc::new(Mutex::new(0)) }
+    }
+
+    fn guard(&self) -> std::sync::MutexGuard<'_, Guard> {
+        self.guard.lock().expect("guard lock")
+    }
+
+    /// Active bans with their time left, for [`Firewall::apply`] on start and reload.
+    pub fn firewall_bans(&self) -> Vec<(IpAddr, Duration)> {
+        let now = SystemTime::now();
+        self.guard().bans(now).iter().map(|b| (b.ip, b.remaining(now))).collect()
+    }
+
+    /// Takes a reloaded profile's `[bans]`; active bans stay.
+    pub fn reconfigure(&self, profile: &Profile) {
+        self.guard().reconfigure(&profile.bans);
+    }
+
+    /// Listener drivers subscribe here and close every connection from the sources they receive.
+    pub fn subscribe_closures(&self) -> broadcast::Receiver<IpAddr> {
+        self.close_tx.subscribe()
+    }
+
+    /// A listener saw a failure from `ip`. Returns the actions taken (a ban, sources to
+    /// disconnect); the ban is in the kernel when this returns.
+    pub async fn report(&self, failure: Failure) -> Vec<GuardAction> {
+        let actions = self.guard().report(failure, SystemTime::now());
+        tracing::debug!(ip = %failure.ip, kind = %kind_name(failure.kind), "failure reported");
+        self.carry_out(&actions).await;
+        actions
+    }
+
+    /// Rate limit check for a new connection or SIP request; `false`: refuse it.
+    pub async fn admit(&self, ip: IpAddr, limit: Limit) -> bool {
+        let (allowed, actions) = self.guard().admit(ip, limit, SystemTime::now());
+        if !actions.is_empty() {
+            self.carry_out(&actions).await;
+        }
+        allowed
+    }
+
+    /// `GET /bans`.
+    pub fn list(&self) -> Vec<BanInfo> {
+        let now = SystemTime::now();
+        self.guard().bans(now).iter().map(|b| BanInfo::new(b, now)).collect()
+    }
+
+    /// `POST /bans`: an operator bans `ip` (for `duration`, else the first rule's ban time).
+    pub async fn ban(&self, ip: IpAddr, duration: Option<Duration>) -> Result<BanInfo, RemoveError> {
+        let now = SystemTime::now();
+        let actions = self.guard().ban(ip, duration, now);
+        let Some(GuardAction::Ban(ban)) = actions.first().cloned() else {
+            return Err(RemoveError::Exempt(ip));
+        };
+        self.carry_out(&actions).await;
+        Ok(BanInfo::new(&ban, now))
+    }
+
+    /// `DELETE /bans/{ip}`: lifts a ban.
+    pub async fn remove(&self, ip: IpAddr) -> Result<(), RemoveError> {
+        let action = self.guard().unban(ip).ok_or(RemoveError::NotBanned(ip))?;
+        let GuardAction::Unban(ip) = action else { unreachable!("unban yields Unban") };
+        tracing::info!(%ip, "ban lifted by an operator");
+        self.firewall.unban(ip).await?;
+        self.persist();
+        Ok(())
+    }
+
+    /// `GET /bans/counters` and metrics.
+    pub fn counters(&self) -> GuardCounters {
+        let mut c = self.guard().counters().clone();
+        c.failures.retain(|_, v| *v > 0);
+        c
+    }
+
+    pub fn active_bans(&self) -> usize {
+        self.guard().bans(SystemTime::now()).len()
+    }
+
+    /// Housekeeping, about once a second: ends bans that are over.
+    pub async fn tick(&self) {
+        let actions = self.guard().tick(SystemTime::now());
+        if !actions.is_empty() {
+            self.carry_out(&actions).await;
+        }
+    }
+
+    /// Runs [`BanService::tick`] every second until the service is dropped elsewhere.
+    pub async fn run_housekeeping(self: Arc<Self>) {
+        let mut every = tokio::time::interval(Duration::from_secs(1));
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            self.tick().await;
+        }
+    }
+
+    async fn carry_out(&self, actions: &[GuardAction]) {
+        let mut changed = false;
+        for a in actions {
+            match a {
+                GuardAction::Ban(ban) => {
+                    let seconds = ban.remaining(SystemTime::now()).as_secs();
+                    let rule = match &ban.reason {
+                        BanReason::Rule { rule, .. } => rule.as_str(),
+                        BanReason::Manual => "manual",
+                    };
+                    tracing::warn!(ip = %ban.ip, rule, offence = ban.offence, seconds, "source banned");
+                    if let Err(e) = self.firewall.ban(ban.ip, ban.remaining(SystemTime::now())).await {
+                        tracing::error!(ip = %ban.ip, error = %e, "ban not applied to the firewall");
+                    }
+                    changed = true;
+                }
+                GuardAction::CloseConnections(ip) => {
+                    // No subscriber yet is fine: nothing is open.
+                    let _ = self.close_tx.send(*ip);
+                }
+                GuardAction::Unban(ip) => {
+                    tracing::info!(%ip, "ban over");
+                    if let Err(e) = self.firewall.unban(*ip).await {
+                        tracing::error!(%ip, error = %e, "unban not applied to the firewall");
+                    }
+                    changed = true;
+                }
+            }
+        }
+        if changed {
+            self.persist();
+        }
+    }
+
+    /// Saves the current bans off the async threads; a newer snapshot always wins.
+    fn persist(&self) {
+        let Some(store) = self.store.clone() else { return };
+        let state: StoredState = self.guard().snapshot(SystemTime::now());
+        let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
+        let saved = self.saved.clone();
+        let write = move || {
+            let mut last = saved.lock().expect("save lock");
+            if generation > *last {
+                if let Err(e) = store.save(&state) {
+                    tracing::error!(error = %e, file = %store.path().display(), "cannot save bans");
+                }
+                *last = generation;
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => drop(rt.spawn_blocking(write)),
+            Err(_) => write(),
+        }
+    }
+
+    /// Writes the bans now (on shutdown).
+    pub fn flush(&self) {
+        let Some(store) = &self.store else { return };
+        let state = self.guard().snapshot(SystemTime::now());
+        let mut last = self.saved.lock().expect("save lock");
+        if let Err(e) = store.save(&state) {
+            tracing::error!(error = %e, "cannot save bans");
+        }
+        *last = self.generation.load(Ordering::SeqCst);
+    }
+}
