@@ -36,3 +36,11 @@ schema:
 # Benchmarks; results go to bench/RESULTS.md by hand with the commit and machine.
 bench:
     @echo "see bench/README.md"
+
+# Build the appliance image: image/out/gatewayd.raw and gatewayd.raw.zst (see image/README.md).
+image:
+    image/build
+
+# Build the appliance image, boot it in qemu and check it (image/test/run).
+image-test: image
+    image/test/run
