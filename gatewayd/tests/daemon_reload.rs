@@ -90,7 +90,7 @@ fn readiness_reload_watchdog_and_stop_are_notified() {
     let socket = UnixDatagram::bind(&socket_path).unwrap();
     socket.set_read_timeout(Some(DEADLINE)).unwrap();
     let mut received = Vec::new();
-    let mut wait_for = |what: &str, received: &mut Vec<String>| {
+    let wait_for = |what: &str, received: &mut Vec<String>| {
         let mut buf = [0u8; 4096];
         loop {
             if received.iter().any(|m: &String| m.lines().any(|l| l == what)) {
