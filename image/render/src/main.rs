@@ -155,7 +155,11 @@ fn network_unit(interface: &Interface) -> Result<String, String> {
     let mut unit = format!("[Match]\nName={}\n\n[Link]\n", interface.name);
     // Addresses exist as soon as the link is up, cable or not, so the gateway can always bind.
     unit.push_str("RequiredForOnline=no-carrier\n\n[Network]\n");
-    unit.push_str("DHCP=no\nIPv6AcceptRA=no\nLinkLocalAddressing=no\nLLDP=no\nEmitLLDP=no\n");
+    // IPv6 neighbour discovery needs a link-local address; IPv4-only links get none.
+    let ipv6 = interface.addresses.iter().any(|a| a.contains(':'));
+    let link_local = if ipv6 { "ipv6" } else { "no" };
+    unit.push_str("DHCP=no\nIPv6AcceptRA=no\nLLDP=no\nEmitLLDP=no\n");
+    writeln!(unit, "LinkLocalAddressing={link_local}").unwrap();
     unit.push_str("ConfigureWithoutCarrier=yes\nIgnoreCarrierLoss=yes\n");
     for address in &interface.addresses {
         let address = one_line("system.interfaces.addresses", address)?;
@@ -257,7 +261,12 @@ mod tests {
         let public = file(&files, "network/50-ens192.network").unwrap();
         assert!(public.contains("Name=ens192\n"));
         assert!(public.contains("Address=203.0.113.10/24\nGateway=203.0.113.1\n"));
+        assert!(public.contains("LinkLocalAddressing=no\n"));
         assert!(!file(&files, "network/50-ens256.network").unwrap().contains("Gateway"));
+        let v6 = rendered(&FULL.replace("\"10.20.0.54/24\"", "\"10.20.0.54/24\", \"2001:db8::54/64\"")).unwrap();
+        let management = file(&v6, "network/50-ens256.network").unwrap();
+        assert!(management.contains("Address=2001:db8::54/64\n"));
+        assert!(management.contains("LinkLocalAddressing=ipv6\n"));
         assert_eq!(
             file(&files, "timesyncd.conf"),
             Some("[Time]\nNTP=192.168.210.1 ntp.example.net\nFallbackNTP=\n")
