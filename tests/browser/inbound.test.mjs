@@ -1,6 +1,8 @@
 // The contact centre calls an agent: sipp plays the internal SIP server (127.0.0.1:5080 in
 // the lab profile) and sends an INVITE with Call-Info answer-after=0 to the gateway's internal
 // side; the softphone answers by itself and hears the G.711 tone sipp streams; sipp hangs up.
+// Two ways in: an early offer (INVITE with SDP), and Genesys-style third-party call control (an
+// INVITE without SDP whose ACK answers the gateway's offer, then a re-INVITE with real media).
 // Skips when the gateway binary is absent (unless GATEWAYD_REQUIRE=1) or sipp is not installed.
 
 import { after, before, describe, test } from 'node:test';
@@ -15,11 +17,11 @@ import {
   startGateway, waitFor, waitForAudio, waitForCallState, waitForRegState, writeToneUlaw, writeToneWav,
 } from './lib.mjs';
 
-const SCENARIO = join(ROOT, 'tests', 'browser', 'sipp', 'inbound-auto-answer.xml');
+const scenario = (name) => join(ROOT, 'tests', 'browser', 'sipp', name);
 const sippMissing = existsSync(SIPP) ? false : `${SIPP} not found: apt-get install sip-tester`;
 const TALK_MS = 12_000;
 
-describe('inbound call from the SIP server', { skip: chromiumMissing() || sippMissing || gatewayMissing(), timeout: 120_000 }, () => {
+describe('inbound call from the SIP server', { skip: chromiumMissing() || sippMissing || gatewayMissing(), timeout: 240_000 }, () => {
   let gateway;
   let browser;
   let tmp;
@@ -37,14 +39,20 @@ describe('inbound call from the SIP server', { skip: chromiumMissing() || sippMi
     if (tmp) await rm(tmp, { recursive: true, force: true });
   });
 
-  test('auto-answered call carries the tone, and the far end hangs up', async () => {
-    const { context, page, seen } = await openPhone(browser, gateway.url, '5001', 'pass5001', { query: '?raw-audio=1' });
+  test('auto-answered call carries the tone, and the far end hangs up', () =>
+    autoAnsweredCall('inbound-auto-answer.xml', '5001', 'softphone-inbound.png'));
+
+  test('late offer, then the re-INVITE with real media: auto-answered, tone heard', () =>
+    autoAnsweredCall('inbound-late-offer.xml', '5006', 'softphone-late-offer.png'));
+
+  async function autoAnsweredCall(scenarioFile, dn, screenshot) {
+    const { context, page, seen } = await openPhone(browser, gateway.url, dn, `pass${dn}`, { query: '?raw-audio=1' });
     await waitForRegState(page, 'Registered', { timeout: 15_000 });
 
     // sipp resolves tone.ulaw against its working directory; a missing file would be silent.
     const output = [];
     const sipp = spawn(SIPP, [
-      '-sf', SCENARIO, '-i', '127.0.0.1', '-p', '5080', '-mp', '30000', '-m', '1', '-s', '5001',
+      '-sf', scenario(scenarioFile), '-i', '127.0.0.1', '-p', '5080', '-mp', '30000', '-m', '1', '-s', dn,
       '-d', String(TALK_MS), '-aa', '-nostdin', '-timeout', '60s', '-timeout_error', '-trace_err', '-trace_msg',
       '127.0.0.1:5060',
     ], { cwd: tmp, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -56,7 +64,7 @@ describe('inbound call from the SIP server', { skip: chromiumMissing() || sippMi
       assert.equal((await phoneState(page)).direction, 'incoming');
       const stats = await waitForAudio(page, { above: 0.05, minPackets: 50, timeout: 10_000, label: 'the tone from sipp:' });
       assert.equal(stats.codec, 'PCMU');
-      await page.screenshot({ path: join(ARTIFACTS, 'softphone-inbound.png'), fullPage: true });
+      await page.screenshot({ path: join(ARTIFACTS, screenshot), fullPage: true });
       await page.click('#dtmf-1');
       await waitFor(async () => (await phoneState(page)).dtmfSent === '1', { what: 'DTMF 1 sent' });
 
@@ -77,5 +85,5 @@ describe('inbound call from the SIP server', { skip: chromiumMissing() || sippMi
     assert.deepEqual(seen.consoleErrors, []);
     assert.deepEqual(seen.pageErrors, []);
     await context.close();
-  });
+  }
 });
