@@ -33,9 +33,16 @@ schema:
     cargo run --quiet -- schema > schemas/profile.schema.json
     cargo run --quiet -- schema --markdown > docs/profile-reference.md
 
-# Benchmarks; results go to bench/RESULTS.md by hand with the commit and machine.
-bench:
-    @echo "see bench/README.md"
+# Every benchmark with its anchor; record the figures in bench/RESULTS.md with the commit.
+bench: bench-media bench-bans
+
+# Media bridge against rtpengine: CALLS bridged calls for SECONDS (needs rtpengine-daemon for the ratio).
+bench-media calls="500" seconds="30":
+    bench/media/run.sh {{calls}} {{seconds}}
+
+# Time from the Nth failure to the first dropped packet, against fail2ban (root, netns).
+bench-bans:
+    bench/bans/run.sh
 
 # Build the appliance image: image/out/gatewayd.raw and gatewayd.raw.zst (see image/README.md).
 image:
