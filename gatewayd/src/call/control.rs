@@ -293,6 +293,28 @@ impl<M: MediaControl> CallControl<M> {
         self.drain(now, rng);
     }
 
+    /// Ends the calls whose media died: both legs are released and the record says why.
+    pub fn check_media(&mut self, now: Instant, wall_ms: u64, rng: &mut impl Rng) {
+        self.wall_ms = wall_ms;
+        for (call, reason) in self.media.poll_dead() {
+            tracing::warn!(call = call.0, reason = %reason, "ending a call whose media died");
+            self.terminate(call, &reason, now, rng);
+        }
+        self.drain(now, rng);
+    }
+
+    /// Releases both legs of a call (BYE, CANCEL or a final response, as each leg's state
+    /// calls for) and emits its record.
+    pub(crate) fn terminate(&mut self, call: CallRef, cause: &str, now: Instant, rng: &mut impl Rng) {
+        let Some(c) = self.calls.get(&call).cloned() else { return };
+        for (leg, side) in [(c.agent, Side::Agent), (c.upstream, Side::Upstream)] {
+            if let Some(leg) = leg {
+                self.release_leg(call, side, leg, 480, now, rng);
+            }
+        }
+        self.finish(call, 480, cause);
+    }
+
     pub fn poll_output(&mut self) -> Option<CallOutput> {
         self.out.pop_front()
     }

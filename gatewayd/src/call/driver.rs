@@ -86,6 +86,9 @@ pub async fn run<M: MediaControl>(task: CallTask<M>) {
         gauges,
         rng: StdRng::from_rng(&mut rand::rng()),
     };
+    // Media events (a dead browser leg) are looked at once a second.
+    let mut media_check = tokio::time::interval(std::time::Duration::from_secs(1));
+    media_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let wake = [state.edge.poll_timeout(), state.calls.poll_timeout()].into_iter().flatten().min();
         let sleep = async {
@@ -109,6 +112,10 @@ pub async fn run<M: MediaControl>(task: CallTask<M>) {
                 let out = state.edge.handle_timeout(now);
                 state.apply(out);
                 state.calls.handle_timeout(now, wall_ms(), &mut state.rng);
+                state.flush_calls();
+            }
+            _ = media_check.tick() => {
+                state.calls.check_media(Instant::now(), wall_ms(), &mut state.rng);
                 state.flush_calls();
             }
             banned = closures.recv() => match banned {

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::media_port::{CallRef, MediaControl, MediaFailure};
-use crate::media::{AudioCodec, CallMedia, CallStats, DtlsIdentity, EchoCall, LegStats, MediaConfig, MediaEngine, MediaError, PublicAddr};
+use crate::media::{AudioCodec, CallMedia, CallStats, DtlsIdentity, EchoCall, LegStats, MediaConfig, MediaEngine, MediaError, MediaEvent, PublicAddr, Side};
 use crate::profile::{Codec, LoadedProfile};
 
 /// The bridge's settings from the profile; the DTLS identity lives in the state directory so
@@ -112,6 +112,37 @@ impl MediaControl for BridgeMedia {
 
     fn internal_accept(&mut self, call: CallRef, answer: &str) -> Result<(), MediaFailure> {
         wait(self.bridge(call)?.internal_accept_answer(answer)).map_err(failure)
+    }
+
+    fn poll_dead(&mut self) -> Vec<(CallRef, String)> {
+        use futures::FutureExt;
+        let mut dead = Vec::new();
+        for (call, handle) in self.calls.iter_mut() {
+            loop {
+                let event = match handle {
+                    Handle::Bridge(m) => m.next_event().now_or_never(),
+                    Handle::Echo(e) => e.next_event().now_or_never(),
+                };
+                let reason = match event {
+                    None => break,
+                    Some(None) => Some("media engine stopped".to_owned()),
+                    Some(Some(MediaEvent::BrowserFailed(why))) => Some(format!("browser media failed: {why}")),
+                    Some(Some(MediaEvent::BrowserDisconnected)) => Some("browser stopped answering ICE consent checks".to_owned()),
+                    Some(Some(MediaEvent::NoMedia(Side::Browser))) => Some("no media from the browser".to_owned()),
+                    // Silence from the SIP server is normal while it holds the call: logged only.
+                    Some(Some(MediaEvent::NoMedia(side))) => {
+                        tracing::info!(call = call.0, side = ?side, "no media from the SIP server side");
+                        None
+                    }
+                    Some(Some(MediaEvent::BrowserConnected)) => None,
+                };
+                if let Some(reason) = reason {
+                    dead.push((*call, reason));
+                    break;
+                }
+            }
+        }
+        dead
     }
 
     fn close(&mut self, call: CallRef) -> Option<serde_json::Value> {

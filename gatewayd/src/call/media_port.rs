@@ -35,4 +35,9 @@ pub trait MediaControl {
     fn internal_accept(&mut self, call: CallRef, answer: &str) -> Result<(), MediaFailure>;
     /// Releases the call's media; returns its quality figures for the call record.
     fn close(&mut self, call: CallRef) -> Option<serde_json::Value>;
+    /// Calls whose media is dead (the browser leg failed or went silent), with why. Polled
+    /// about once a second; call control ends them.
+    fn poll_dead(&mut self) -> Vec<(CallRef, String)> {
+        Vec::new()
+    }
 }

@@ -18,6 +18,7 @@ use crate::sip::transaction::{Destination, Transport};
 struct FakeMedia {
     log: Vec<String>,
     closed: Vec<CallRef>,
+    dead: Vec<(CallRef, String)>,
 }
 
 impl MediaControl for FakeMedia {
@@ -48,6 +49,9 @@ impl MediaControl for FakeMedia {
     fn internal_accept(&mut self, _: CallRef, _: &str) -> Result<(), MediaFailure> {
         self.log.push("internal-accept".into());
         Ok(())
+    }
+    fn poll_dead(&mut self) -> Vec<(CallRef, String)> {
+        std::mem::take(&mut self.dead)
     }
     fn close(&mut self, call: CallRef) -> Option<serde_json::Value> {
         self.closed.push(call);
@@ -405,4 +409,21 @@ fn notify_talk_from_the_server_reaches_the_ringing_softphone() {
     let notify = to_agent(&out).into_iter().find(|m| m.starts_with("NOTIFY")).expect("NOTIFY passed to the softphone");
     assert_eq!(header(&notify, "Event"), "talk");
     assert!(header(&notify, "To").contains("tag=agtag"), "sent in the early dialog");
+}
+
+#[test]
+fn a_call_whose_browser_media_died_is_ended_on_both_legs() {
+    let mut h = Harness::new();
+    let out = h.agent(&agent_invite("1234", &sdp("browser")));
+    let invite = to_server(&out, SERVER).into_iter().find(|m| m.starts_with("INVITE")).unwrap();
+    h.upstream(SERVER, &server_response(&invite, 200, "OK", Some(&sdp("server"))));
+    assert_eq!(h.cc.active_calls(), 1);
+    h.cc.media().dead.push((CallRef(1), "no media from the browser".into()));
+    let now = h.now;
+    h.cc.check_media(now, 3000, &mut h.rng);
+    let out = h.outputs();
+    assert!(to_server(&out, SERVER).iter().any(|m| m.starts_with("BYE")), "{out:?}");
+    assert!(to_agent(&out).iter().any(|m| m.starts_with("BYE")), "{out:?}");
+    assert!(out.iter().any(|(_, m)| m == "ENDED Outbound 480 no media from the browser"), "{out:?}");
+    assert_eq!(h.cc.active_calls(), 0);
 }
