@@ -6,10 +6,10 @@ use std::fmt;
 use std::str::FromStr;
 
 use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
-use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
+use serde_with::{DeserializeFromStr, SerializeDisplay};
 
 /// An inclusive range of UDP/TCP ports, written `"10000-20000"` or `"5060"`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, DeserializeFromStr, SerializeDisplay)]
 pub struct PortRange {
     pub first: u16,
     pub last: u16,
@@ -80,19 +80,6 @@ impl FromStr for PortRange {
     }
 }
 
-impl<'de> Deserialize<'de> for PortRange {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(de::Error::custom)
-    }
-}
-
-impl Serialize for PortRange {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
 impl JsonSchema for PortRange {
     fn schema_name() -> Cow<'static, str> {
         "PortRange".into()
@@ -109,7 +96,7 @@ impl JsonSchema for PortRange {
 }
 
 /// A span of time written the human way: `"500ms"`, `"30s"`, `"10m"`, `"1h"`, `"7d"`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, DeserializeFromStr, SerializeDisplay)]
 pub struct Duration(pub std::time::Duration);
 
 impl Duration {
@@ -134,18 +121,13 @@ impl fmt::Display for Duration {
     }
 }
 
-impl<'de> Deserialize<'de> for Duration {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        humantime::parse_duration(&s)
-            .map(Duration)
-            .map_err(|e| de::Error::custom(format!("`{s}` is not a duration ({e}); write it like \"30s\", \"10m\" or \"1h\"")))
-    }
-}
+impl FromStr for Duration {
+    type Err = String;
 
-impl Serialize for Duration {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        humantime::parse_duration(s)
+            .map(Duration)
+            .map_err(|e| format!("`{s}` is not a duration ({e}); write it like \"30s\", \"10m\" or \"1h\""))
     }
 }
 
@@ -165,7 +147,7 @@ impl JsonSchema for Duration {
 }
 
 /// A network in CIDR form (`192.168.210.0/24`); a bare address means just that host.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, DeserializeFromStr, SerializeDisplay)]
 pub struct Cidr(pub ipnet::IpNet);
 
 impl Cidr {
@@ -201,19 +183,6 @@ impl FromStr for Cidr {
 impl From<std::net::IpAddr> for Cidr {
     fn from(ip: std::net::IpAddr) -> Self {
         Cidr(ipnet::IpNet::from(ip))
-    }
-}
-
-impl<'de> Deserialize<'de> for Cidr {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(de::Error::custom)
-    }
-}
-
-impl Serialize for Cidr {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
     }
 }
 
