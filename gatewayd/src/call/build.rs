@@ -14,6 +14,11 @@ pub fn passes_through(name: &str) -> bool {
     matches!(n.as_str(), "call-info" | "alert-info" | "p-asserted-identity" | "user-to-user" | "subject" | "priority") || n.starts_with("x-")
 }
 
+/// The headers of `headers` that go on to the other leg, as name and value.
+pub fn passed_through(headers: &rsip::Headers) -> Vec<(String, String)> {
+    headers.iter().filter_map(name_value).filter(|(n, _)| passes_through(n)).collect()
+}
+
 /// The header name and value of an untyped or typed header, as text.
 pub fn name_value(h: &Header) -> Option<(String, String)> {
     let text = h.to_string();
@@ -95,11 +100,16 @@ pub fn response(request: &Request, code: u16, reason: Option<&str>, to_tag: &str
 
 /// Puts an SDP body on a message, fixing Content-Type and Content-Length.
 pub fn set_sdp(headers: &mut rsip::Headers, body: &mut Vec<u8>, sdp: &str) {
+    set_body(headers, body, "application/sdp", sdp.as_bytes());
+}
+
+/// Puts a body of `content_type` on a message, fixing Content-Type and Content-Length.
+pub fn set_body(headers: &mut rsip::Headers, body: &mut Vec<u8>, content_type: &str, bytes: &[u8]) {
     let mut kept: Vec<Header> = headers.iter().filter(|h| !matches!(h, Header::ContentLength(_) | Header::ContentType(_))).cloned().collect();
-    kept.push(Header::ContentType(rsip::headers::ContentType::new("application/sdp")));
-    kept.push(Header::ContentLength(rsip::headers::ContentLength::new(sdp.len().to_string())));
+    kept.push(Header::ContentType(rsip::headers::ContentType::new(content_type)));
+    kept.push(Header::ContentLength(rsip::headers::ContentLength::new(bytes.len().to_string())));
     *headers = kept.into();
-    *body = sdp.as_bytes().to_vec();
+    *body = bytes.to_vec();
 }
 
 /// Adds a header, keeping Content-Length last where it reads best.

@@ -286,8 +286,8 @@ impl<M: MediaControl> CallControl<M> {
     pub fn handle_timeout(&mut self, now: Instant, wall_ms: u64, rng: &mut impl Rng) {
         self.wall_ms = wall_ms;
         self.tx.handle_timeout(now);
-        for (addr, transport) in self.upstreams.due_checks(now) {
-            self.send_health_check(addr, transport, now, rng);
+        for addr in self.upstreams.due_checks(now) {
+            self.send_health_check(addr, now, rng);
         }
         self.refresh_registrations(now, rng);
         self.drain(now, rng);
@@ -497,7 +497,7 @@ impl<M: MediaControl> CallControl<M> {
 
     /// Tells one leg the call is over, whatever state it is in.
     fn release_leg(&mut self, call: CallRef, side: Side, leg: Leg, status: u16, now: Instant, rng: &mut impl Rng) {
-        let via = self.via_for(side);
+        let via = self.via_for(leg.target);
         match leg.dialog {
             Some(mut dialog) if dialog.state == crate::sip::dialog::DialogState::Confirmed => {
                 let bye = dialog.request(Method::Bye, via.0, &via.1, None, rng);
@@ -541,29 +541,37 @@ impl<M: MediaControl> CallControl<M> {
         }));
     }
 
-    /// Via transport and sent-by for requests we send on `side`.
-    pub(crate) fn via_for(&self, side: Side) -> (&'static str, String) {
-        match side {
-            Side::Agent => ("WSS", self.config.agent_host.clone()),
-            Side::Upstream => ("UDP", self.config.internal_sent_by.clone()),
+    /// Via transport and sent-by for requests we send to `target`: WSS toward agents, the
+    /// upstream server's own transport from our internal listener.
+    pub(crate) fn via_for(&self, target: Target) -> (&'static str, String) {
+        match (target.destination, target.transport) {
+            (Destination::Conn(_), _) => ("WSS", self.config.agent_host.clone()),
+            (Destination::Addr(_), Transport::Tcp) => ("TCP", self.config.internal_sent_by.clone()),
+            (Destination::Addr(_), _) => ("UDP", self.config.internal_sent_by.clone()),
         }
     }
 
-    fn send_health_check(&mut self, addr: SocketAddr, transport: crate::profile::Transport, now: Instant, rng: &mut impl Rng) {
-        let (t, name) = match transport {
-            crate::profile::Transport::Udp => (Transport::Udp, "UDP"),
-            crate::profile::Transport::Tcp => (Transport::Tcp, "TCP"),
+    /// Where requests to upstream server `server` go, over the transport the profile gives it.
+    pub(crate) fn upstream_target(&self, server: SocketAddr) -> Target {
+        let transport = match self.upstreams.transport_of(server) {
+            Some(crate::profile::Transport::Tcp) => Transport::Tcp,
+            _ => Transport::Udp,
         };
+        Target { transport, destination: Destination::Addr(server) }
+    }
+
+    fn send_health_check(&mut self, addr: SocketAddr, now: Instant, rng: &mut impl Rng) {
+        let target = self.upstream_target(addr);
+        let (name, sent_by) = self.via_for(target);
         let text = format!(
-            "OPTIONS sip:{addr} SIP/2.0\r\nVia: SIP/2.0/{name} {};branch={}\r\nMax-Forwards: 70\r\nFrom: <sip:gatewayd@{}>;tag={}\r\nTo: <sip:{addr}>\r\nCall-ID: {}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
-            self.config.internal_sent_by,
+            "OPTIONS sip:{addr} SIP/2.0\r\nVia: SIP/2.0/{name} {sent_by};branch={}\r\nMax-Forwards: 70\r\nFrom: <sip:gatewayd@{}>;tag={}\r\nTo: <sip:{addr}>\r\nCall-ID: {}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
             crate::sip::message::new_branch(rng),
             self.config.domain,
             new_tag(rng),
             crate::sip::message::new_call_id(rng),
         );
         let Ok(SipMessage::Request(options)) = crate::sip::message::parse(text.as_bytes()) else { return };
-        if let Ok(tx) = self.tx.send_request(options, Target { transport: t, destination: Destination::Addr(addr) }, now) {
+        if let Ok(tx) = self.tx.send_request(options, target, now) {
             self.health_checks.insert(tx, addr);
         }
     }

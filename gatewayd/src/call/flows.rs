@@ -105,23 +105,16 @@ impl<M: MediaControl> CallControl<M> {
         let Some(agent_invite) = c.agent.as_ref().map(|l| l.invite.clone()) else { return };
         let sdp = c.upstream_sdp.clone();
         let (dn, dest) = (c.dn.clone(), c.peer.clone());
-        let transport = match self.upstreams.transport_of(server) {
-            Some(crate::profile::Transport::Tcp) => Transport::Tcp,
-            _ => Transport::Udp,
-        };
+        let target = self.upstream_target(server);
+        let (via_transport, sent_by) = self.via_for(target);
         let token_header = self.config.token.as_ref().map(|t| t.header.to_ascii_lowercase());
-        let extra: Vec<(String, String)> = agent_invite
-            .headers
-            .iter()
-            .filter_map(build::name_value)
-            .filter(|(n, _)| build::passes_through(n) && token_header.as_deref() != Some(n.to_ascii_lowercase().as_str()))
-            .collect();
+        let mut extra = build::passed_through(&agent_invite.headers);
+        extra.retain(|(n, _)| token_header.as_deref() != Some(n.to_ascii_lowercase().as_str()));
         let domain = self.config.domain.clone();
-        let sent_by = self.config.internal_sent_by.clone();
         let (invite, tag) = build::invite(
             &InviteSpec {
                 request_uri: &format!("sip:{dest}@{server}"),
-                via_transport: if transport == Transport::Tcp { "TCP" } else { "UDP" },
+                via_transport,
                 via_sent_by: &sent_by,
                 from: &format!("<sip:{dn}@{domain}>"),
                 to: &format!("<sip:{dest}@{domain}>"),
@@ -132,7 +125,6 @@ impl<M: MediaControl> CallControl<M> {
             },
             rng,
         );
-        let target = Target { transport, destination: Destination::Addr(server) };
         match self.tx.send_request(invite.clone(), target, now) {
             Ok(tx) => {
                 self.by_tx.insert(tx, (call, Side::Upstream));
@@ -192,7 +184,7 @@ impl<M: MediaControl> CallControl<M> {
         if let Some(c) = self.calls.get_mut(&id) {
             c.upstream_sdp = internal;
         }
-        let mut extra: Vec<(String, String)> = request.headers.iter().filter_map(build::name_value).filter(|(n, _)| build::passes_through(n)).collect();
+        let mut extra = build::passed_through(&request.headers);
         match self.config.auto_answer.get(&dn).copied().unwrap_or_default() {
             AutoAnswer::Never => extra.retain(|(n, v)| !is_auto_answer(n, v)),
             AutoAnswer::Always if !extra.iter().any(|(n, v)| is_auto_answer(n, v)) => {
@@ -335,8 +327,7 @@ impl<M: MediaControl> CallControl<M> {
     fn ack(&mut self, call: CallRef, side: Side, response: &Response, rng: &mut impl Rng) {
         let Some(leg) = self.leg_mut(call, side).cloned() else { return };
         let Some(dialog) = leg.dialog else { return };
-        let (t, sent_by) = self.via_for(side);
-        let t = if leg.target.transport == Transport::Tcp { "TCP" } else { t };
+        let (t, sent_by) = self.via_for(leg.target);
         let ack = dialog.ack(build::cseq_number(&response.headers), t, &sent_by, rng);
         let destination = match leg.target.destination {
             Destination::Addr(server) => Destination::Addr(addr_of(&dialog.next_hop()).unwrap_or(server)),
@@ -572,15 +563,10 @@ impl<M: MediaControl> CallControl<M> {
         let Some(mut dialog) = leg.dialog.clone() else {
             return self.respond(tx, request, 200, None, now, rng);
         };
-        let (t, sent_by) = self.via_for(other);
-        let t = if leg.target.transport == Transport::Tcp { "TCP" } else { t };
+        let (t, sent_by) = self.via_for(leg.target);
         let mut relayed = dialog.request(request.method.clone(), t, &sent_by, None, rng);
         if let Some(ct) = build::header(&request.headers, "Content-Type") {
-            let mut headers: Vec<rsip::Header> = relayed.headers.iter().filter(|h| !matches!(h, rsip::Header::ContentLength(_))).cloned().collect();
-            headers.push(rsip::Header::ContentType(rsip::headers::ContentType::from(ct)));
-            headers.push(rsip::Header::ContentLength(rsip::headers::ContentLength::from(request.body.len().to_string())));
-            relayed.headers = headers.into();
-            relayed.body = request.body.clone();
+            build::set_body(&mut relayed.headers, &mut relayed.body, &ct, &request.body);
         }
         if let Some(l) = self.leg_mut(call, other) {
             l.dialog = Some(dialog);
@@ -609,7 +595,7 @@ impl<M: MediaControl> CallControl<M> {
             return self.respond(tx, request, 481, None, now, rng);
         };
         self.respond(tx, request, 200, None, now, rng);
-        let (t, sent_by) = self.via_for(Side::Agent);
+        let (t, sent_by) = self.via_for(agent.target);
         let mut notify = dialog.request(rsip::Method::Notify, t, &sent_by, None, rng);
         build::insert_before_length(&mut notify.headers, rsip::Header::Event(rsip::headers::Event::from(event.clone())));
         build::insert_before_length(&mut notify.headers, rsip::Header::SubscriptionState(rsip::headers::SubscriptionState::from("terminated")));

@@ -15,7 +15,7 @@ use super::media_port::MediaControl;
 use crate::profile::{LoadedProfile, RegistrationMode};
 use crate::sip::digest::{authorize_request, ClientSecret};
 use crate::sip::message::{new_branch, new_call_id, new_tag};
-use crate::sip::transaction::{Destination, Target, Transport, TxId};
+use crate::sip::transaction::{Transport, TxId};
 
 /// Upstream registration settings from the profile.
 #[derive(Debug, Clone)]
@@ -116,13 +116,16 @@ impl<M: MediaControl> CallControl<M> {
 
     fn send_register(&mut self, dn: &str, challenge: Option<&Response>, now: Instant, rng: &mut impl Rng) {
         let Some(config) = self.config.registration.clone() else { return };
-        let (domain, sent_by) = (self.config.domain.clone(), self.config.internal_sent_by.clone());
+        let domain = self.config.domain.clone();
+        let Some(server) = self.registrations.by_dn.get(dn).map(|r| r.server) else { return };
+        let target = self.upstream_target(server);
+        let (via_transport, sent_by) = self.via_for(target);
         let Some(r) = self.registrations.by_dn.get_mut(dn) else { return };
         r.cseq += 1;
         let expires = if r.wanted { config.expires_secs } else { 0 };
-        let server = r.server;
+        let rport = if target.transport == Transport::Udp { ";rport" } else { "" };
         let text = format!(
-            "REGISTER sip:{server} SIP/2.0\r\nVia: SIP/2.0/UDP {sent_by};branch={};rport\r\nMax-Forwards: 70\r\nFrom: <sip:{dn}@{domain}>;tag={}\r\nTo: <sip:{dn}@{domain}>\r\nCall-ID: {}\r\nCSeq: {} REGISTER\r\nContact: <sip:{dn}@{sent_by}>\r\nExpires: {expires}\r\nUser-Agent: gatewayd\r\nContent-Length: 0\r\n\r\n",
+            "REGISTER sip:{server} SIP/2.0\r\nVia: SIP/2.0/{via_transport} {sent_by};branch={}{rport}\r\nMax-Forwards: 70\r\nFrom: <sip:{dn}@{domain}>;tag={}\r\nTo: <sip:{dn}@{domain}>\r\nCall-ID: {}\r\nCSeq: {} REGISTER\r\nContact: <sip:{dn}@{sent_by}>\r\nExpires: {expires}\r\nUser-Agent: gatewayd\r\nContent-Length: 0\r\n\r\n",
             new_branch(rng),
             r.from_tag,
             r.call_id,
@@ -138,11 +141,7 @@ impl<M: MediaControl> CallControl<M> {
                 return;
             }
         }
-        let transport = match self.upstreams.transport_of(server) {
-            Some(crate::profile::Transport::Tcp) => Transport::Tcp,
-            _ => Transport::Udp,
-        };
-        match self.tx.send_request(request, Target { transport, destination: Destination::Addr(server) }, now) {
+        match self.tx.send_request(request, target, now) {
             Ok(tx) => {
                 self.registrations.by_tx.insert(tx, dn.to_owned());
             }

@@ -113,12 +113,12 @@ impl Upstreams {
     }
 
     /// Servers due for an OPTIONS check at `now` (all of them, every interval).
-    pub fn due_checks(&mut self, now: Instant) -> Vec<(SocketAddr, Transport)> {
+    pub fn due_checks(&mut self, now: Instant) -> Vec<SocketAddr> {
         match self.next_check {
             Some(at) if at > now => Vec::new(),
             _ => {
                 self.next_check = Some(now + self.interval);
-                self.servers.iter().map(|s| (s.address, s.transport)).collect()
+                self.servers.iter().map(|s| s.address).collect()
             }
         }
     }
