@@ -118,3 +118,19 @@ fn readiness_reload_watchdog_and_stop_are_notified() {
     wait_for("STOPPING=1", &mut received);
     assert_eq!(child.wait().unwrap().code(), Some(0));
 }
+
+#[test]
+fn a_separate_metrics_listener_serves_metrics_and_nothing_else() {
+    let dir = TempDir::new("metrics");
+    let (text, ports) = lab_profile_free_ports();
+    let profile = dir.path().join("profile.toml");
+    std::fs::write(&profile, &text).unwrap();
+    let metrics = common::free_port();
+    let listen = format!("127.0.0.1:{metrics}");
+    let mut gw = Gateway::start(&profile, &dir.path().join("state"), &[("GATEWAYD_OBSERVE__METRICS", &listen)]);
+    gw.wait_for_log("gatewayd ready", DEADLINE);
+    assert!(http_get(metrics, "/metrics").is_some_and(|m| m.contains("gatewayd_bans_active")));
+    assert!(http_get(metrics, "/health").is_none(), "admin routes stay on the admin listener");
+    assert!(http_get(metrics, "/bans").is_none());
+    assert!(http_get(ports[&9090], "/health").is_some());
+}

@@ -33,21 +33,29 @@ struct AdminState {
     calls: Arc<CallGauges>,
 }
 
-/// Binds the admin listener; the returned future serves until `shutdown` resolves.
+/// What a listener serves: the whole admin API, or only `/metrics` (a separate metrics
+/// listener must not offer ban removal to whoever may scrape it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Serves {
+    Admin,
+    MetricsOnly,
+}
+
+/// Binds an admin or metrics listener; the returned future serves it.
 pub async fn bind(
     addr: SocketAddr,
+    serves: Serves,
     profile: watch::Receiver<Arc<LoadedProfile>>,
     bans: Arc<BanService>,
     calls: Arc<CallGauges>,
 ) -> std::io::Result<(SocketAddr, impl std::future::Future<Output = ()>)> {
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
-    let app = Router::new()
-        .route("/health", get(health))
-        .route("/bans", get(list_bans))
-        .route("/bans/{ip}", axum::routing::delete(remove_ban))
-        .route("/metrics", get(metrics))
-        .with_state(AdminState { profile, bans, calls });
+    let mut app = Router::new().route("/metrics", get(metrics));
+    if serves == Serves::Admin {
+        app = app.route("/health", get(health)).route("/bans", get(list_bans)).route("/bans/{ip}", axum::routing::delete(remove_ban));
+    }
+    let app = app.with_state(AdminState { profile, bans, calls });
     let serve = async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "admin endpoint stopped");
