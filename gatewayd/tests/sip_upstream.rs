@@ -60,3 +60,11 @@ fn a_call_to_an_unregistered_dn_gets_480() {
     assert_passed(&out, "INVITE to 5002");
     drop(lab.gw);
 }
+
+#[test]
+fn a_session_interval_below_90_s_gets_422_with_min_se() {
+    let lab = lab();
+    let out = sipp(&lab, "invite-session-too-short.xml", "5001");
+    assert_passed(&out, "INVITE with Session-Expires: 30");
+    drop(lab.gw);
+}

@@ -36,6 +36,9 @@ pub fn uri_user(uri: &rsip::Uri) -> Option<String> {
     uri.auth.as_ref().map(|a| a.user.clone())
 }
 
+/// The methods we take inside a call, as our INVITEs and 2xx answers list them.
+pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, NOTIFY";
+
 /// What a new outgoing INVITE needs.
 pub struct InviteSpec<'a> {
     pub request_uri: &'a str,
@@ -53,7 +56,7 @@ pub struct InviteSpec<'a> {
 pub fn invite(spec: &InviteSpec<'_>, rng: &mut impl Rng) -> (Request, String) {
     let tag = new_tag(rng);
     let mut text = format!(
-        "INVITE {} SIP/2.0\r\nVia: SIP/2.0/{} {};branch={}{}\r\nMax-Forwards: {}\r\nFrom: {};tag={tag}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: 1 INVITE\r\nContact: {}\r\nAllow: INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, NOTIFY\r\nSupported: replaces\r\nUser-Agent: gatewayd\r\n",
+        "INVITE {} SIP/2.0\r\nVia: SIP/2.0/{} {};branch={}{}\r\nMax-Forwards: {}\r\nFrom: {};tag={tag}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: 1 INVITE\r\nContact: {}\r\nAllow: {ALLOW}\r\nSupported: replaces, timer\r\nUser-Agent: gatewayd\r\n",
         spec.request_uri,
         spec.via_transport,
         spec.via_sent_by,

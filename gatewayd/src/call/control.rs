@@ -149,9 +149,19 @@ pub(crate) struct Leg {
     pub dialog: Option<Dialog>,
     /// As UAC: a provisional response arrived, so CANCEL may be sent.
     pub provisional: bool,
+    /// The RFC 4028 session timer negotiated on this leg, if any.
+    pub session: Option<super::session_timer::SessionTimer>,
+    /// Our own session refresh in flight (or last sent), for glare and its answer.
+    pub refresh: Option<super::in_dialog::Refresh>,
+    /// The peer listed UPDATE in its Allow: refreshes go as bodiless UPDATEs.
+    pub peer_allows_update: bool,
 }
 
 impl Leg {
+    pub fn new(target: Target, invite: Request, invite_tx: TxId, local_tag: String) -> Self {
+        Leg { target, invite, invite_tx, local_tag, dialog: None, provisional: false, session: None, refresh: None, peer_allows_update: false }
+    }
+
     /// A 2xx confirmed this leg's dialog.
     pub fn confirmed(&self) -> bool {
         self.dialog.as_ref().is_some_and(|d| d.state == crate::sip::dialog::DialogState::Confirmed)
@@ -171,6 +181,8 @@ pub(crate) struct Call {
     pub upstream_sdp: Option<String>,
     /// Outbound: servers still to try after the current one.
     pub failover: Vec<SocketAddr>,
+    /// The Session-Expires we ask of the SIP server on an outbound call (raised by a 422).
+    pub session_expires: u32,
     pub started_ms: u64,
     pub answered_ms: Option<u64>,
 }
@@ -280,7 +292,7 @@ impl<M: MediaControl> CallControl<M> {
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        [self.tx.poll_timeout(), self.upstreams.poll_timeout(), self.registrations.poll_timeout()].into_iter().flatten().min()
+        [self.tx.poll_timeout(), self.upstreams.poll_timeout(), self.registrations.poll_timeout(), self.session_deadline()].into_iter().flatten().min()
     }
 
     pub fn handle_timeout(&mut self, now: Instant, wall_ms: u64, rng: &mut impl Rng) {
@@ -290,6 +302,7 @@ impl<M: MediaControl> CallControl<M> {
             self.send_health_check(addr, now, rng);
         }
         self.refresh_registrations(now, rng);
+        self.run_session_timers(now, rng);
         self.drain(now, rng);
     }
 
@@ -384,8 +397,13 @@ impl<M: MediaControl> CallControl<M> {
         if in_dialog {
             return self.in_dialog(tx, request, source, now, rng);
         }
+        if request.method == Method::Invite {
+            if let super::session_timer::UasDecision::TooSmall { min_se } = super::in_dialog::uas_decision(&request) {
+                return self.too_small(tx, &request, min_se, now, rng);
+            }
+        }
         let from_agent = matches!(source.destination, Destination::Conn(_));
-        match (request.method.clone(), from_agent) {
+        match (request.method, from_agent) {
             (Method::Invite, true) => self.agent_invite(tx, request, source, now, rng),
             (Method::Invite, false) => self.upstream_invite(tx, request, source, now, rng),
             (Method::Options, false) => self.upstream_options(tx, &request, now, rng),

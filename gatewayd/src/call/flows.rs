@@ -10,6 +10,7 @@ use rsip::{Request, Response};
 use super::build::{self, InviteSpec};
 use super::control::{Call, CallControl, Direction, Leg, Side};
 use super::media_port::{CallRef, MediaControl, MediaFailure};
+use super::session_timer;
 use crate::profile::AutoAnswer;
 use crate::sip::dialog::Dialog;
 use crate::sip::message::new_tag;
@@ -28,7 +29,7 @@ impl<M: MediaControl> CallControl<M> {
         let dest = build::uri_user(&request.uri).unwrap_or_default();
         let offer = build::sdp_of(&request.headers, &request.body);
         let local_tag = new_tag(rng);
-        let agent = Leg { target: source, invite: request.clone(), invite_tx: tx, local_tag: local_tag.clone(), dialog: None, provisional: false };
+        let agent = Leg::new(source, request.clone(), tx, local_tag.clone());
         let call = Call {
             direction: Direction::Outbound,
             dn: dn.clone(),
@@ -38,6 +39,7 @@ impl<M: MediaControl> CallControl<M> {
             agent_sdp: None,
             upstream_sdp: None,
             failover: Vec::new(),
+            session_expires: session_timer::DEFAULT_SESSION_EXPIRES_SECS,
             started_ms: self.wall_ms,
             answered_ms: None,
         };
@@ -110,6 +112,9 @@ impl<M: MediaControl> CallControl<M> {
         let token_header = self.config.token.as_ref().map(|t| t.header.to_ascii_lowercase());
         let mut extra = build::passed_through(&agent_invite.headers);
         extra.retain(|(n, _)| token_header.as_deref() != Some(n.to_ascii_lowercase().as_str()));
+        // We ask for a session timer and let the SIP server pick who refreshes (RFC 4028).
+        extra.push(("Session-Expires".into(), c.session_expires.to_string()));
+        extra.push(("Min-SE".into(), session_timer::MIN_SE_SECS.to_string()));
         let domain = self.config.domain.clone();
         let (invite, tag) = build::invite(
             &InviteSpec {
@@ -129,7 +134,7 @@ impl<M: MediaControl> CallControl<M> {
             Ok(tx) => {
                 self.by_tx.insert(tx, (call, Side::Upstream));
                 if let Some(c) = self.calls.get_mut(&call) {
-                    c.upstream = Some(Leg { target, invite, invite_tx: tx, local_tag: tag, dialog: None, provisional: false });
+                    c.upstream = Some(Leg::new(target, invite, tx, tag));
                 }
                 self.index_leg(call, Side::Upstream);
             }
@@ -161,10 +166,11 @@ impl<M: MediaControl> CallControl<M> {
             dn: dn.clone(),
             peer: caller.clone(),
             agent: None,
-            upstream: Some(Leg { target: source, invite: request.clone(), invite_tx: tx, local_tag, dialog: None, provisional: false }),
+            upstream: Some(Leg::new(source, request.clone(), tx, local_tag)),
             agent_sdp: None,
             upstream_sdp: None,
             failover: Vec::new(),
+            session_expires: session_timer::DEFAULT_SESSION_EXPIRES_SECS,
             started_ms: self.wall_ms,
             answered_ms: None,
         });
@@ -212,7 +218,7 @@ impl<M: MediaControl> CallControl<M> {
             Ok(agent_tx) => {
                 self.by_tx.insert(agent_tx, (id, Side::Agent));
                 if let Some(c) = self.calls.get_mut(&id) {
-                    c.agent = Some(Leg { target, invite, invite_tx: agent_tx, local_tag: tag, dialog: None, provisional: false });
+                    c.agent = Some(Leg::new(target, invite, agent_tx, tag));
                 }
                 self.index_leg(id, Side::Agent);
             }
@@ -242,6 +248,9 @@ impl<M: MediaControl> CallControl<M> {
                     self.upstreams.record_success(server);
                 }
             }
+            return;
+        }
+        if self.on_refresh_response(tx, &response, now, rng) {
             return;
         }
         let Some((call, side)) = self.by_tx.get(&tx).copied() else { return };
@@ -293,6 +302,7 @@ impl<M: MediaControl> CallControl<M> {
                     }
                     self.index_dialog(call, Side::Upstream);
                 }
+                self.session_as_uac(call, Side::Upstream, &response, now);
                 self.ack(call, Side::Upstream, &response, rng);
                 let answer = c.agent_sdp.clone().unwrap_or_default();
                 self.answer_agent(call, &answer, now);
@@ -302,6 +312,18 @@ impl<M: MediaControl> CallControl<M> {
                     self.upstreams.record_failure(server);
                 } else {
                     self.upstreams.record_success(server);
+                }
+                let min_se = build::header(&response.headers, "Min-SE").and_then(|v| v.split(';').next()?.trim().parse::<u32>().ok());
+                if let (422, Some(min_se)) = (code, min_se) {
+                    if min_se > c.session_expires {
+                        // RFC 4028 section 7.3: ask again with the interval the server wants.
+                        self.by_tx.remove(&tx);
+                        if let Some(c) = self.calls.get_mut(&call) {
+                            c.session_expires = min_se;
+                        }
+                        let mf = build::next_max_forwards(&agent.invite).unwrap_or(69);
+                        return self.invite_upstream(call, server, mf, now, rng);
+                    }
                 }
                 let retry = (code == 503 || code == 408) && !c.failover.is_empty() && !up.provisional;
                 if retry {
@@ -324,7 +346,7 @@ impl<M: MediaControl> CallControl<M> {
 
     /// The ACK for a 2xx to the INVITE we sent on `side` (end to end, outside any transaction):
     /// toward the SIP server it follows the dialog's next hop, toward an agent its connection.
-    fn ack(&mut self, call: CallRef, side: Side, response: &Response, rng: &mut impl Rng) {
+    pub(crate) fn ack(&mut self, call: CallRef, side: Side, response: &Response, rng: &mut impl Rng) {
         let Some(leg) = self.leg_mut(call, side).cloned() else { return };
         let Some(dialog) = leg.dialog else { return };
         let (t, sent_by) = self.via_for(leg.target);
@@ -340,7 +362,7 @@ impl<M: MediaControl> CallControl<M> {
     /// Our 200 to the agent's INVITE (outbound or echo), which confirms the agent dialog.
     pub(crate) fn answer_agent(&mut self, call: CallRef, sdp: &str, now: Instant) {
         let Some(leg) = self.leg_mut(call, Side::Agent).cloned() else { return };
-        let ok = build::response(&leg.invite, 200, None, &leg.local_tag, Some(&self.agent_contact()), Some(sdp));
+        let mut ok = build::response(&leg.invite, 200, None, &leg.local_tag, Some(&self.agent_contact()), Some(sdp));
         if let Ok(dialog) = Dialog::from_uas(&leg.invite, &leg.local_tag) {
             if let Some(l) = self.leg_mut(call, Side::Agent) {
                 l.dialog = Some(dialog);
@@ -350,6 +372,7 @@ impl<M: MediaControl> CallControl<M> {
         if let Some(c) = self.calls.get_mut(&call) {
             c.answered_ms = Some(self.wall_ms);
         }
+        self.session_as_uas(call, Side::Agent, &leg.invite, &mut ok, now);
         self.send_response(leg.invite_tx, ok, now);
     }
 
@@ -388,6 +411,7 @@ impl<M: MediaControl> CallControl<M> {
                     }
                     self.index_dialog(call, Side::Agent);
                 }
+                self.session_as_uac(call, Side::Agent, &response, now);
                 self.ack(call, Side::Agent, &response, rng);
                 let body = match c.upstream_sdp.clone() {
                     Some(answer) => answer,
@@ -402,7 +426,7 @@ impl<M: MediaControl> CallControl<M> {
                         Err(f) => return self.hang_up(call, Side::Agent, f.status, &f.reason, now, rng),
                     },
                 };
-                let ok = build::response(&up.invite, 200, None, &up.local_tag, Some(&self.upstream_contact(&c.dn)), Some(&body));
+                let mut ok = build::response(&up.invite, 200, None, &up.local_tag, Some(&self.upstream_contact(&c.dn)), Some(&body));
                 if let Ok(dialog) = Dialog::from_uas(&up.invite, &up.local_tag) {
                     if let Some(l) = self.leg_mut(call, Side::Upstream) {
                         l.dialog = Some(dialog);
@@ -412,6 +436,7 @@ impl<M: MediaControl> CallControl<M> {
                 if let Some(c) = self.calls.get_mut(&call) {
                     c.answered_ms = Some(self.wall_ms);
                 }
+                self.session_as_uas(call, Side::Upstream, &up.invite, &mut ok, now);
                 self.send_response(up.invite_tx, ok, now);
             }
             _ => {
@@ -452,42 +477,6 @@ impl<M: MediaControl> CallControl<M> {
         self.hang_up(call, side, 487, "cancelled before answer", now, rng);
     }
 
-    /// A re-INVITE or UPDATE inside a call: the new offer is answered by media for that side,
-    /// without disturbing the other leg (hold and ICE restarts are absorbed here).
-    pub(crate) fn reoffer(&mut self, tx: TxId, call: CallRef, side: Side, request: &Request, now: Instant, rng: &mut impl Rng) {
-        let Some(offer) = build::sdp_of(&request.headers, &request.body) else {
-            // Without an offer we repeat our last description.
-            let sdp = self.calls.get(&call).and_then(|c| if side == Side::Agent { c.agent_sdp.clone() } else { c.upstream_sdp.clone() });
-            let tag = self.leg_mut(call, side).map(|l| l.local_tag.clone()).unwrap_or_else(|| new_tag(rng));
-            let r = build::response(request, 200, None, &tag, Some(&self.contact_for(call, side)), sdp.as_deref());
-            return self.send_response(tx, r, now);
-        };
-        let echo = self.calls.get(&call).is_some_and(|c| c.direction == Direction::Echo);
-        let answer = match side {
-            Side::Agent if echo => self.media.echo(call, &offer),
-            Side::Agent => self.media.browser_answer(call, &offer),
-            Side::Upstream => self.media.internal_answer(call, &offer),
-        };
-        let tag = self.leg_mut(call, side).map(|l| l.local_tag.clone()).unwrap_or_default();
-        let contact = self.contact_for(call, side);
-        match answer {
-            Ok(sdp) => {
-                if let Some(c) = self.calls.get_mut(&call) {
-                    match side {
-                        Side::Agent => c.agent_sdp = Some(sdp.clone()),
-                        Side::Upstream => c.upstream_sdp = Some(sdp.clone()),
-                    }
-                }
-                let r = build::response(request, 200, None, &tag, Some(&contact), Some(&sdp));
-                self.send_response(tx, r, now);
-            }
-            Err(f) => {
-                let r = build::response(request, 488, Some(&f.reason), &tag, None, None);
-                self.send_response(tx, r, now);
-            }
-        }
-    }
-
     /// Media refused a call being set up: answer the side that asked and end the call.
     fn fail_setup(&mut self, call: CallRef, side: Side, failure: MediaFailure, now: Instant, rng: &mut impl Rng) {
         tracing::warn!(call = call.0, status = failure.status, reason = %failure.reason, "call setup failed");
@@ -510,7 +499,7 @@ impl<M: MediaControl> CallControl<M> {
         format!("<sip:{dn}@{}>", self.config.internal_sent_by)
     }
 
-    fn contact_for(&self, call: CallRef, side: Side) -> String {
+    pub(crate) fn contact_for(&self, call: CallRef, side: Side) -> String {
         match side {
             Side::Agent => self.agent_contact(),
             Side::Upstream => self.upstream_contact(self.calls.get(&call).map(|c| c.dn.as_str()).unwrap_or("gatewayd")),
@@ -551,58 +540,4 @@ fn addr_of(uri: &rsip::Uri) -> Option<SocketAddr> {
     let ip: std::net::IpAddr = uri.host_with_port.host.to_string().trim_matches(['[', ']']).parse().ok()?;
     let port = uri.host_with_port.port.as_ref().map(|p| *p.value()).unwrap_or(5060);
     Some(SocketAddr::new(ip, port))
-}
-
-impl<M: MediaControl> CallControl<M> {
-    /// An INFO (DTMF or application data) goes on to the other leg; its answer comes back.
-    pub(crate) fn relay_in_dialog(&mut self, tx: TxId, call: CallRef, side: Side, request: &Request, now: Instant, rng: &mut impl Rng) {
-        let other = if side == Side::Agent { Side::Upstream } else { Side::Agent };
-        let Some(leg) = self.leg_mut(call, other).cloned() else {
-            return self.respond(tx, request, 200, None, now, rng);
-        };
-        let Some(mut dialog) = leg.dialog.clone() else {
-            return self.respond(tx, request, 200, None, now, rng);
-        };
-        let (t, sent_by) = self.via_for(leg.target);
-        let mut relayed = dialog.request(request.method.clone(), t, &sent_by, None, rng);
-        if let Some(ct) = build::header(&request.headers, "Content-Type") {
-            build::set_body(&mut relayed.headers, &mut relayed.body, &ct, &request.body);
-        }
-        if let Some(l) = self.leg_mut(call, other) {
-            l.dialog = Some(dialog);
-        }
-        match self.tx.send_request(relayed, leg.target, now) {
-            Ok(client) => {
-                self.relays.insert(client, (tx, request.clone()));
-            }
-            Err(e) => self.respond(tx, request, e.status_code(), None, now, rng),
-        }
-    }
-
-    /// The SIP server's NOTIFY `Event: talk` or `hold` (remote answer and hold, as contact-centre
-    /// servers drive desk phones) is passed into the agent's dialog, early or confirmed; the
-    /// softphone answers, holds or resumes on it.
-    pub(crate) fn remote_control(&mut self, tx: TxId, call: CallRef, request: &Request, now: Instant, rng: &mut impl Rng) {
-        let event = build::header(&request.headers, "Event").unwrap_or_default().split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-        if event != "talk" && event != "hold" {
-            return self.respond(tx, request, 489, Some("Bad Event"), now, rng);
-        }
-        let Some(agent) = self.leg_mut(call, Side::Agent).cloned() else {
-            return self.respond(tx, request, 481, None, now, rng);
-        };
-        let Some(mut dialog) = agent.dialog.clone() else {
-            // Not even ringing yet: nothing to answer.
-            return self.respond(tx, request, 481, None, now, rng);
-        };
-        self.respond(tx, request, 200, None, now, rng);
-        let (t, sent_by) = self.via_for(agent.target);
-        let mut notify = dialog.request(rsip::Method::Notify, t, &sent_by, None, rng);
-        build::insert_before_length(&mut notify.headers, rsip::Header::Event(rsip::headers::Event::from(event.clone())));
-        build::insert_before_length(&mut notify.headers, rsip::Header::SubscriptionState(rsip::headers::SubscriptionState::from("terminated")));
-        if let Some(l) = self.leg_mut(call, Side::Agent) {
-            l.dialog = Some(dialog);
-        }
-        tracing::info!(call = call.0, event = %event, "remote control from the SIP server");
-        let _ = self.tx.send_request(notify, agent.target, now);
-    }
 }

@@ -427,3 +427,6 @@ fn a_call_whose_browser_media_died_is_ended_on_both_legs() {
     assert!(out.iter().any(|(_, m)| m == "ENDED Outbound 480 no media from the browser"), "{out:?}");
     assert_eq!(h.cc.active_calls(), 0);
 }
+
+#[path = "session_tests.rs"]
+mod session;
