@@ -39,6 +39,8 @@ pub struct CallConfig {
     pub token: Option<TokenPolicy>,
     /// Registration mode `register`: DNs are registered with the SIP server.
     pub registration: Option<RegistrationConfig>,
+    /// Session-Expires we ask of the SIP server on outbound calls.
+    pub session_expires: u32,
 }
 
 /// How outbound tokens are checked.
@@ -73,6 +75,7 @@ impl CallConfig {
             max_calls: p.media.max_calls as usize,
             token: token_policy(loaded),
             registration: RegistrationConfig::from_profile(loaded),
+            session_expires: u32::try_from(p.upstream.session_expires.as_secs()).unwrap_or(u32::MAX),
         }
     }
 }

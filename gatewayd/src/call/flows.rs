@@ -39,7 +39,7 @@ impl<M: MediaControl> CallControl<M> {
             agent_sdp: None,
             upstream_sdp: None,
             failover: Vec::new(),
-            session_expires: session_timer::DEFAULT_SESSION_EXPIRES_SECS,
+            session_expires: self.config.session_expires,
             started_ms: self.wall_ms,
             answered_ms: None,
         };
@@ -170,7 +170,7 @@ impl<M: MediaControl> CallControl<M> {
             agent_sdp: None,
             upstream_sdp: None,
             failover: Vec::new(),
-            session_expires: session_timer::DEFAULT_SESSION_EXPIRES_SECS,
+            session_expires: self.config.session_expires,
             started_ms: self.wall_ms,
             answered_ms: None,
         });

@@ -6,8 +6,6 @@ use std::time::{Duration, Instant};
 
 /// The smallest interval we accept (RFC 4028 section 4: never below 90 s).
 pub const MIN_SE_SECS: u32 = 90;
-/// The interval we ask for on INVITEs we originate toward the SIP server.
-pub const DEFAULT_SESSION_EXPIRES_SECS: u32 = 1800;
 
 /// Which end of the dialog sends the refreshes, named as in the header (`uac`/`uas`) relative
 /// to the transaction that negotiated it.

@@ -83,6 +83,7 @@ impl Harness {
                 .collect(),
             registration: RegistrationMode::None,
             register_expires: Duration::secs(3600),
+            session_expires: Duration::secs(1800),
             auth_realm: None,
             health: Health { interval: Duration::secs(3600), failures: 3 },
             outbound: Outbound::default(),
@@ -98,6 +99,7 @@ impl Harness {
             max_calls: 10,
             token: None,
             registration: None,
+            session_expires: 1800,
         };
         let mut cc = CallControl::new(config, Upstreams::from_profile(&upstream), FakeMedia::default());
         cc.set_binding("5001", Some((CONN, "<sip:abc@xyz.invalid;transport=ws>".into())));

@@ -30,6 +30,10 @@ pub struct Upstream {
     /// Expiry asked for when registering DNs upstream.
     #[serde(default = "default_register_expires")]
     pub register_expires: Duration,
+    /// Session timer (RFC 4028) asked for on calls the gateway places with the SIP server; the
+    /// server's own request wins on calls it places. At least 90 s.
+    #[serde(default = "default_session_expires")]
+    pub session_expires: Duration,
     /// Digest realm of the SIP server, for `upstream_ha1_md5`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth_realm: Option<String>,
@@ -41,6 +45,10 @@ pub struct Upstream {
 
 fn default_register_expires() -> Duration {
     Duration::secs(3600)
+}
+
+fn default_session_expires() -> Duration {
+    Duration::secs(1800)
 }
 
 /// One SIP server. Lower priority is tried first; weight spreads load within a priority.

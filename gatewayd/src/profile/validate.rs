@@ -257,6 +257,9 @@ impl Validator<'_> {
     }
 
     fn upstream(&mut self) {
+        if self.p.upstream.session_expires.as_secs() < 90 {
+            self.error("upstream.session_expires", "must be at least 90s (RFC 4028's smallest session interval)");
+        }
         if self.p.upstream.servers.is_empty() {
             self.error("upstream.servers", "at least one SIP server is needed");
         }
