@@ -366,9 +366,10 @@ impl<M: MediaControl> CallControl<M> {
             TxEvent::Ack { request, acked, .. } => self.on_ack(request, acked),
             TxEvent::Response { tx, response } => self.on_response(tx, response, now, rng),
             TxEvent::Timeout { tx, response } => self.on_response(tx, response, now, rng),
-            TxEvent::TransportError { tx } => {
-                let r = crate::sip::message::response_to(self.tx.request(tx).cloned().as_ref().unwrap_or(&dummy_request()), 503, Some("Transport Error"), None);
-                self.on_response(tx, r, now, rng);
+            TxEvent::TransportError { tx, response } => {
+                if let Some(r) = response {
+                    self.on_response(tx, r, now, rng);
+                }
             }
             TxEvent::AckTimeout { tx } => {
                 if let Some((call, side)) = self.by_tx.get(&tx).copied() {
@@ -595,12 +596,5 @@ impl<M: MediaControl> CallControl<M> {
         if let Ok(tx) = self.tx.send_request(options, target, now) {
             self.health_checks.insert(tx, addr);
         }
-    }
-}
-
-fn dummy_request() -> Request {
-    match crate::sip::message::parse(b"OPTIONS sip:x SIP/2.0\r\nVia: SIP/2.0/UDP x;branch=z9hG4bKx\r\nFrom: <sip:x>;tag=x\r\nTo: <sip:x>\r\nCall-ID: x\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n") {
-        Ok(SipMessage::Request(r)) => r,
-        _ => unreachable!("constant request parses"),
     }
 }

@@ -139,9 +139,9 @@ pub enum TxEvent {
     /// after a 2xx the TU should end the dialog with BYE.
     AckTimeout { tx: TxId },
     /// Sending for `tx` failed; the transaction is gone (already when this event is read, so
-    /// `request(tx)` answers `None`: keep what the TU needs, as for any transaction). RFC 3261
-    /// section 8.1.3.1 has a client TU treat this as a 503.
-    TransportError { tx: TxId },
+    /// `request(tx)` answers `None`). RFC 3261 section 8.1.3.1 has a client TU treat this as a
+    /// 503: for a client transaction `response` is that synthesised 503.
+    TransportError { tx: TxId, response: Option<Response> },
     /// Transaction `tx` ended; the TU can drop what it kept for it.
     Terminated { tx: TxId },
 }
@@ -448,9 +448,11 @@ impl TransactionLayer {
 
     /// The driver could not send for `tx` (connection gone, ICMP error...).
     pub fn transport_failed(&mut self, tx: TxId, now: Instant) {
-        if self.entries.contains_key(&tx) {
+        if let Some(entry) = self.entries.get(&tx) {
+            let response = matches!(entry.tx.kind, Kind::InviteClient | Kind::NonInviteClient)
+                .then(|| crate::sip::message::response_to(&entry.tx.request, 503, Some("Transport Error"), None));
             let actions = vec![
-                Action::Event(TxEvent::TransportError { tx }),
+                Action::Event(TxEvent::TransportError { tx, response }),
                 Action::Terminate,
             ];
             self.apply(tx, actions, now);

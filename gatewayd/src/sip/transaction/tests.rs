@@ -164,7 +164,10 @@ fn transport_failure_ends_the_transaction() {
     layer.transport_failed(tx, now);
     assert_eq!(
         events(&drain(&mut layer)),
-        vec![TxEvent::TransportError { tx }, TxEvent::Terminated { tx }]
+        vec![
+            TxEvent::TransportError { tx, response: Some(crate::sip::message::response_to(&invite("z9hG4bKtf"), 503, Some("Transport Error"), None)) },
+            TxEvent::Terminated { tx }
+        ]
     );
     assert!(layer.is_empty());
     assert_eq!(layer.poll_timeout(), None);
