@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::call;
 use crate::firewall::Firewall;
-use crate::guard::{BanService, BanStore, Failure};
+use crate::guard::{BanService, BanStore};
 use crate::observe::{self, LogHandle};
 use crate::profile::{self, LoadedProfile};
 use crate::system::{self, Notifier};
@@ -68,7 +68,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         .await
         .with_context(|| "cannot listen on sip.listen")?;
     let (conn_tx, conn_rx) = mpsc::channel(call::driver::EVENT_QUEUE);
-    let (failure_tx, mut failure_rx) = mpsc::channel::<call::driver::Failure>(1024);
+    let (failure_tx, mut failure_rx) = mpsc::channel::<crate::guard::Report>(1024);
     let web_failures = failure_tx.clone();
     let secret = call::driver::digest_secret(&state_dir).context("cannot keep the digest nonce key")?;
     tokio::spawn(call::driver::run(call::driver::CallTask {
@@ -85,7 +85,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let guard = bans.clone();
     tokio::spawn(async move {
         while let Some(f) = failure_rx.recv().await {
-            guard.report(Failure { ip: f.ip, kind: f.kind }).await;
+            guard.observe(f).await;
         }
     });
     let web = crate::web::start(&state_dir, profile_rx.clone(), conn_tx, web_failures).await.context("cannot start the web side")?;

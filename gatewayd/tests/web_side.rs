@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
-use gatewayd::call::driver::Failure;
+use gatewayd::guard::Report;
 use gatewayd::profile::{self, FailureKind, LoadedProfile, TlsSource};
 use gatewayd::tls::CertifiedPem;
 use gatewayd::web::{self, Outgoing, WebHandle, WsEvent};
@@ -36,7 +36,7 @@ const DEADLINE: Duration = Duration::from_secs(10);
 struct Gateway {
     handle: WebHandle,
     events: mpsc::Receiver<WsEvent>,
-    failures: mpsc::Receiver<Failure>,
+    failures: mpsc::Receiver<Report>,
     profile: watch::Sender<Arc<LoadedProfile>>,
     dir: PathBuf,
 }
@@ -112,7 +112,7 @@ impl Gateway {
     }
 
     /// Waits for a failure of `kind`, skipping others.
-    async fn failure(&mut self, kind: FailureKind) -> Failure {
+    async fn failure(&mut self, kind: FailureKind) -> Report {
         let wait = async {
             loop {
                 let f = self.failures.recv().await.expect("failures open");

@@ -21,19 +21,13 @@ use crate::sip::transaction::Destination;
 use crate::web::{Outgoing, WsEvent};
 use crate::guard::{Limit, RateLimiter, Verdict};
 use crate::observe::metrics::CallGauges;
+use crate::guard::Report;
 use crate::profile::{FailureKind, LoadedProfile};
 use crate::sip::registrar::{ConnId, RegistrarEvent};
 
 /// Room for events from all connections together; a full queue slows the readers down.
 pub const EVENT_QUEUE: usize = 4096;
 
-/// A failure for the ban engine.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Failure {
-    pub ip: IpAddr,
-    pub kind: FailureKind,
-    pub detail: String,
-}
 
 /// Loads the digest nonce key from the state directory, creating it once, so nonces handed out
 /// before a restart stay verifiable after it.
@@ -61,7 +55,7 @@ pub struct CallTask<M> {
     pub sender: InternalSender,
     pub profile: watch::Receiver<Arc<LoadedProfile>>,
     pub secret: Vec<u8>,
-    pub failures: mpsc::Sender<Failure>,
+    pub failures: mpsc::Sender<Report>,
     /// Sources the guard banned: their connections are closed at once.
     pub closures: tokio::sync::broadcast::Receiver<IpAddr>,
     /// Live figures for metrics.
@@ -141,7 +135,7 @@ struct Driver<M: MediaControl> {
     conns: HashMap<ConnId, mpsc::Sender<Outgoing>>,
     peers: HashMap<ConnId, IpAddr>,
     sender: InternalSender,
-    failures: mpsc::Sender<Failure>,
+    failures: mpsc::Sender<Report>,
     cdr_file: Option<std::path::PathBuf>,
     /// Per-source SIP request rate on the agent side (what Kamailio's pike did).
     limiter: RateLimiter,
@@ -168,7 +162,7 @@ impl<M: MediaControl> Driver<M> {
                         // per second of excess reaches the guard.
                         if first {
                             tracing::info!(source = %ip, "SIP request rate exceeded");
-                            let _ = self.failures.try_send(Failure { ip, kind: FailureKind::RateLimited, detail: "SIP request rate".into() });
+                            let _ = self.failures.try_send(Report { ip, kind: FailureKind::RateLimited, detail: "SIP request rate".into() });
                         }
                         return;
                     }
@@ -196,7 +190,7 @@ impl<M: MediaControl> Driver<M> {
                 EdgeOutput::Failure { ip, kind, detail } => {
                     tracing::info!(source = %ip, kind = ?kind, detail = %detail, "failure");
                     // Never wait on the guard: a flood must not stall SIP.
-                    let _ = self.failures.try_send(Failure { ip, kind, detail });
+                    let _ = self.failures.try_send(Report { ip, kind, detail });
                 }
                 EdgeOutput::Registration(event) => {
                     log_registration(&event);

@@ -53,6 +53,14 @@ pub use store::{BanStore, StoredState, STORE_FILE};
 
 use crate::profile::{Bans, FailureKind};
 
+/// What a listener saw: the engine counts the source and kind, the detail goes to the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    pub ip: IpAddr,
+    pub kind: FailureKind,
+    pub detail: String,
+}
+
 /// Event counters, for metrics and the admin endpoint.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct GuardCounters {

@@ -13,7 +13,7 @@ use tokio::sync::broadcast;
 use super::engine::{Ban, BanReason, Failure, GuardAction};
 use super::limiter::Limit;
 use super::store::{BanStore, StoredState};
-use super::{kind_name, Guard, GuardCounters};
+use super::{kind_name, Guard, GuardCounters, Report};
 use crate::firewall::{ApplyError, Firewall, Status};
 use crate::profile::{Bans, Cidr, Profile};
 
@@ -128,6 +128,16 @@ impl BanService {
     /// Listener drivers subscribe here and close every connection from the sources they receive.
     pub fn subscribe_closures(&self) -> broadcast::Receiver<IpAddr> {
         self.close_tx.subscribe()
+    }
+
+    /// A listener's report with its detail: the detail goes to the log with the ban it causes,
+    /// so an operator sees why a source was banned (as fail2ban's matched log lines do).
+    pub async fn observe(&self, report: Report) -> Vec<GuardAction> {
+        let actions = self.report(Failure { ip: report.ip, kind: report.kind }).await;
+        if actions.iter().any(|a| matches!(a, GuardAction::Ban(_))) {
+            tracing::warn!(ip = %report.ip, kind = %kind_name(report.kind), detail = %report.detail, "last failure before the ban");
+        }
+        actions
     }
 
     /// A listener saw a failure from `ip`. Returns the actions taken (a ban, sources to

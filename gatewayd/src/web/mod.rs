@@ -30,7 +30,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use tokio::sync::{mpsc, watch};
 
-use crate::call::driver::Failure;
+use crate::guard::Report;
 use crate::profile::{FailureKind, LoadedProfile};
 
 pub use origin::{parse_host, Origin, OriginPolicy, OriginRefusal};
@@ -136,7 +136,7 @@ pub async fn start(
     state_dir: &Path,
     mut profile: watch::Receiver<Arc<LoadedProfile>>,
     events: mpsc::Sender<WsEvent>,
-    failures: mpsc::Sender<Failure>,
+    failures: mpsc::Sender<Report>,
 ) -> Result<WebHandle, StartError> {
     let loaded = profile.borrow_and_update().clone();
     let settings = Arc::new(Settings::from_profile(&loaded, state_dir)?);
@@ -194,7 +194,7 @@ pub(crate) struct Shared {
     settings: watch::Sender<Arc<Settings>>,
     bound: watch::Sender<Bound>,
     events: mpsc::Sender<WsEvent>,
-    failures: mpsc::Sender<Failure>,
+    failures: mpsc::Sender<Report>,
     /// Open connections per source address.
     sources: Mutex<HashMap<IpAddr, usize>>,
     /// New connections per second per source address.
@@ -220,7 +220,7 @@ impl Shared {
         let ip = crate::guard::canonical(ip);
         let detail = detail.into();
         tracing::debug!(%ip, ?kind, %detail, "web: failure");
-        let _ = self.failures.try_send(Failure { ip, kind, detail });
+        let _ = self.failures.try_send(Report { ip, kind, detail });
     }
 
     /// Whether `ip` may open another connection now (token bucket per source). One
