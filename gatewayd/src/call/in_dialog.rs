@@ -149,7 +149,13 @@ impl<M: MediaControl> CallControl<M> {
     /// UPDATE, otherwise a re-INVITE repeating our current description unchanged.
     fn send_refresh(&mut self, call: CallRef, side: Side, now: Instant, rng: &mut impl Rng) {
         let Some(leg) = self.leg_mut(call, side).cloned() else { return };
-        let (Some(mut dialog), Some(timer)) = (leg.dialog.clone(), leg.session.clone()) else { return };
+        let (Some(mut dialog), Some(timer)) = (leg.dialog.clone(), leg.session.clone()) else {
+            // Nothing to refresh on: the timer goes, rather than fire again at once.
+            if let Some(l) = self.leg_mut(call, side) {
+                l.session = None;
+            }
+            return;
+        };
         let ours = self.calls.get(&call).and_then(|c| if side == Side::Agent { c.agent_sdp.clone() } else { c.upstream_sdp.clone() });
         let use_update = leg.peer_allows_update || ours.is_none();
         let (t, sent_by) = self.via_for(leg.target);

@@ -114,6 +114,8 @@ impl SessionTimer {
     pub fn deadline(&self) -> Instant {
         let interval = Duration::from_secs(u64::from(self.secs));
         match self.role {
+            // While our refresh is out, the next thing that can happen is giving up on it.
+            Role::WeRefresh if self.refreshing => self.refreshed_at + interval,
             Role::WeRefresh => self.retry_at.unwrap_or(self.refreshed_at + interval / 2),
             // RFC 4028 section 10: BYE at the interval minus the lesser of 32 s and a third of it.
             Role::PeerRefreshes => self.refreshed_at + interval - Duration::from_secs(32).min(interval / 3),
@@ -197,6 +199,7 @@ mod tests {
         assert_eq!(t.due(t0 + Duration::from_secs(59)), Due::Nothing);
         assert_eq!(t.due(t0 + Duration::from_secs(60)), Due::Refresh);
         t.refreshing = true;
+        assert_eq!(t.deadline(), t0 + Duration::from_secs(120), "no busy wake-ups while our refresh is out");
         assert_eq!(t.due(t0 + Duration::from_secs(100)), Due::Nothing);
         assert_eq!(t.due(t0 + Duration::from_secs(120)), Due::Expired);
         t.refreshed(t0 + Duration::from_secs(61));
