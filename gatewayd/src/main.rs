@@ -42,6 +42,11 @@ enum Command {
         #[command(subcommand)]
         command: FirewallCommand,
     },
+    /// The appliance's operating-system settings.
+    System {
+        #[command(subcommand)]
+        command: SystemCommand,
+    },
     /// Active bans, through the running daemon's admin endpoint.
     Bans {
         #[command(subcommand)]
@@ -71,6 +76,18 @@ enum FirewallCommand {
 }
 
 #[derive(Subcommand)]
+enum SystemCommand {
+    /// Write networkd, timesyncd, journal-upload, hostname, resolv.conf and SSH files from the
+    /// profile's [system] and [management] into a directory (the image applies them at boot).
+    Render {
+        #[arg(long, short)]
+        profile: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
 enum BansCommand {
     /// List active bans.
     List,
@@ -93,6 +110,7 @@ fn main() -> ExitCode {
         Command::HashPassword { user, realm } => hash_password(&user, &realm),
         Command::Firewall { command: FirewallCommand::Show { profile } } => gatewayd::firewall::cli_show(&profile),
         Command::Bans { command, profile, admin } => bans(command, &profile, admin),
+        Command::System { command: SystemCommand::Render { profile, out } } => gatewayd::system::render::cli_render(&profile, &out),
         Command::Run { profile, state_dir } => {
             let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
                 Ok(r) => r,

@@ -27,7 +27,7 @@ pub use protection::*;
 pub use reference::reference_markdown;
 pub use services::*;
 pub use sides::*;
-pub use values::{Cidr, Duration, PortRange};
+pub use values::{Cidr, Duration, InterfaceAddress, PortRange};
 
 /// A gatewayd profile: everything the appliance does, in one document.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

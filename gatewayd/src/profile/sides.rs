@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::values::Cidr;
+use super::values::{Cidr, InterfaceAddress};
 
 /// Who this gateway is.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -139,7 +139,7 @@ pub struct System {
 pub struct Interface {
     pub name: String,
     /// Addresses with prefix length, e.g. `203.0.113.10/24`.
-    pub addresses: Vec<Cidr>,
+    pub addresses: Vec<InterfaceAddress>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway: Option<IpAddr>,
 }

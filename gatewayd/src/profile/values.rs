@@ -180,6 +180,41 @@ impl FromStr for Cidr {
     }
 }
 
+/// An interface address with its prefix length (`203.0.113.10/24`): the host's own address, so
+/// unlike [`Cidr`] its host bits are kept, and the prefix is required.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, DeserializeFromStr, SerializeDisplay)]
+pub struct InterfaceAddress(pub ipnet::IpNet);
+
+impl fmt::Display for InterfaceAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl FromStr for InterfaceAddress {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.parse::<ipnet::IpNet>()
+            .map(InterfaceAddress)
+            .map_err(|_| format!("`{s}` is not an interface address: expected an address with its prefix length, like \"203.0.113.10/24\""))
+    }
+}
+
+impl JsonSchema for InterfaceAddress {
+    fn schema_name() -> Cow<'static, str> {
+        "InterfaceAddress".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "string",
+            "description": "An interface address with its prefix length.",
+            "examples": ["203.0.113.10/24", "2001:db8::54/64"]
+        })
+    }
+}
+
 impl From<std::net::IpAddr> for Cidr {
     fn from(ip: std::net::IpAddr) -> Self {
         Cidr(ipnet::IpNet::from(ip))

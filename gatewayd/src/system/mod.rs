@@ -1,7 +1,9 @@
 //! Process integration: systemd notification (READY, RELOADING, STOPPING, WATCHDOG), the state
-//! directory and careful file writes. It must not know about SIP or media.
+//! directory, careful file writes, and the appliance's OS files rendered from the profile
+//! (`render`). It must not know about SIP or media.
 
 mod notify;
+pub mod render;
 
 pub use notify::Notifier;
 
