@@ -401,6 +401,9 @@ impl<M: MediaControl> CallControl<M> {
         if in_dialog {
             return self.in_dialog(tx, request, source, now, rng);
         }
+        if request.method == Method::Invite && self.merged(tx, &request) {
+            return self.respond(tx, &request, 482, Some("Loop Detected"), now, rng);
+        }
         if request.method == Method::Invite {
             if let super::session_timer::UasDecision::TooSmall { min_se } = super::in_dialog::uas_decision(&request) {
                 return self.too_small(tx, &request, min_se, now, rng);
@@ -417,6 +420,19 @@ impl<M: MediaControl> CallControl<M> {
             }
             _ => self.respond(tx, &request, 405, None, now, rng),
         }
+    }
+
+    /// RFC 3261 section 8.2.2.2: a new INVITE with the Call-ID, From tag and CSeq of one we are
+    /// already serving, on another transaction, reached us twice (forked, or looping back).
+    fn merged(&self, tx: TxId, request: &Request) -> bool {
+        let key = |r: &Request| (build::header(&r.headers, "Call-ID"), build::header(&r.headers, "From").and_then(|f| build::tag_param(&f)), build::cseq_number(&r.headers));
+        let wanted = key(request);
+        self.calls.values().flat_map(|c| [c.agent.as_ref(), c.upstream.as_ref()]).flatten().any(|leg| {
+            // On a leg we called, our tag is the From tag of our own INVITE; those do not count
+            // (an agent-to-agent call through a proxy brings our INVITE back on purpose).
+            let received = key(&leg.invite).1.as_deref() != Some(leg.local_tag.as_str());
+            received && leg.invite_tx != tx && key(&leg.invite) == wanted
+        })
     }
 
     /// The SIP server's OPTIONS for a DN is 200 only while the DN is registered.

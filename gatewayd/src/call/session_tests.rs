@@ -1,5 +1,5 @@
-//! Session timers (RFC 4028), glare (491) and UPDATE through the B2BUA core, with the clock
-//! moved by hand.
+//! In-dialog and loop behaviour through the B2BUA core, with the clock moved by hand: session
+//! timers (RFC 4028), glare (491), UPDATE, and merged requests (482).
 
 use std::time::Duration;
 
@@ -180,4 +180,20 @@ fn the_agents_bare_update_refresh_gets_a_bodyless_200() {
     // No refresh for 60 s after the last one ends the echo call.
     assert!(tick(&mut h, 59).is_empty());
     assert!(tick(&mut h, 1).iter().any(|(_, m)| m == "ENDED Echo 480 session timer expired"));
+}
+
+#[test]
+fn the_same_invite_arriving_twice_on_another_branch_gets_482() {
+    let mut h = Harness::new();
+    let first = server_invite("5001", Some(&sdp("server-offer")));
+    let out = h.upstream(SERVER, &first);
+    assert!(to_agent(&out).iter().any(|m| m.starts_with("INVITE")));
+    let again = first.replace("branch=z9hG4bKs1", "branch=z9hG4bKs2");
+    let out = h.upstream(SERVER, &again);
+    assert!(to_server(&out, SERVER).iter().any(|m| m.starts_with("SIP/2.0 482")), "{out:?}");
+    assert!(to_agent(&out).is_empty(), "the agent is not rung twice: {out:?}");
+    assert_eq!(h.cc.active_calls(), 1);
+    // A retransmission (same branch) is absorbed by its transaction, not refused.
+    let out = h.upstream(SERVER, &first);
+    assert!(to_server(&out, SERVER).iter().all(|m| !m.starts_with("SIP/2.0 482")), "{out:?}");
 }
