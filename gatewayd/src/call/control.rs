@@ -539,7 +539,8 @@ impl<M: MediaControl> CallControl<M> {
         match leg.dialog {
             Some(mut dialog) if dialog.state == crate::sip::dialog::DialogState::Confirmed => {
                 let bye = dialog.request(Method::Bye, via.0, &via.1, None, rng);
-                if let Ok(tx) = self.tx.send_request(bye, leg.target, now) {
+                let target = self.dialog_target(leg.target, &dialog);
+                if let Ok(tx) = self.tx.send_request(bye, target, now) {
                     self.by_tx.insert(tx, (call, side));
                 }
             }
@@ -589,6 +590,19 @@ impl<M: MediaControl> CallControl<M> {
         }
     }
 
+    /// Where in-dialog requests on a leg go: toward the SIP server, the dialog's next hop (its
+    /// Contact or first Record-Route) when that is one of the upstream servers, else the address
+    /// the leg started with; toward an agent, its connection.
+    pub(crate) fn dialog_target(&self, leg_target: Target, dialog: &Dialog) -> Target {
+        let destination = match leg_target.destination {
+            Destination::Addr(server) => {
+                Destination::Addr(addr_of(&dialog.next_hop()).filter(|a| self.upstreams.is_upstream(a.ip())).unwrap_or(server))
+            }
+            conn => conn,
+        };
+        Target { transport: leg_target.transport, destination }
+    }
+
     /// Where requests to upstream server `server` go, over the transport the profile gives it.
     pub(crate) fn upstream_target(&self, server: SocketAddr) -> Target {
         let transport = match self.upstreams.transport_of(server) {
@@ -613,4 +627,11 @@ impl<M: MediaControl> CallControl<M> {
             self.health_checks.insert(tx, addr);
         }
     }
+}
+
+/// The socket address a SIP URI names, when its host is an IP literal.
+fn addr_of(uri: &rsip::Uri) -> Option<SocketAddr> {
+    let ip: std::net::IpAddr = uri.host_with_port.host.to_string().trim_matches(['[', ']']).parse().ok()?;
+    let port = uri.host_with_port.port.as_ref().map(|p| *p.value()).unwrap_or(5060);
+    Some(SocketAddr::new(ip, port))
 }

@@ -351,11 +351,7 @@ impl<M: MediaControl> CallControl<M> {
         let Some(dialog) = leg.dialog else { return };
         let (t, sent_by) = self.via_for(leg.target);
         let ack = dialog.ack(build::cseq_number(&response.headers), t, &sent_by, rng);
-        let destination = match leg.target.destination {
-            Destination::Addr(server) => Destination::Addr(addr_of(&dialog.next_hop()).unwrap_or(server)),
-            conn => conn,
-        };
-        let target = Target { transport: leg.target.transport, destination };
+        let target = self.dialog_target(leg.target, &dialog);
         self.out.push_back(super::control::CallOutput::Send { target, message: ack.into() });
     }
 
@@ -533,11 +529,4 @@ fn bare_uri(contact: &str) -> String {
 fn is_auto_answer(name: &str, value: &str) -> bool {
     let v = value.to_ascii_lowercase();
     (name.eq_ignore_ascii_case("Call-Info") && v.contains("answer-after")) || (name.eq_ignore_ascii_case("Alert-Info") && v.contains("auto"))
-}
-
-/// The socket address a SIP URI names, when its host is an IP literal.
-fn addr_of(uri: &rsip::Uri) -> Option<SocketAddr> {
-    let ip: std::net::IpAddr = uri.host_with_port.host.to_string().trim_matches(['[', ']']).parse().ok()?;
-    let port = uri.host_with_port.port.as_ref().map(|p| *p.value()).unwrap_or(5060);
-    Some(SocketAddr::new(ip, port))
 }

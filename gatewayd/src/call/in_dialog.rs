@@ -168,7 +168,8 @@ impl<M: MediaControl> CallControl<M> {
                 build::set_sdp(&mut request.headers, &mut request.body, sdp);
             }
         }
-        let sent = self.tx.send_request(request, leg.target, now);
+        let target = self.dialog_target(leg.target, &dialog);
+        let sent = self.tx.send_request(request, target, now);
         let retry_ms = rng.next_u32();
         if let Ok(tx) = sent {
             self.by_tx.insert(tx, (call, side));
@@ -275,10 +276,11 @@ impl<M: MediaControl> CallControl<M> {
         if let Some(ct) = build::header(&request.headers, "Content-Type") {
             build::set_body(&mut relayed.headers, &mut relayed.body, &ct, &request.body);
         }
+        let target = self.dialog_target(leg.target, &dialog);
         if let Some(l) = self.leg_mut(call, other) {
             l.dialog = Some(dialog);
         }
-        match self.tx.send_request(relayed, leg.target, now) {
+        match self.tx.send_request(relayed, target, now) {
             Ok(client) => {
                 self.relays.insert(client, (tx, request.clone()));
             }

@@ -197,3 +197,23 @@ fn the_same_invite_arriving_twice_on_another_branch_gets_482() {
     let out = h.upstream(SERVER, &first);
     assert!(to_server(&out, SERVER).iter().all(|m| !m.starts_with("SIP/2.0 482")), "{out:?}");
 }
+
+#[test]
+fn in_dialog_requests_follow_the_servers_contact_only_to_upstream_servers() {
+    for (contact, expected) in [(SERVER2, SERVER2), ("10.9.9.9:5060", SERVER)] {
+        let mut h = Harness::new();
+        let invite = server_invite("5001", Some(&sdp("server-offer"))).replace(&format!("<sip:sipp@{SERVER}>"), &format!("<sip:sipp@{contact}>"));
+        let out = h.upstream(SERVER, &invite);
+        let to_agent_invite = to_agent(&out).into_iter().find(|m| m.starts_with("INVITE")).unwrap();
+        let out = h.agent(&agent_ok(&to_agent_invite, &sdp("agent-answer")));
+        let ok = to_server(&out, SERVER).into_iter().find(|m| m.starts_with("SIP/2.0 200")).unwrap();
+        h.upstream(SERVER, &server_in_dialog(&ok, "ACK", 1, "", None));
+        // The agent hangs up: our BYE toward the server.
+        let agent_tag = "agtag";
+        let our_tag = header(&to_agent_invite, "From").split("tag=").nth(1).unwrap().to_owned();
+        let call_id = header(&to_agent_invite, "Call-ID");
+        let bye = format!("BYE sip:gatewayd@gw.lab;transport=ws SIP/2.0\r\nVia: SIP/2.0/WSS b.invalid;branch=z9hG4bKbye\r\nMax-Forwards: 70\r\nFrom: <sip:5001@lab>;tag={agent_tag}\r\nTo: <sip:x@lab>;tag={our_tag}\r\nCall-ID: {call_id}\r\nCSeq: 9 BYE\r\nContent-Length: 0\r\n\r\n");
+        let out = h.agent(&bye);
+        assert!(to_server(&out, expected).iter().any(|m| m.starts_with("BYE ")), "BYE to {expected} for Contact {contact}: {out:?}");
+    }
+}
