@@ -47,13 +47,14 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     tokio::spawn(bans.clone().watch_firewall(profile_rx.clone()));
     let admin_addr = profile_rx.borrow().profile.observe.admin;
     let call_gauges = Arc::new(observe::metrics::CallGauges::default());
-    let (admin_local, admin) = observe::admin::bind(admin_addr, observe::admin::Serves::Admin, profile_rx.clone(), bans.clone(), call_gauges.clone())
+    let (calls_query_tx, calls_query_rx) = mpsc::channel(4);
+    let (admin_local, admin) = observe::admin::bind(admin_addr, observe::admin::Serves::Admin, profile_rx.clone(), bans.clone(), call_gauges.clone(), Some(calls_query_tx))
         .await
         .with_context(|| format!("cannot listen on observe.admin {admin_addr}"))?;
     tokio::spawn(admin);
     // A separate metrics listener when the profile asks for one.
     if let Some(metrics_addr) = profile_rx.borrow().profile.observe.metrics.filter(|m| *m != admin_addr) {
-        let (_, serve) = observe::admin::bind(metrics_addr, observe::admin::Serves::MetricsOnly, profile_rx.clone(), bans.clone(), call_gauges.clone())
+        let (_, serve) = observe::admin::bind(metrics_addr, observe::admin::Serves::MetricsOnly, profile_rx.clone(), bans.clone(), call_gauges.clone(), None)
             .await
             .with_context(|| format!("cannot listen on observe.metrics {metrics_addr}"))?;
         tokio::spawn(serve);
@@ -81,6 +82,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         closures: bans.subscribe_closures(),
         gauges: call_gauges.clone(),
         media: call::media_bridge::BridgeMedia::new(media.clone()),
+        queries: calls_query_rx,
     }));
     let guard = bans.clone();
     tokio::spawn(async move {

@@ -132,5 +132,7 @@ fn a_separate_metrics_listener_serves_metrics_and_nothing_else() {
     assert!(http_get(metrics, "/metrics").is_some_and(|m| m.contains("gatewayd_bans_active")));
     assert!(http_get(metrics, "/health").is_none(), "admin routes stay on the admin listener");
     assert!(http_get(metrics, "/bans").is_none());
+    assert!(http_get(metrics, "/calls").is_none());
     assert!(http_get(ports[&9090], "/health").is_some());
+    assert_eq!(http_get(ports[&9090], "/calls").as_deref().map(str::trim), Some("[]"), "no calls in progress");
 }

@@ -23,7 +23,7 @@ async fn bans_are_listed_and_lifted_through_the_admin_endpoint() {
     let state = std::env::temp_dir().join(format!("gatewayd-admin-bans-{}", std::process::id()));
     let bans = Arc::new(BanService::new(&loaded.profile, Arc::new(Firewall::new()), Some(BanStore::in_dir(&state))));
     let (_tx, rx) = tokio::sync::watch::channel(Arc::new(loaded));
-    let (addr, serve) = observe::admin::bind("127.0.0.1:0".parse().unwrap(), observe::admin::Serves::Admin, rx, bans.clone(), Default::default()).await.unwrap();
+    let (addr, serve) = observe::admin::bind("127.0.0.1:0".parse().unwrap(), observe::admin::Serves::Admin, rx, bans.clone(), Default::default(), None).await.unwrap();
     tokio::spawn(serve);
     let admin = addr.to_string();
 

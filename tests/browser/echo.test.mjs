@@ -40,6 +40,14 @@ describe('echo test through the gateway', { skip: chromiumMissing() || gatewayMi
     assert.ok(stats.packetsSent > 50);
     await page.screenshot({ path: join(ARTIFACTS, 'softphone-echo.png'), fullPage: true });
 
+    // The operator's view on the management side: the call is listed with the bridge's live figures.
+    const listed = await waitFor(async () => {
+      const calls = await (await fetch('http://127.0.0.1:9090/calls')).json();
+      const echo = calls.find((c) => c.dn === '5001' && c.direction === 'echo');
+      return echo?.media?.browser?.packets_received > 50 && echo.answered_ms ? echo : null;
+    }, { what: 'the echo call in GET /calls with packets from the browser' });
+    assert.ok(listed.media.browser.packets_sent > 0, 'the echo goes back');
+
     // In-band DTMF must not upset the call.
     await page.click('#dtmf-1');
     await waitFor(async () => (await phoneState(page)).dtmfSent === '1', { what: 'DTMF 1 sent' });

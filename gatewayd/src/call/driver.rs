@@ -48,6 +48,9 @@ fn wall_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
+/// A question from the admin endpoint: the calls in progress, answered on the oneshot.
+pub type CallsQuery = tokio::sync::oneshot::Sender<Vec<super::active::ActiveCall>>;
+
 /// Everything call control's task is given at start.
 pub struct CallTask<M> {
     pub events: mpsc::Receiver<WsEvent>,
@@ -61,11 +64,13 @@ pub struct CallTask<M> {
     /// Live figures for metrics.
     pub gauges: Arc<CallGauges>,
     pub media: M,
+    /// `GET /calls` from the admin endpoint.
+    pub queries: mpsc::Receiver<CallsQuery>,
 }
 
 /// Runs call control until the agent event channel closes.
 pub async fn run<M: MediaControl>(task: CallTask<M>) {
-    let CallTask { mut events, mut internal, sender, mut profile, secret, failures, mut closures, gauges, media } = task;
+    let CallTask { mut events, mut internal, sender, mut profile, secret, failures, mut closures, gauges, media, mut queries } = task;
     let loaded = profile.borrow_and_update().clone();
     let calls = CallControl::new(CallConfig::from_profile(&loaded), Upstreams::from_profile(&loaded.profile.upstream), media);
     let mut state = Driver {
@@ -111,6 +116,9 @@ pub async fn run<M: MediaControl>(task: CallTask<M>) {
             _ = media_check.tick() => {
                 state.calls.check_media(Instant::now(), wall_ms(), &mut state.rng);
                 state.flush_calls();
+            }
+            Some(reply) = queries.recv() => {
+                let _ = reply.send(state.calls.active());
             }
             banned = closures.recv() => match banned {
                 Ok(ip) => state.close_source(ip),

@@ -145,6 +145,14 @@ impl MediaControl for BridgeMedia {
         dead
     }
 
+    fn stats(&mut self, call: CallRef) -> Option<serde_json::Value> {
+        let stats = match self.calls.get(&call)? {
+            Handle::Bridge(m) => wait(m.stats()),
+            Handle::Echo(e) => wait(e.stats()),
+        };
+        stats.ok().map(|s| stats_json(&s))
+    }
+
     fn close(&mut self, call: CallRef) -> Option<serde_json::Value> {
         let stats = match self.calls.remove(&call)? {
             Handle::Bridge(m) => wait(m.close()),

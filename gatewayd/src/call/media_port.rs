@@ -33,6 +33,10 @@ pub trait MediaControl {
     fn internal_offer(&mut self, call: CallRef) -> Result<String, MediaFailure>;
     fn internal_answer(&mut self, call: CallRef, offer: &str) -> Result<String, MediaFailure>;
     fn internal_accept(&mut self, call: CallRef, answer: &str) -> Result<(), MediaFailure>;
+    /// The call's quality figures so far, while it runs.
+    fn stats(&mut self, _call: CallRef) -> Option<serde_json::Value> {
+        None
+    }
     /// Releases the call's media; returns its quality figures for the call record.
     fn close(&mut self, call: CallRef) -> Option<serde_json::Value>;
     /// Calls whose media is dead (the browser leg failed or went silent), with why. Polled

@@ -2,6 +2,7 @@
 //! plus the internal SIP transport driver. It asks `media` for each call's media and never
 //! handles RTP itself.
 
+pub mod active;
 pub mod agents;
 mod build;
 pub mod control;

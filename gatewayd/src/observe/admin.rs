@@ -1,5 +1,6 @@
 //! The admin endpoint on the management side: health and the running profile's identity
-//! (`GET /health`), later bans and metrics. Read-only views of daemon state.
+//! (`GET /health`), the calls in progress (`GET /calls`), bans (`GET /bans`, `DELETE
+//! /bans/{ip}`) and metrics. Views of daemon state; only a ban can be lifted here.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,7 +10,11 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use axum::http::StatusCode;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::call::active::ActiveCall;
+use crate::call::driver::CallsQuery;
 
 use crate::guard::{BanInfo, BanService, RemoveError};
 use crate::profile::LoadedProfile;
@@ -31,6 +36,7 @@ struct AdminState {
     profile: watch::Receiver<Arc<LoadedProfile>>,
     bans: Arc<BanService>,
     calls: Arc<CallGauges>,
+    queries: Option<mpsc::Sender<CallsQuery>>,
 }
 
 /// What a listener serves: the whole admin API, or only `/metrics` (a separate metrics
@@ -48,14 +54,15 @@ pub async fn bind(
     profile: watch::Receiver<Arc<LoadedProfile>>,
     bans: Arc<BanService>,
     calls: Arc<CallGauges>,
+    queries: Option<mpsc::Sender<CallsQuery>>,
 ) -> std::io::Result<(SocketAddr, impl std::future::Future<Output = ()>)> {
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     let mut app = Router::new().route("/metrics", get(metrics));
     if serves == Serves::Admin {
-        app = app.route("/health", get(health)).route("/bans", get(list_bans)).route("/bans/{ip}", axum::routing::delete(remove_ban));
+        app = app.route("/health", get(health)).route("/calls", get(active_calls)).route("/bans", get(list_bans)).route("/bans/{ip}", axum::routing::delete(remove_ban));
     }
-    let app = app.with_state(AdminState { profile, bans, calls });
+    let app = app.with_state(AdminState { profile, bans, calls, queries });
     let serve = async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "admin endpoint stopped");
@@ -74,6 +81,19 @@ async fn health(State(state): State<AdminState>) -> Json<Health> {
         profile_sha256: p.sha256.clone(),
         lab_mode: p.profile.site.lab_mode,
     })
+}
+
+/// `GET /calls`: the calls in progress with their media figures so far. Call control answers
+/// between two events; a busy or stopped call task gets 503 rather than a stalled request.
+async fn active_calls(State(state): State<AdminState>) -> Result<Json<Vec<ActiveCall>>, (StatusCode, &'static str)> {
+    let unavailable = (StatusCode::SERVICE_UNAVAILABLE, "call control is not answering");
+    let queries = state.queries.ok_or(unavailable)?;
+    let (reply, answer) = oneshot::channel();
+    queries.try_send(reply).map_err(|_| unavailable)?;
+    match tokio::time::timeout(std::time::Duration::from_secs(2), answer).await {
+        Ok(Ok(calls)) => Ok(Json(calls)),
+        _ => Err(unavailable),
+    }
 }
 
 async fn list_bans(State(state): State<AdminState>) -> Json<Vec<BanInfo>> {
