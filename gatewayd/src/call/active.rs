@@ -4,12 +4,12 @@
 use serde::Serialize;
 
 use super::build;
-use super::control::{CallControl, Direction, Leg};
+use super::control::{Call, CallControl, Direction, Leg};
 use super::media_port::{CallRef, MediaControl};
 
-/// One call in progress.
+/// A call: who, which way, since when, and its media figures (so far, or final in a record).
 #[derive(Debug, Clone, Serialize)]
-pub struct ActiveCall {
+pub struct CallSummary {
     pub call: CallRef,
     pub dn: String,
     pub direction: Direction,
@@ -22,25 +22,28 @@ pub struct ActiveCall {
     pub media: Option<serde_json::Value>,
 }
 
+impl Call {
+    /// This call's summary, without media figures.
+    pub(crate) fn summary(&self, call: CallRef) -> CallSummary {
+        let call_id = |l: &Option<Leg>| l.as_ref().and_then(|l| build::header(&l.invite.headers, "Call-ID"));
+        CallSummary {
+            call,
+            dn: self.dn.clone(),
+            direction: self.direction,
+            peer: self.peer.clone(),
+            agent_call_id: call_id(&self.agent),
+            upstream_call_id: call_id(&self.upstream),
+            started_ms: self.started_ms,
+            answered_ms: self.answered_ms,
+            media: None,
+        }
+    }
+}
+
 impl<M: MediaControl> CallControl<M> {
     /// Every call in progress, oldest first, with its media figures read now.
-    pub fn active(&mut self) -> Vec<ActiveCall> {
-        let call_id = |l: &Option<Leg>| l.as_ref().and_then(|l| build::header(&l.invite.headers, "Call-ID"));
-        let mut calls: Vec<ActiveCall> = self
-            .calls
-            .iter()
-            .map(|(r, c)| ActiveCall {
-                call: *r,
-                dn: c.dn.clone(),
-                direction: c.direction,
-                peer: c.peer.clone(),
-                agent_call_id: call_id(&c.agent),
-                upstream_call_id: call_id(&c.upstream),
-                started_ms: c.started_ms,
-                answered_ms: c.answered_ms,
-                media: None,
-            })
-            .collect();
+    pub fn active(&mut self) -> Vec<CallSummary> {
+        let mut calls: Vec<CallSummary> = self.calls.iter().map(|(r, c)| c.summary(*r)).collect();
         calls.sort_by_key(|c| c.call);
         for c in &mut calls {
             c.media = self.media.stats(c.call);

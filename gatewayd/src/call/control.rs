@@ -12,6 +12,7 @@ use regex::Regex;
 use rsip::{Method, Request, SipMessage};
 use serde::Serialize;
 
+use super::active::CallSummary;
 use super::build;
 use super::media_port::{CallRef, MediaControl};
 use super::registration::{RegistrationConfig, Registrations};
@@ -117,21 +118,15 @@ pub enum Direction {
     Echo,
 }
 
-/// One call, as it ends up in the journal and the CDR file.
+/// One call, as it ends up in the journal and the CDR file: what `GET /calls` showed while it
+/// ran, and how it ended.
 #[derive(Debug, Clone, Serialize)]
 pub struct CallRecord {
-    pub call: CallRef,
-    pub dn: String,
-    pub direction: Direction,
-    pub peer: String,
-    pub agent_call_id: Option<String>,
-    pub upstream_call_id: Option<String>,
-    pub started_ms: u64,
-    pub answered_ms: Option<u64>,
+    #[serde(flatten)]
+    pub summary: CallSummary,
     pub ended_ms: u64,
     pub cause: String,
     pub status: u16,
-    pub media: Option<serde_json::Value>,
 }
 
 /// What the driver must do.
@@ -562,22 +557,9 @@ impl<M: MediaControl> CallControl<M> {
     pub(crate) fn finish(&mut self, call: CallRef, status: u16, cause: &str) {
         let Some(c) = self.calls.remove(&call) else { return };
         self.by_dialog.retain(|_, (r, _)| *r != call);
-        let media = self.media.close(call);
-        let call_id = |l: &Option<Leg>| l.as_ref().and_then(|l| build::header(&l.invite.headers, "Call-ID"));
-        self.out.push_back(CallOutput::Ended(CallRecord {
-            call,
-            dn: c.dn,
-            direction: c.direction,
-            peer: c.peer,
-            agent_call_id: call_id(&c.agent),
-            upstream_call_id: call_id(&c.upstream),
-            started_ms: c.started_ms,
-            answered_ms: c.answered_ms,
-            ended_ms: self.wall_ms,
-            cause: cause.to_owned(),
-            status,
-            media,
-        }));
+        let mut summary = c.summary(call);
+        summary.media = self.media.close(call);
+        self.out.push_back(CallOutput::Ended(CallRecord { summary, ended_ms: self.wall_ms, cause: cause.to_owned(), status }));
     }
 
     /// Via transport and sent-by for requests we send to `target`: WSS toward agents, the

@@ -49,7 +49,7 @@ fn wall_ms() -> u64 {
 }
 
 /// A question from the admin endpoint: the calls in progress, answered on the oneshot.
-pub type CallsQuery = tokio::sync::oneshot::Sender<Vec<super::active::ActiveCall>>;
+pub type CallsQuery = tokio::sync::oneshot::Sender<Vec<super::active::CallSummary>>;
 
 /// Everything call control's task is given at start.
 pub struct CallTask<M> {
@@ -256,17 +256,17 @@ impl<M: MediaControl> Driver<M> {
 
     /// One structured record per call: journald fields, and a JSON line when a CDR file is set.
     fn record(&mut self, r: &CallRecord) {
-        let media = r.media.as_ref().map(|m| m.to_string()).unwrap_or_default();
+        let media = r.summary.media.as_ref().map(|m| m.to_string()).unwrap_or_default();
         tracing::info!(
             target: "gatewayd::cdr",
-            call = r.call.0,
-            dn = %r.dn,
-            direction = ?r.direction,
-            peer = %r.peer,
-            agent_call_id = r.agent_call_id.as_deref().unwrap_or(""),
-            upstream_call_id = r.upstream_call_id.as_deref().unwrap_or(""),
-            started_ms = r.started_ms,
-            answered_ms = r.answered_ms.unwrap_or(0),
+            call = r.summary.call.0,
+            dn = %r.summary.dn,
+            direction = ?r.summary.direction,
+            peer = %r.summary.peer,
+            agent_call_id = r.summary.agent_call_id.as_deref().unwrap_or(""),
+            upstream_call_id = r.summary.upstream_call_id.as_deref().unwrap_or(""),
+            started_ms = r.summary.started_ms,
+            answered_ms = r.summary.answered_ms.unwrap_or(0),
             ended_ms = r.ended_ms,
             status = r.status,
             cause = %r.cause,

@@ -123,7 +123,7 @@ impl Harness {
         while let Some(o) = self.cc.poll_output() {
             match o {
                 CallOutput::Send { target, message } => v.push((target.destination, message.to_string())),
-                CallOutput::Ended(r) => v.push((Destination::Conn(ConnId(0)), format!("ENDED {:?} {} {}", r.direction, r.status, r.cause))),
+                CallOutput::Ended(r) => v.push((Destination::Conn(ConnId(0)), format!("ENDED {:?} {} {}", r.summary.direction, r.status, r.cause))),
             }
         }
         v

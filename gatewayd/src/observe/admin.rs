@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 use axum::http::StatusCode;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::call::active::ActiveCall;
+use crate::call::active::CallSummary;
 use crate::call::driver::CallsQuery;
 
 use crate::guard::{BanInfo, BanService, RemoveError};
@@ -85,7 +85,7 @@ async fn health(State(state): State<AdminState>) -> Json<Health> {
 
 /// `GET /calls`: the calls in progress with their media figures so far. Call control answers
 /// between two events; a busy or stopped call task gets 503 rather than a stalled request.
-async fn active_calls(State(state): State<AdminState>) -> Result<Json<Vec<ActiveCall>>, (StatusCode, &'static str)> {
+async fn active_calls(State(state): State<AdminState>) -> Result<Json<Vec<CallSummary>>, (StatusCode, &'static str)> {
     let unavailable = (StatusCode::SERVICE_UNAVAILABLE, "call control is not answering");
     let queries = state.queries.ok_or(unavailable)?;
     let (reply, answer) = oneshot::channel();
