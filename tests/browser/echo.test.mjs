@@ -54,6 +54,12 @@ describe('echo test through the gateway', { skip: chromiumMissing() || gatewayMi
 
     await page.click('#hangup');
     await waitForCallState(page, 'Ended: Terminated');
+    // One record for the call, with its cause and both legs' quality figures.
+    const record = await waitFor(() => gateway.logs().split('\n').find((l) => l.includes('call ended') && l.includes('dn=5001')),
+      { what: 'the call record in the log' });
+    assert.match(record, /direction=Echo/);
+    assert.match(record, /cause=agent hung up/);
+    assert.match(record, /"mos":\s*[1-4]\.\d/, `a MOS estimate in ${record}`);
     assert.deepEqual(await seen.cspViolations(), []);
     assert.deepEqual(seen.consoleErrors, []);
     assert.deepEqual(seen.pageErrors, []);
