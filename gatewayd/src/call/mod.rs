@@ -5,6 +5,7 @@
 pub mod active;
 pub mod agents;
 mod build;
+pub mod config;
 pub mod control;
 mod flows;
 mod in_dialog;
