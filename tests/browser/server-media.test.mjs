@@ -17,7 +17,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
-  CALL_ENDED, ROOT, RtpPeer, chromiumMissing, gatewayMissing, launchBrowser, openPhone, phoneState, sippMissing,
+  CALL_ENDED, ROOT, RtpPeer, chromiumMissing, gatewayMissing, launchBrowser, openPhone, phoneState, recordSip, sippMissing,
   sippStep, startGateway, startSipp, waitFor, waitForAudio, waitForCallState, waitForRegState, writeToneWav,
 } from './lib.mjs';
 
@@ -45,7 +45,10 @@ describe('inbound call: the SIP server\'s media', { skip: chromiumMissing() || s
   });
 
   test('audio both ways, DTMF, hold and resume by the server, and the agent hangs up', async () => {
-    const { context, page, seen } = await openPhone(browser, gateway.url, DN, `pass${DN}`, { query: '?raw-audio=1' });
+    let sip;
+    const { context, page, seen } = await openPhone(browser, gateway.url, DN, `pass${DN}`, {
+      query: '?raw-audio=1', beforeLoad: (p) => { sip = recordSip(p); },
+    });
     await waitForRegState(page, 'Registered', { timeout: 15_000 });
     const peer = await RtpPeer.start({ telephoneEvent: 96 });
     // sipp names the call (-cid_str, %u is the call number) so the test can move it on.
@@ -86,12 +89,15 @@ describe('inbound call: the SIP server\'s media', { skip: chromiumMissing() || s
       });
       assert.equal(peer.audio, held.count, 'nothing reached the server while it held the call');
       assert.equal((await phoneState(page)).call, 'In call', 'the browser leg is not disturbed by the server\'s hold');
+      const invitesToPage = () => sip.received.filter((m) => m.startsWith('INVITE ')).length;
+      assert.equal(invitesToPage(), 1, 'no re-INVITE reached the page');
 
       // The server resumes: the gateway answers sendrecv and audio flows both ways again.
       await sippStep(tmp, callId, 'resume');
       await peer.waitForAudio(50, { from: held.count, what: 'PCMU packets from the browser after the resume' });
       const before = await received();
       await waitForAudio(page, { above: 0.05, minPackets: before + 50, label: 'the SIP server after the resume:' });
+      assert.equal(invitesToPage(), 1, 'no re-INVITE reached the page for the resume either');
 
       // The agent hangs up: the server gets the BYE, the gateway stops sending media.
       await page.click('#hangup');

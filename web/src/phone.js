@@ -30,7 +30,7 @@ const FRESH_CALL = Object.freeze({
 
 export class Phone extends EventTarget {
   /**
-   * @param {{site:string, sip_domain:string, ws_url:string, echo_number:string, ice_servers:object[]}} config
+   * @param {{site:string, sip_domain:string, ws_url:string, echo_number:string, token_header:string, ice_servers:object[]}} config
    * @param {{rawAudio:boolean, audio:HTMLAudioElement, refreshIceServers?:() => Promise<object[]>,
    *   dialToken?:{number:string, token:string}|null}} options
    */
