@@ -1,6 +1,6 @@
 // The SIP server's side of an inbound call, measured where it lands: sipp signals as the SIP
-// server (127.0.0.1:5080) but its SDP names the test's RTP peer (lib.mjs RtpPeer), which counts
-// what the gateway delivers and plays a tone back. The agent's page auto-answers; then:
+// server (127.0.0.1:5080) but its SDP names the test's RTP peer (RtpPeer in sip-server.mjs),
+// which counts what the gateway delivers and plays a tone back. The agent's page auto-answers; then:
 // - audio both ways: the browser's microphone reaches the server as PCMU, the server's tone
 //   reaches the browser;
 // - DTMF from the keypad arrives at the server as RFC 4733 events on the payload type the
@@ -17,9 +17,10 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
-  CALL_ENDED, ROOT, RtpPeer, chromiumMissing, gatewayMissing, launchBrowser, openPhone, phoneState, recordSip, sippMissing,
-  sippStep, startGateway, startSipp, waitFor, waitForAudio, waitForCallState, waitForRegState, writeToneWav,
+  CALL_ENDED, ROOT, chromiumMissing, gatewayMissing, launchBrowser, openPhone, phoneState, recordSip,
+  startGateway, waitFor, waitForAudio, waitForCallState, waitForRegState, writeToneWav,
 } from './lib.mjs';
+import { RtpPeer, sippMissing, sippStep, startSipp } from './sip-server.mjs';
 
 const SCENARIO = join(ROOT, 'tests', 'browser', 'sipp', 'inbound-server-hold.xml');
 const DN = '5008';

@@ -17,9 +17,10 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
-  CALL_ENDED, ROOT, RtpPeer, chromiumMissing, gatewayMissing, launchBrowser, openPhone, recordSip, sippMissing,
-  sippStep, startGateway, startSipp, waitFor, waitForAudio, waitForCallState, waitForRegState, writeToneWav,
+  CALL_ENDED, ROOT, chromiumMissing, gatewayMissing, launchBrowser, openPhone, recordSip, startGateway,
+  waitFor, waitForAudio, waitForCallState, waitForRegState, writeToneWav,
 } from './lib.mjs';
+import { RtpPeer, sippMissing, sippStep, startSipp } from './sip-server.mjs';
 
 const SCENARIO = join(ROOT, 'tests', 'browser', 'sipp', 'outbound-token.xml');
 const SECRET = 'crm-lab-secret';
