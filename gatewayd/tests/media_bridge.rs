@@ -60,6 +60,7 @@ async fn browser_offer_is_bridged_both_ways_with_pt_mapping_and_dtmf() {
     assert_eq!(browser_addresses(&answer).iter().filter(|a| a.as_str() != "127.0.0.1" && a.as_str() != "0.0.0.0").count(), 0, "{answer}");
     assert!(!answer.contains("127.0.0.3"));
     assert!(answer.contains("a=ice-lite"), "{answer}");
+    assert!(!answer.contains("CN/8000"), "no comfort noise toward the browser: {answer}");
     assert!(answer.contains("a=setup:passive"), "{answer}");
     assert!(answer.contains("a=rtcp-mux"));
     assert_eq!(format!("sha-256 {}", fingerprint_in(&answer).split(' ').nth(1).unwrap()), engine.fingerprint());
@@ -120,6 +121,7 @@ async fn gateway_offers_the_browser_with_aes_cm_and_hold_keeps_numbering() {
     let offer = call.browser_create_offer().await.unwrap();
     assert!(offer.contains("a=setup:actpass") && offer.contains("a=ice-lite"), "{offer}");
     assert!(!offer.contains("PCMA"), "only the server's codec is offered: {offer}");
+    assert!(!offer.contains("CN/8000"), "no comfort noise toward the browser: {offer}");
     assert!(!offer.contains("127.0.0.3"));
     let answer = browser.answer(&offer);
     call.browser_accept_answer(&answer).await.unwrap();

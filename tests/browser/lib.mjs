@@ -140,11 +140,13 @@ export async function watchPage(page) {
 /**
  * Opens the softphone at `baseUrl` (plus `query`, e.g. `?raw-audio=1`) in a fresh context,
  * watching it for errors, and signs in. The caller waits for the state it expects.
+ * `beforeLoad(page)` runs before the page loads (to watch its WebSocket, say).
  */
-export async function openPhone(browser, baseUrl, dn, password, { query = '' } = {}) {
+export async function openPhone(browser, baseUrl, dn, password, { query = '', beforeLoad = null } = {}) {
   const context = await newContext(browser);
   const page = await context.newPage();
   const seen = await watchPage(page);
+  if (beforeLoad) await beforeLoad(page);
   await page.goto(`${baseUrl}/${query}`);
   await login(page, dn, password);
   return { dn, context, page, seen };
@@ -299,7 +301,7 @@ export async function writeToneWav(path, { freq = 440, seconds = 10, rate = 4800
 }
 
 // G.711 u-law of one 16-bit sample (ITU-T G.711, the usual segment search).
-function ulaw(sample) {
+export function ulaw(sample) {
   let s = Math.max(-32635, Math.min(32635, sample));
   const sign = s < 0 ? 0x80 : 0;
   if (sign) s = -s;
@@ -320,6 +322,18 @@ export async function writeToneUlaw(path, { freq = 440, seconds = 20, amplitude 
 }
 
 export const SIPP = process.env.SIPP_BIN || '/usr/bin/sipp';
+/**
+ * Records the SIP messages a page exchanges over its WebSocket: `sent` and `received` lists of
+ * message texts. Call before the page loads.
+ */
+export function recordSip(page) {
+  const log = { sent: [], received: [] };
+  page.on('websocket', (ws) => {
+    ws.on('framesent', ({ payload }) => log.sent.push(String(payload)));
+    ws.on('framereceived', ({ payload }) => log.received.push(String(payload)));
+  });
+  return log;
+}
 
 // ---- static server for the page alone -------------------------------------------------
 

@@ -28,6 +28,7 @@ async function loadConfig({ signal } = {}) {
     // The page always talks to the host that served it; nothing else is allowed by the CSP.
     ws_url: `wss://${location.host}${c.ws_path}`,
     echo_number: String(c.echo_number || ''),
+    token_header: String(c.token_header || ''),
     ice_servers: Array.isArray(c.ice_servers) ? c.ice_servers : [],
   };
 }
@@ -207,7 +208,22 @@ function bind(phone) {
   window.addEventListener('beforeunload', () => phone.logout());
 }
 
+// Click-to-dial from a CRM: `?dial=NUMBER&token=TOKEN` fills in the number, and the token
+// (signed by the CRM for this agent and number) goes with the call to that number in the
+// header /config.json names. The token is taken out of the address bar at once.
+function clickToDial() {
+  const number = (params.get('dial') || '').trim();
+  const token = (params.get('token') || '').trim();
+  if (params.has('token')) {
+    const url = new URL(location.href);
+    url.searchParams.delete('token');
+    history.replaceState(null, '', url);
+  }
+  return number ? { number, token } : null;
+}
+
 async function main() {
+  const dial = clickToDial();
   let config;
   try {
     config = await loadConfig();
@@ -218,6 +234,7 @@ async function main() {
   $('site').textContent = config.site;
   const phone = new Phone(config, {
     rawAudio: params.get('raw-audio') === '1',
+    dialToken: dial && dial.token ? dial : null,
     audio: $('remote-audio'),
     refreshIceServers: async () =>
       (await loadConfig({ signal: AbortSignal.timeout(CONFIG_REFRESH_LIMIT_MS) })).ice_servers,
@@ -235,6 +252,7 @@ async function main() {
     }
   });
   fillDevices().catch(() => {});
+  if (dial) $('number').value = dial.number;
   $('login').disabled = false;
 }
 

@@ -30,12 +30,14 @@ const FRESH_CALL = Object.freeze({
 
 export class Phone extends EventTarget {
   /**
-   * @param {{site:string, sip_domain:string, ws_url:string, echo_number:string, ice_servers:object[]}} config
-   * @param {{rawAudio:boolean, audio:HTMLAudioElement, refreshIceServers?:() => Promise<object[]>}} options
+   * @param {{site:string, sip_domain:string, ws_url:string, echo_number:string, token_header:string, ice_servers:object[]}} config
+   * @param {{rawAudio:boolean, audio:HTMLAudioElement, refreshIceServers?:() => Promise<object[]>,
+   *   dialToken?:{number:string, token:string}|null}} options
    */
-  constructor(config, { rawAudio, audio, refreshIceServers = null }) {
+  constructor(config, { rawAudio, audio, refreshIceServers = null, dialToken = null }) {
     super();
     this.config = config;
+    this.dialToken = dialToken;
     this.refreshIceServers = refreshIceServers;
     this.rawAudio = rawAudio;
     this.audio = audio;
@@ -245,6 +247,7 @@ export class Phone extends EventTarget {
     }
     try {
       this.ua.call(`sip:${target}@${this.config.sip_domain}`, {
+        extraHeaders: this.tokenHeaders(target),
         mediaStream: stream,
         mediaConstraints: { audio: true, video: false },
         pcConfig: this.pcConfig(iceServers),
@@ -254,6 +257,16 @@ export class Phone extends EventTarget {
       this.releaseMicrophone();
       this.set({ call: `Ended: ${err.message}` });
     }
+  }
+
+  // The click-to-dial token only goes with a call to the number it was issued for (the gateway
+  // checks that binding too); a name or value that could break the SIP message is not sent.
+  tokenHeaders(target) {
+    const t = this.dialToken;
+    const name = this.config.token_header;
+    if (!t || t.number !== target || !name) return [];
+    if (!/^[A-Za-z0-9!%'*+.^_`|~-]+$/.test(name) || !/^[\x21-\x7e]+$/.test(t.token)) return [];
+    return [`${name}: ${t.token}`];
   }
 
   resetCall(patch) {

@@ -103,7 +103,10 @@ impl BrowserLeg {
             let cc = cfg.codec_config();
             cc.enable_pcmu(codecs.contains(&AudioCodec::Pcmu), false);
             cc.enable_pcma(codecs.contains(&AudioCodec::Pcma), false);
-            cc.enable_comfort_noise(true);
+            // No comfort noise: with CN negotiated Chrome turns on VAD/DTX for G.711 and stops
+            // sending while it hears no speech, and CN is not relayed to the SIP server, which
+            // then gets no RTP at all (media timeouts there, and a steady tone never arrives).
+            cc.enable_comfort_noise(false);
             if self.setup.telephone_event {
                 cc.add_config(Pt::from(TELEPHONE_EVENT_PT), None, Codec::Tele, Frequency::EIGHT_KHZ, None, FormatParams::parse_line("0-16"));
             }

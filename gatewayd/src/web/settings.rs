@@ -60,6 +60,8 @@ impl Settings {
             "sip_domain": p.site.sip_domain,
             "ws_path": "/ws",
             "echo_number": p.sip.echo_number,
+            // Where the softphone puts a CRM's click-to-dial token (`?dial=N&token=T`).
+            "token_header": p.upstream.outbound.token_header,
             "ice_servers": [],
         });
         Ok(Settings {
