@@ -133,9 +133,10 @@ pub struct CallControl<M: MediaControl> {
 
 impl<M: MediaControl> CallControl<M> {
     pub fn new(config: CallConfig, upstreams: Upstreams, media: M) -> Self {
+        let tx_config = TxConfig { max_transactions: transaction_limit(config.max_calls), ..TxConfig::default() };
         CallControl {
             config,
-            tx: TransactionLayer::new(TxConfig::default()),
+            tx: TransactionLayer::new(tx_config),
             media,
             upstreams,
             calls: HashMap::new(),
@@ -153,6 +154,7 @@ impl<M: MediaControl> CallControl<M> {
     }
 
     pub fn reconfigure(&mut self, config: CallConfig, upstream: &crate::profile::Upstream) {
+        self.tx.set_max_transactions(transaction_limit(config.max_calls));
         self.config = config;
         self.upstreams.reconfigure(upstream);
     }
@@ -539,4 +541,13 @@ fn addr_of(uri: &rsip::Uri) -> Option<SocketAddr> {
     let ip: std::net::IpAddr = uri.host_with_port.host.to_string().trim_matches(['[', ']']).parse().ok()?;
     let port = uri.host_with_port.port.as_ref().map(|p| *p.value()).unwrap_or(5060);
     Some(SocketAddr::new(ip, port))
+}
+
+/// How many transactions may live at once. A finished call leaves about three behind for 32 s
+/// (the INVITE server transactions of both legs in RFC 6026's Accepted state, the BYE's in
+/// Completed over UDP), so the table must hold 3 × 32 s × the call rate. 200 per allowed call
+/// carries a site through bursts of about twice its size in calls per second, and still bounds
+/// what a flood can make us keep (a few KiB each).
+fn transaction_limit(max_calls: usize) -> usize {
+    max_calls.saturating_mul(200).max(10_000)
 }

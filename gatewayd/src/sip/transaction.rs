@@ -220,6 +220,11 @@ impl TransactionLayer {
     }
 
     /// Kind and state of a live transaction.
+    /// Changes the live-transaction limit (a reload); transactions already over it run out.
+    pub fn set_max_transactions(&mut self, limit: usize) {
+        self.config.max_transactions = limit;
+    }
+
     pub fn state(&self, tx: TxId) -> Option<(Kind, State)> {
         self.entries.get(&tx).map(|e| (e.tx.kind, e.tx.state))
     }
