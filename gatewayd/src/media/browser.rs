@@ -92,6 +92,7 @@ impl BrowserLeg {
     fn rtc(&mut self, now: Instant, codecs: &[AudioCodec]) -> &mut Rtc {
         if self.rtc.is_none() {
             let mut cfg = Rtc::builder()
+                .set_crypto_provider(super::dtls::provider())
                 .set_ice_lite(true)
                 .set_rtp_mode(true)
                 .set_dtls_cert(self.setup.cert.clone())

@@ -13,6 +13,7 @@ mod call;
 mod cert;
 mod config;
 mod driver;
+mod dtls;
 mod error;
 mod internal;
 mod ports;
