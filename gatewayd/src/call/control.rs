@@ -126,6 +126,10 @@ pub struct CallControl<M: MediaControl> {
     /// In-dialog requests relayed to the other leg: our client transaction -> the server
     /// transaction (and its request) waiting for the answer.
     pub(crate) relays: HashMap<TxId, (TxId, Request)>,
+    /// (Call-ID, From tag, CSeq) of the INVITEs whose server transactions are running, for
+    /// merged-request detection; as many as the transaction table holds, no more.
+    invite_keys: HashMap<(String, String, u32), TxId>,
+    invite_key_of: HashMap<TxId, (String, String, u32)>,
     pub(crate) next_call: u64,
     pub(crate) out: VecDeque<CallOutput>,
     pub(crate) wall_ms: u64,
@@ -147,6 +151,8 @@ impl<M: MediaControl> CallControl<M> {
             conn_users: HashMap::new(),
             registrations: Registrations::default(),
             relays: HashMap::new(),
+            invite_keys: HashMap::new(),
+            invite_key_of: HashMap::new(),
             next_call: 1,
             out: VecDeque::new(),
             wall_ms: 0,
@@ -298,6 +304,9 @@ impl<M: MediaControl> CallControl<M> {
             }
             TxEvent::Terminated { tx } => {
                 self.health_checks.remove(&tx);
+                if let Some(key) = self.invite_key_of.remove(&tx) {
+                    self.invite_keys.remove(&key);
+                }
                 self.relays.remove(&tx);
                 if let Some((call, _)) = self.by_tx.get(&tx) {
                     if !self.calls.contains_key(call) {
@@ -342,17 +351,20 @@ impl<M: MediaControl> CallControl<M> {
         }
     }
 
-    /// RFC 3261 section 8.2.2.2: a new INVITE with the Call-ID, From tag and CSeq of one we are
-    /// already serving, on another transaction, reached us twice (forked, or looping back).
-    fn merged(&self, tx: TxId, request: &Request) -> bool {
-        let key = |r: &Request| (build::header(&r.headers, "Call-ID"), build::header(&r.headers, "From").and_then(|f| build::tag_param(&f)), build::cseq_number(&r.headers));
-        let wanted = key(request);
-        self.calls.values().flat_map(|c| [c.agent.as_ref(), c.upstream.as_ref()]).flatten().any(|leg| {
-            // On a leg we called, our tag is the From tag of our own INVITE; those do not count
-            // (an agent-to-agent call through a proxy brings our INVITE back on purpose).
-            let received = key(&leg.invite).1.as_deref() != Some(leg.local_tag.as_str());
-            received && leg.invite_tx != tx && key(&leg.invite) == wanted
-        })
+    /// RFC 3261 section 8.2.2.2: a new INVITE with the Call-ID, From tag and CSeq of one whose
+    /// transaction is still running, on another transaction, reached us twice (forked, or
+    /// looping back). Otherwise it is remembered until its transaction ends.
+    fn merged(&mut self, tx: TxId, request: &Request) -> bool {
+        let key = (build::header(&request.headers, "Call-ID").unwrap_or_default(), build::header(&request.headers, "From").and_then(|f| build::tag_param(&f)).unwrap_or_default(), build::cseq_number(&request.headers));
+        match self.invite_keys.get(&key) {
+            Some(other) if *other != tx => true,
+            Some(_) => false,
+            None => {
+                self.invite_keys.insert(key.clone(), tx);
+                self.invite_key_of.insert(tx, key);
+                false
+            }
+        }
     }
 
     /// The SIP server's OPTIONS for a DN is 200 only while the DN is registered.
