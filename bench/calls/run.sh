@@ -6,7 +6,7 @@
 # the agents on CPU 1. Loopback only, on ports of its own (PORT_BASE + offsets).
 #
 #   bench/calls/run.sh [RATE=200] [SECONDS=30] [AGENTS=500] [MODE=signalling|media]
-#   TARGETS="gatewayd kamailio" HOLD_MS=1000 PORT_BASE=27000
+#   TARGETS="gatewayd kamailio" HOLD_MS=1000 PORT_BASE=27000 GATEWAYD=path/to/gatewayd PERF=1
 #
 # Each run's files (logs, sipp stats, response times) land in bench/out/calls/<stamp>/; one
 # JSON line per target goes to stdout and to bench/out/calls/results.jsonl.
@@ -113,6 +113,11 @@ run_target() {
   local rss0 cpu0 t0 cpu1 t1 rss1
   rss0=$(rss_of $procs)
   cpu0=$(cpu_of $procs); t0=$(date +%s.%N)
+  local perf=""
+  if [ -n "${PERF:-}" ]; then # PERF=1: a profile of the server during the calls (perf report -i ...)
+    perf record -q -F 499 --call-graph dwarf,16384 -p "$(echo $procs | tr ' ' ,)" -o "$dir/perf.data" 2> "$dir/perf.err" &
+    perf=$!
+  fi
   # sipp's own timeouts bound the run; -rtt_freq 1 writes every response time.
   (cd "$dir" && taskset -c 1 sipp "127.0.0.1:$SIP_TARGET" -sf "$HERE/sipp/uac.xml" -inf "$RUN/dns.csv" \
     -i 127.0.0.1 -p "$UPSTREAM" -r "$RATE" -m "$CALLS" -l $((RATE * 10)) -d "$HOLD_MS" -nostdin \
@@ -120,6 +125,7 @@ run_target() {
     -trace_stat -stf "$dir/stat.csv" -fd 1 -trace_rtt -rtt_freq 1 -trace_err -error_file "$dir/errors.log" \
     > "$dir/sipp.out" 2>&1) || true
   cpu1=$(cpu_of $procs); t1=$(date +%s.%N)
+  if [ -n "$perf" ]; then kill -INT "$perf"; wait "$perf" 2> /dev/null || true; fi
   rss1=$(rss_of $procs)
   kill -TERM "$agent"; wait "$agent" 2> /dev/null || true
   local counters; counters=$(tail -n1 "$dir/agent.out")
