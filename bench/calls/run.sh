@@ -6,7 +6,7 @@
 # the agents on CPU 1. Loopback only, on ports of its own (PORT_BASE + offsets).
 #
 #   bench/calls/run.sh [RATE=200] [SECONDS=30] [AGENTS=500] [MODE=signalling|media]
-#   TARGETS="gatewayd kamailio" HOLD_MS=1000 PORT_BASE=27000 GATEWAYD=path/to/gatewayd PERF=1
+#   TARGETS="gatewayd kamailio kamailio_rtpengine" HOLD_MS=1000 PORT_BASE=27000 GATEWAYD=path/to/gatewayd PERF=1
 #
 # Each run's files (logs, sipp stats, response times) land in bench/out/calls/<stamp>/; one
 # JSON line per target goes to stdout and to bench/out/calls/results.jsonl.
@@ -30,7 +30,7 @@ GATEWAYD=${GATEWAYD:-$CARGO_TARGET_DIR/release/gatewayd} # GATEWAYD=path runs an
 AGENT=$CARGO_TARGET_DIR/release/calls-agent
 
 HTTPS=$((BASE + 443)) SIP=$((BASE + 60)) UPSTREAM=$((BASE + 80)) ADMIN=$((BASE + 90)) TURN=$((BASE + 78))
-KAM_SIP=$((BASE + 160)) KAM_WSS=$((BASE + 543))
+KAM_SIP=$((BASE + 160)) KAM_WSS=$((BASE + 543)) KAM_NG=$((BASE + 223))
 FIRST=6000
 LAST=$((FIRST + AGENTS - 1))
 CALLS=$((RATE * SECS))
@@ -80,18 +80,30 @@ start_gatewayd() {
   WSS=$HTTPS SIP_TARGET=$SIP
 }
 
+EXTRA=""
 start_kamailio() {
   openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj /CN=127.0.0.1 \
     -keyout "$RUN/kam-key.pem" -out "$RUN/kam-cert.pem" 2> /dev/null
   printf '[server:default]\nmethod = TLSv1.2+\nverify_certificate = no\nrequire_certificate = no\nprivate_key = %s\ncertificate = %s\n' \
     "$RUN/kam-key.pem" "$RUN/kam-cert.pem" > "$RUN/kam-tls.cfg"
-  sed -e "s/KAM_SIP/$KAM_SIP/; s/KAM_WSS/$KAM_WSS/; s|KAM_TLS_CFG|$RUN/kam-tls.cfg|; s/KAM_SECRET/$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')/" \
+  sed -e "s/KAM_SIP/$KAM_SIP/; s/KAM_WSS/$KAM_WSS/; s/KAM_NG/$KAM_NG/; s|KAM_TLS_CFG|$RUN/kam-tls.cfg|; s/KAM_SECRET/$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')/" \
     "$HERE/kamailio.cfg" > "$RUN/kamailio.cfg"
-  taskset -c 0 kamailio -f "$RUN/kamailio.cfg" -DD -E -m 512 -M 32 -P "$RUN/kamailio.pid" -Y "$RUN" > "$RUN/kamailio.log" 2>&1 &
+  taskset -c 0 kamailio ${KAM_DEFINE:-} -f "$RUN/kamailio.cfg" -DD -E -m 512 -M 32 -P "$RUN/kamailio.pid" -Y "$RUN" > "$RUN/kamailio.log" 2>&1 &
   SERVER=$!; PIDS+=("$SERVER")
   wait_for 30 listening "$KAM_WSS"
   wait_for 10 listening_udp "$KAM_SIP"
   WSS=$KAM_WSS SIP_TARGET=$KAM_SIP
+}
+
+# Kamailio with rtpengine (userspace, ports below the ephemeral range) converting the media.
+start_kamailio_rtpengine() {
+  taskset -c 0 rtpengine --foreground --log-stderr --log-level=4 --table=-1 --interface=127.0.0.1 \
+    --listen-ng="127.0.0.1:$KAM_NG" --port-min=24000 --port-max=26999 --delete-delay=0 \
+    --pidfile="$RUN/rtpengine.pid" > "$RUN/rtpengine.log" 2>&1 &
+  local rtp=$!; PIDS+=("$rtp")
+  wait_for 10 listening_udp "$KAM_NG"
+  KAM_DEFINE="-A WITH_RTPENGINE" start_kamailio
+  EXTRA=$rtp
 }
 
 # Percentile P (0-100) of a sorted column of numbers on stdin.
@@ -102,14 +114,14 @@ run_target() {
   mkdir -p "$dir"
   echo "== $target: $AGENTS agents ($MODE), $CALLS calls at $RATE/s, talk ${HOLD_MS} ms" >&2
   "start_$target"
-  local procs; procs=$(tree_of "$SERVER")
+  local procs; procs="$(tree_of "$SERVER") $EXTRA"
   local rss_idle; rss_idle=$(rss_of $procs)
   taskset -c 1 "$AGENT" --url "wss://127.0.0.1:$WSS/ws" --origin "https://127.0.0.1:$WSS" --dns "$FIRST-$LAST" --mode "$MODE" \
     > "$dir/agent.out" 2> "$dir/agent.err" &
   local agent=$!; PIDS+=("$agent")
   wait_for 180 grep -qs '^registered' "$dir/agent.out"
   grep '^registered' "$dir/agent.out" >&2
-  procs=$(tree_of "$SERVER")
+  procs="$(tree_of "$SERVER") $EXTRA"
   local rss0 cpu0 t0 cpu1 t1 rss1
   rss0=$(rss_of $procs)
   cpu0=$(cpu_of $procs); t0=$(date +%s.%N)
@@ -130,6 +142,7 @@ run_target() {
   kill -TERM "$agent"; wait "$agent" 2> /dev/null || true
   local counters; counters=$(tail -n1 "$dir/agent.out")
   kill -TERM "$SERVER"; wait "$SERVER" 2> /dev/null || true
+  if [ -n "$EXTRA" ]; then kill -TERM "$EXTRA"; wait "$EXTRA" 2> /dev/null || true; EXTRA=""; fi
 
   # sipp's cumulative counters: the last line of the statistics file.
   local header last ok failed

@@ -50,7 +50,7 @@ impl Calls {
         builder.codec_config().enable_pcmu(true, false);
         let mut rtc = builder.build(Instant::now());
         rtc.add_local_candidate(Candidate::host(local, "udp").map_err(|e| e.to_string())?);
-        let offer = SdpOffer::from_sdp_string(offer).map_err(|e| e.to_string())?;
+        let offer = SdpOffer::from_sdp_string(&with_mid(offer)).map_err(|e| e.to_string())?;
         let answer = rtc.sdp_api().accept_offer(offer).map_err(|e| e.to_string())?.to_sdp_string();
         let mid = answer.lines().find_map(|l| l.trim_end().strip_prefix("a=mid:")).map(Mid::from);
         let (stop, stopped) = oneshot::channel();
@@ -67,6 +67,24 @@ impl Calls {
             let _ = stop.send(());
         }
     }
+}
+
+/// rtpengine's WebRTC offer has neither a=mid nor a BUNDLE group, which str0m requires.
+fn with_mid(sdp: &str) -> String {
+    if sdp.contains("a=mid:") {
+        return sdp.to_owned();
+    }
+    let mut out = String::with_capacity(sdp.len() + 32);
+    for line in sdp.split_inclusive('\n') {
+        if line.starts_with("m=audio") {
+            out.push_str("a=group:BUNDLE 0\r\n");
+        }
+        out.push_str(line);
+        if line.starts_with("m=audio") {
+            out.push_str("a=mid:0\r\n");
+        }
+    }
+    out
 }
 
 async fn run_leg(mut rtc: Rtc, socket: UdpSocket, local: SocketAddr, mid: Option<Mid>, stats: Arc<Stats>, mut stop: oneshot::Receiver<()>) {
