@@ -125,6 +125,7 @@ run_target() {
   local rss0 cpu0 t0 cpu1 t1 rss1
   rss0=$(rss_of $procs)
   cpu0=$(cpu_of $procs); t0=$(date +%s.%N)
+  local agent_cpu0; agent_cpu0=$(cpu_of "$agent")
   local perf=""
   if [ -n "${PERF:-}" ]; then # PERF=1: a profile of the server during the calls (perf report -i ...)
     perf record -q -F 499 --call-graph dwarf,16384 -p "$(echo $procs | tr ' ' ,)" -o "$dir/perf.data" 2> "$dir/perf.err" &
@@ -137,6 +138,7 @@ run_target() {
     -trace_stat -stf "$dir/stat.csv" -fd 1 -trace_rtt -rtt_freq 1 -trace_err -error_file "$dir/errors.log" \
     > "$dir/sipp.out" 2>&1) || true
   cpu1=$(cpu_of $procs); t1=$(date +%s.%N)
+  local agent_cpu; agent_cpu=$(num "$(cpu_of "$agent") - $agent_cpu0")
   if [ -n "$perf" ]; then kill -INT "$perf"; wait "$perf" 2> /dev/null || true; fi
   rss1=$(rss_of $procs)
   kill -TERM "$agent"; wait "$agent" 2> /dev/null || true
@@ -161,9 +163,9 @@ run_target() {
   cpu=$(num "scale=3; $cpu1 - $cpu0")
   cpu_per_call=$(num "scale=4; 1000 * $cpu / $ok")
   local line
-  line=$(printf '{"target":"%s","mode":"%s","agents":%s,"rate":%s,"calls":%s,"talk_ms":%s,"successful":%s,"failed":%s,"setups_per_s":%s,"setup_ms_p50":%s,"setup_ms_p99":%s,"setup_ms_max":%s,"cpu_s":%s,"cpu_ms_per_call":%s,"wall_s":%s,"pss_idle_kib":%s,"pss_registered_kib":%s,"pss_end_kib":%s,"load":"%s","agent":%s}' \
+  line=$(printf '{"target":"%s","mode":"%s","agents":%s,"rate":%s,"calls":%s,"talk_ms":%s,"successful":%s,"failed":%s,"setups_per_s":%s,"setup_ms_p50":%s,"setup_ms_p99":%s,"setup_ms_max":%s,"cpu_s":%s,"cpu_ms_per_call":%s,"wall_s":%s,"pss_idle_kib":%s,"pss_registered_kib":%s,"pss_end_kib":%s,"agent_cpu_s":%s,"load":"%s","agent":%s}' \
     "$target" "$MODE" "$AGENTS" "$RATE" "$CALLS" "$HOLD_MS" "${ok:-0}" "${failed:-0}" "$rate_achieved" "$p50" "$p99" "$max" "$cpu" "$cpu_per_call" \
-    "$(num "scale=2; ($t1 - $t0) / 1")" "$rss_idle" "$rss0" "$rss1" "$(cut -d' ' -f1-3 /proc/loadavg)" "${counters:-null}")
+    "$(num "scale=2; ($t1 - $t0) / 1")" "$rss_idle" "$rss0" "$rss1" "$agent_cpu" "$(cut -d' ' -f1-3 /proc/loadavg)" "${counters:-null}")
   echo "$line" | tee -a "$OUTROOT/results.jsonl"
 }
 
