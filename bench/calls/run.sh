@@ -2,11 +2,13 @@
 # Call setups per second through the B2BUA: sipp plays the SIP server and calls DNs in
 # sequence (-inf) at RATE calls/s; AGENTS load agents (calls-agent, one WSS connection each,
 # digest-registered) answer with 180 + 200. The same load then goes through Kamailio 5.6 as a
-# WSS registrar/proxy (the seed deployment's front) for the anchor. Server on CPU 0, sipp and
-# the agents on CPU 1. Loopback only, on ports of its own (PORT_BASE + offsets).
+# WSS registrar/proxy (the seed deployment's front; with rtpengine in media mode) for the
+# anchor. Server on CPU 0, sipp and the agents on CPU 1. Loopback only, on ports of its own
+# (PORT_BASE + offsets; media ports 20000-26999, below the ephemeral range).
 #
 #   bench/calls/run.sh [RATE=200] [SECONDS=30] [AGENTS=500] [MODE=signalling|media]
-#   TARGETS="gatewayd kamailio kamailio_rtpengine" HOLD_MS=1000 PORT_BASE=27000 GATEWAYD=path/to/gatewayd PERF=1
+#   TARGETS="gatewayd kamailio kamailio_rtpengine" (default: gatewayd and the mode's anchor)
+#   HOLD_MS=1000 PORT_BASE=27000 GATEWAYD=path/to/gatewayd PERF=1
 #
 # Each run's files (logs, sipp stats, response times) land in bench/out/calls/<stamp>/; one
 # JSON line per target goes to stdout and to bench/out/calls/results.jsonl.
@@ -15,7 +17,8 @@ RATE=${1:-200}
 SECS=${2:-30}
 AGENTS=${3:-500}
 MODE=${4:-signalling}
-TARGETS=${TARGETS:-gatewayd kamailio}
+# The anchor doing the same job: a proxy for signalling only, a proxy with rtpengine for media.
+if [ "$MODE" = media ]; then TARGETS=${TARGETS:-gatewayd kamailio_rtpengine}; else TARGETS=${TARGETS:-gatewayd kamailio}; fi
 HOLD_MS=${HOLD_MS:-1000}
 BASE=${PORT_BASE:-27000}
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -133,7 +136,7 @@ run_target() {
   fi
   # sipp's own timeouts bound the run; -rtt_freq 1 writes every response time.
   (cd "$dir" && taskset -c 1 sipp "127.0.0.1:$SIP_TARGET" -sf "$HERE/sipp/uac.xml" -inf "$RUN/dns.csv" \
-    -i 127.0.0.1 -p "$UPSTREAM" -r "$RATE" -m "$CALLS" -l $((RATE * 10)) -d "$HOLD_MS" -nostdin \
+    -i 127.0.0.1 -p "$UPSTREAM" -mp $((BASE + 700)) -r "$RATE" -m "$CALLS" -l $((RATE * 10)) -d "$HOLD_MS" -nostdin \
     -timeout $((SECS * 3 + 30))s -recv_timeout 10000 -max_recv_loops 10000 \
     -trace_stat -stf "$dir/stat.csv" -fd 1 -trace_rtt -rtt_freq 1 -trace_err -error_file "$dir/errors.log" \
     > "$dir/sipp.out" 2>&1) || true
