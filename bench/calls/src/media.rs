@@ -140,7 +140,7 @@ async fn run_leg(mut rtc: Rtc, socket: UdpSocket, local: SocketAddr, mid: Option
                     if let Some(m) = mid {
                         let mut api = rtc.direct_api();
                         if let Some(tx) = api.stream_tx_by_mid(m, None) {
-                            let _ = tx.write_rtp(RtpWrite::new(Pt::from(0), SeqNo::from(seq), (seq * 160) as u32, now, payload.clone()));
+                            tx.write_rtp(RtpWrite::new(Pt::from(0), SeqNo::from(seq), (seq * 160) as u32, now, payload.clone()));
                             stats.rtp_sent.fetch_add(1, Relaxed);
                         }
                     }
