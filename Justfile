@@ -40,6 +40,10 @@ bench: bench-media bench-bans
 bench-media calls="500" seconds="30":
     bench/media/run.sh {{calls}} {{seconds}}
 
+# Call setups/s through the B2BUA, and through Kamailio as the anchor (MODE: signalling or media).
+bench-calls rate="200" seconds="30" agents="500" mode="signalling":
+    bench/calls/run.sh {{rate}} {{seconds}} {{agents}} {{mode}}
+
 # Time from the Nth failure to the first dropped packet, against fail2ban (root, netns).
 bench-bans:
     bench/bans/run.sh
