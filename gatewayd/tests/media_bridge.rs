@@ -317,3 +317,50 @@ async fn one_shared_public_port_carries_several_calls() {
     assert!(after[0].seq.wrapping_sub(last.seq) < 100, "numbering continues");
     engine.shutdown();
 }
+
+/// A SIP server in RTP echo mode sends the gateway's own packets back unchanged. The browser
+/// must still see a stream sourced by the gateway (never its own SSRC coming back, which makes
+/// a browser drop it as a loop and stop sending), continuous for as long as the call runs.
+/// Both negotiation directions: str0m picks its sending SSRC in different places for each.
+async fn server_echo_case(name: &str, base: u16, browser_offers: bool) {
+    let engine = MediaEngine::start(config(name, base)).unwrap();
+    let browser = BrowserPeer::spawn(SrtpProtectionProfile::Srtp_Aead_Aes_256_Gcm);
+    let browser_ssrc = browser.with(|s| s.ssrc);
+    let mut server = PlainPeer::bind();
+    let call = engine.create_call().await.unwrap();
+    if browser_offers {
+        let offer = browser.create_offer();
+        server.target_from(&call.internal_create_offer().await.unwrap());
+        call.internal_accept_answer(&server.sdp("PCMU", "sendrecv")).await.unwrap();
+        browser.accept_answer(&call.browser_answer(&offer).await.unwrap());
+    } else {
+        server.target_from(&call.internal_answer(&server.sdp("PCMU", "sendrecv")).await.unwrap());
+        let answer = browser.answer(&call.browser_create_offer().await.unwrap());
+        call.browser_accept_answer(&answer).await.unwrap();
+    }
+    assert!(browser.wait_connected(WAIT));
+
+    let (stop, echo) = server.echo(Duration::from_secs(20));
+    browser.stream(Some(0));
+    let got = collect_browser(&browser, Duration::from_secs(15), |g| g.len() >= 120);
+    drop(stop);
+    let echoed = echo.join().unwrap();
+    assert!(got.len() >= 120, "browser got {} packets back (server echoed {echoed})", got.len());
+    assert!(got.iter().all(|g| g.ssrc != browser_ssrc), "the browser's own SSRC came back");
+    assert_eq!(got.iter().map(|g| g.ssrc).collect::<std::collections::HashSet<_>>().len(), 1, "one stable SSRC");
+    assert!(contiguous(&got), "one continuous stream");
+    assert!(got.iter().all(|g| g.pt == 0 && g.payload == vec![0x55; 160]));
+    let stats = call.close().await.unwrap();
+    assert!(stats.internal.packets_sent >= 120 && stats.internal.packets_received >= 120, "{stats:?}");
+    engine.shutdown();
+}
+
+#[tokio::test]
+async fn server_echo_reaches_an_offering_browser_with_the_gateways_own_ssrc() {
+    server_echo_case("srvecho-a", 42400, true).await;
+}
+
+#[tokio::test]
+async fn server_echo_reaches_an_answering_browser_with_the_gateways_own_ssrc() {
+    server_echo_case("srvecho-b", 42600, false).await;
+}
