@@ -31,8 +31,9 @@ use str0m::{Candidate, Event, Input, Output, Rtc};
 const BROWSER_ADDR: &str = "127.0.0.1:61000";
 const PLAIN_ADDR: &str = "127.0.0.1:61002";
 const PERIOD_NS: u64 = 20_000_000;
-/// Send times of recent browser-side packets kept per call, by sequence number.
-const RING: usize = 64;
+/// Send times of recent browser-side packets kept per call, by sequence number (5 s worth,
+/// so even a long stall of the client does not lose track of packets in flight).
+const RING: usize = 256;
 /// Tag of queued datagrams that are not browser-side media (STUN, DTLS, RTCP).
 const NO_TAG: u32 = u32::MAX;
 
@@ -122,6 +123,14 @@ fn payload_offset(b: &[u8]) -> Option<usize> {
     (off + 8 <= b.len()).then_some(off)
 }
 
+/// Where the client's time went at worst: one loop pass of work (the client's own backlog),
+/// or a sleep that ended late (the client was not scheduled: a busy machine).
+#[derive(Default)]
+struct Stalls {
+    work_max: Duration,
+    oversleep_max: Duration,
+}
+
 /// Call index by the bridge's port its datagrams come from (all on 127.0.0.1).
 struct PortMap(Vec<u32>);
 
@@ -184,6 +193,8 @@ fn main() {
     let payload_fill = [0xffu8; 152];
     let tick = Duration::from_micros(std::env::var("MEDIA_LOAD_TICK_US").ok().and_then(|v| v.parse().ok()).unwrap_or(250));
     let mut wake = origin;
+    let mut woke = origin;
+    let mut stalls = Stalls::default();
     loop {
         // Incoming: a bounded number of batches per side, so sends are never starved.
         for _ in 0..8 {
@@ -322,10 +333,19 @@ fn main() {
         // wakeup per packet (tens of thousands a second) cost the client more than the calls.
         wake += tick;
         let now = Instant::now();
+        let measuring = phase == 2;
+        if measuring {
+            stalls.work_max = stalls.work_max.max(now.saturating_duration_since(woke));
+        }
         if wake > now {
             std::thread::sleep(wake - now);
+            woke = Instant::now();
+            if measuring {
+                stalls.oversleep_max = stalls.oversleep_max.max(woke.saturating_duration_since(wake));
+            }
         } else {
             wake = now;
+            woke = now;
         }
     }
 
@@ -338,7 +358,7 @@ fn main() {
         "{{\"mode\":\"{mode}\",\"calls\":{n},\"connected\":{connected},\"seconds\":{elapsed:.1},\"server_cpu_s\":{cpu:.2},\"cpu_ms_per_call_second\":{:.4},\"rss_kib_per_call\":{:.1},\
 \"latency_ms_p50\":{:.3},\"latency_ms_p99\":{:.3},\"latency_ms_max\":{:.3},\"latency_ms_p99_b2p\":{b2p_p99:.3},\"latency_ms_p99_p2b\":{p2b_p99:.3},\
 \"loss_browser_to_plain\":{:.5},\"loss_plain_to_browser\":{:.5},\"rcvbuf_errors\":{},\"bridge_forward_us\":{},\
-\"client_rate_b2p\":{:.4},\"client_rate_p2b\":{:.4},\"client_send_lag_ms_p99\":{:.3},\"client_cpu_pct\":{:.1},\"client_send_errors\":{},\"client_socket_drops\":{},\"untimed\":{},\
+\"client_rate_b2p\":{:.4},\"client_rate_p2b\":{:.4},\"client_send_lag_ms_p99\":{:.3},\"client_cpu_pct\":{:.1},\"client_send_errors\":{},\"client_socket_drops\":{},\"untimed\":{},\"client_work_max_ms\":{:.1},\"client_oversleep_max_ms\":{:.1},\
 \"load_before\":\"{load_before}\",\"load_after\":\"{}\"}}",
         cpu * 1000.0 / (connected.max(1) as f64 * elapsed),
         (rss1 as f64 - rss_before as f64) / n as f64,
@@ -356,6 +376,8 @@ fn main() {
         btx.send_errors + ptx.send_errors,
         brx.drops + prx.drops,
         w.untimed,
+        stalls.work_max.as_secs_f64() * 1000.0,
+        stalls.oversleep_max.as_secs_f64() * 1000.0,
         load_average(),
     );
 }
