@@ -13,6 +13,17 @@ pub fn proc_stat(pid: &str) -> (f64, u64) {
     ((ticks(11) + ticks(12)) / 100.0, rss)
 }
 
+/// Nanoseconds all threads of a process spent runnable but waiting for a CPU (schedstat):
+/// time a busy machine, not the process, added to latency.
+pub fn runqueue_wait_ns(pid: &str) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return 0 };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .sum()
+}
+
 /// UDP receive-buffer overflows machine-wide: loss under overload shows up here first.
 pub fn rcvbuf_errors() -> u64 {
     let s = std::fs::read_to_string("/proc/net/snmp").unwrap_or_default();
