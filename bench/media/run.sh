@@ -46,7 +46,7 @@ if command -v rtpengine > /dev/null; then
     --listen-ng=127.0.0.1:2223 --port-min=30000 --port-max=39999 --delete-delay=0 \
     --pidfile="$OUT/rtpengine.pid" > "$OUT/rtpengine.log" 2>&1 &
   RPID=$!; PIDS+=("$RPID")
-  wait_for 10 sh -c 'ss -lun | grep -q 127.0.0.1:2223'
+  wait_for 30 sh -c 'ss -lun | grep -q 127.0.0.1:2223'
   taskset -c 1 "$BIN/media-load" rtpengine 127.0.0.1:2223 "$RPID" "$CALLS" "$SECS" | tee "$OUT/rtpengine-$CALLS.json"
   kill "$RPID"; wait "$RPID" 2>/dev/null || true
 else

@@ -24,6 +24,16 @@ pub fn runqueue_wait_ns(pid: &str) -> u64 {
         .sum()
 }
 
+/// Busy seconds of one CPU (everything but idle and I/O wait) from /proc/stat.
+pub fn cpu_busy_s(cpu: usize) -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let name = format!("cpu{cpu}");
+    let Some(line) = stat.lines().find(|l| l.split_whitespace().next() == Some(name.as_str())) else { return 0.0 };
+    let v: Vec<f64> = line.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+    let total: f64 = v.iter().take(8).sum();
+    (total - v.get(3).unwrap_or(&0.0) - v.get(4).unwrap_or(&0.0)) / 100.0
+}
+
 /// UDP receive-buffer overflows machine-wide: loss under overload shows up here first.
 pub fn rcvbuf_errors() -> u64 {
     let s = std::fs::read_to_string("/proc/net/snmp").unwrap_or_default();

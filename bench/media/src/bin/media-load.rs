@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use media_bench::control::{plain_ssrc, Control};
 use media_bench::net::{self, wall_ns, TxBatch, BATCH};
-use media_bench::report::{load_average, percentile_ms, proc_stat, rcvbuf_errors, runqueue_wait_ns, Window};
+use media_bench::report::{cpu_busy_s, load_average, percentile_ms, proc_stat, rcvbuf_errors, runqueue_wait_ns, Window};
 use str0m::format::{Codec, FormatParams};
 use str0m::media::{Frequency, Mid, Pt};
 use str0m::net::{Protocol, Receive};
@@ -188,6 +188,10 @@ fn main() {
     let mut phase_end = connect_deadline;
     let (mut cpu0, mut own0, mut snmp0, mut t0) = (0.0, 0.0, 0, origin);
     let (mut wait0, mut own_wait0) = (0, 0);
+    // The bridge runs pinned to CPU 0 (run.sh): whatever else kept that CPU busy competed
+    // with it.
+    let bridge_cpu = std::env::var("MEDIA_BRIDGE_CPU").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
+    let mut busy0 = 0.0;
     let mut result = None;
     let mut inside = None;
     let own = std::process::id().to_string();
@@ -314,6 +318,7 @@ fn main() {
                     (own0, _) = proc_stat(&own);
                     snmp0 = rcvbuf_errors();
                     (wait0, own_wait0) = (runqueue_wait_ns(&pid), runqueue_wait_ns(&own));
+                    busy0 = cpu_busy_s(bridge_cpu);
                     t0 = now;
                 }
                 2 if now >= phase_end => {
@@ -323,7 +328,8 @@ fn main() {
                     let elapsed = now.duration_since(t0).as_secs_f64();
                     let connected = calls.iter().filter(|c| c.rtc.is_connected()).count();
                     let waited = (runqueue_wait_ns(&pid) - wait0, runqueue_wait_ns(&own) - own_wait0);
-                    result = Some((cpu1 - cpu0, own1 - own0, elapsed, rss1, connected, waited));
+                    let others = (cpu_busy_s(bridge_cpu) - busy0 - (cpu1 - cpu0)).max(0.0);
+                    result = Some((cpu1 - cpu0, own1 - own0, elapsed, rss1, connected, waited, others));
                     phase = 3;
                     phase_end = now + Duration::from_millis(500);
                 }
@@ -352,7 +358,7 @@ fn main() {
         }
     }
 
-    let (cpu, own_cpu, elapsed, rss1, connected, (server_waited, own_waited)) = result.unwrap();
+    let (cpu, own_cpu, elapsed, rss1, connected, (server_waited, own_waited), others) = result.unwrap();
     // The window is exactly `secs` of send stamps; `elapsed` runs to the next phase check.
     let nominal = connected as f64 * 50.0 * secs as f64;
     let (b2p_p99, p2b_p99) = (percentile_ms(&mut w.b2p.latency_ns, 0.99), percentile_ms(&mut w.p2b.latency_ns, 0.99));
@@ -361,7 +367,7 @@ fn main() {
         "{{\"mode\":\"{mode}\",\"calls\":{n},\"connected\":{connected},\"seconds\":{elapsed:.1},\"server_cpu_s\":{cpu:.2},\"cpu_ms_per_call_second\":{:.4},\"rss_kib_per_call\":{:.1},\
 \"latency_ms_p50\":{:.3},\"latency_ms_p99\":{:.3},\"latency_ms_max\":{:.3},\"latency_ms_p99_b2p\":{b2p_p99:.3},\"latency_ms_p99_p2b\":{p2b_p99:.3},\
 \"loss_browser_to_plain\":{:.5},\"loss_plain_to_browser\":{:.5},\"rcvbuf_errors\":{},\"bridge_forward_us\":{},\
-\"client_rate_b2p\":{:.4},\"client_rate_p2b\":{:.4},\"client_send_lag_ms_p99\":{:.3},\"client_cpu_pct\":{:.1},\"client_send_errors\":{},\"client_socket_drops\":{},\"untimed\":{},\"server_runqueue_wait_ms_per_s\":{:.2},\"client_runqueue_wait_ms_per_s\":{:.2},\"client_work_max_ms\":{:.1},\"client_oversleep_max_ms\":{:.1},\
+\"client_rate_b2p\":{:.4},\"client_rate_p2b\":{:.4},\"client_send_lag_ms_p99\":{:.3},\"client_cpu_pct\":{:.1},\"client_send_errors\":{},\"client_socket_drops\":{},\"untimed\":{},\"others_on_bridge_cpu_ms_per_s\":{:.1},\"server_runqueue_wait_ms_per_s\":{:.2},\"client_runqueue_wait_ms_per_s\":{:.2},\"client_work_max_ms\":{:.1},\"client_oversleep_max_ms\":{:.1},\
 \"load_before\":\"{load_before}\",\"load_after\":\"{}\"}}",
         cpu * 1000.0 / (connected.max(1) as f64 * elapsed),
         (rss1 as f64 - rss_before as f64) / n as f64,
@@ -379,6 +385,7 @@ fn main() {
         btx.send_errors + ptx.send_errors,
         brx.drops + prx.drops,
         w.untimed,
+        others * 1000.0 / elapsed,
         server_waited as f64 / 1e6 / elapsed,
         own_waited as f64 / 1e6 / elapsed,
         stalls.work_max.as_secs_f64() * 1000.0,

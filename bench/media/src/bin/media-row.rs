@@ -8,7 +8,7 @@
 
 use serde_json::Value;
 
-const HEADER: &str = "| commit | calls × s | 1-min load avg g / r (start → end) | CPU ms per call-s: gatewayd / rtpengine (ratio) | latency p50 / p99 ms: gatewayd | rtpengine | loss b→p / p→b: gatewayd | rtpengine | RSS KiB per call g / r | client rate % g / r (client CPU %) | bridge waiting for a CPU, ms/s g / r | RcvbufErrors |\n|---|---|---|---|---|---|---|---|---|---|---|---|";
+const HEADER: &str = "| commit | calls × s | 1-min load avg g / r (start → end) | CPU ms per call-s: gatewayd / rtpengine (ratio) | latency p50 / p99 ms: gatewayd | rtpengine | loss b→p / p→b: gatewayd | rtpengine | RSS KiB per call g / r | client rate % g / r (client CPU %) | other work on the bridge's CPU, ms/s g / r | RcvbufErrors |\n|---|---|---|---|---|---|---|---|---|---|---|---|";
 
 fn read(path: &str) -> Option<Value> {
     let text = std::fs::read_to_string(path).ok()?;
@@ -63,7 +63,8 @@ fn main() {
         f(&g, "client_cpu_pct"),
         r.as_ref().map_or("—".into(), |r| format!("{:.0}", f(r, "client_cpu_pct")))
     );
-    let waited = format!("{:.1} / {}", f(&g, "server_runqueue_wait_ms_per_s"), r.as_ref().map_or("—".into(), |r| format!("{:.1}", f(r, "server_runqueue_wait_ms_per_s"))));
+    // CPU time others took on the bridge's CPU during the window: a busy machine shows here.
+    let waited = format!("{:.0} / {}", f(&g, "others_on_bridge_cpu_ms_per_s"), r.as_ref().map_or("—".into(), |r| format!("{:.0}", f(r, "others_on_bridge_cpu_ms_per_s"))));
     let rcvbuf = format!("{} / {}", f(&g, "rcvbuf_errors"), r.as_ref().map_or("—".into(), |r| format!("{}", f(r, "rcvbuf_errors"))));
     println!(
         "| `{commit}` | {} × {:.0} | {loads} | {cpu} | {} | {} | {} | {} | {rss} | {client} | {waited} | {rcvbuf} |",
