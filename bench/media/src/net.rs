@@ -41,6 +41,9 @@ pub struct TxBatch {
     tx_len: usize,
     /// Datagrams the kernel refused (full send buffer): visible in the report, never silent.
     pub send_errors: u64,
+    /// The longest single send call, nanoseconds. Datagrams late in a call that was
+    /// preempted carry a send time that is too early: this bounds that error.
+    pub longest_send_ns: u64,
 }
 
 /// Datagrams per send call: the send time is taken right before each call, so a long batch
@@ -72,7 +75,7 @@ pub fn bind(addr: SocketAddr) -> (RxBatch, TxBatch) {
         if setsockopt(&sock.as_fd(), sockopt::SndBufForce, &big).is_err() {
             let _ = setsockopt(&sock.as_fd(), sockopt::SndBuf, &big);
         }
-        let tx = TxBatch { sock: sock.try_clone().unwrap(), tx_bufs: Vec::new(), tx_dest: Vec::new(), tx_tag: Vec::new(), tx_len: 0, send_errors: 0 };
+        let tx = TxBatch { sock: sock.try_clone().unwrap(), tx_bufs: Vec::new(), tx_dest: Vec::new(), tx_tag: Vec::new(), tx_len: 0, send_errors: 0, longest_send_ns: 0 };
         let rx = RxBatch { sock, rx_bufs: vec![[0u8; MAX_DATAGRAM]; BATCH], rx_hdrs: MultiHeaders::preallocate(BATCH, Some(cmsg_space!(TimeSpec, u32))), drops: 0 };
         (rx, tx)
     }
@@ -146,6 +149,7 @@ impl TxBatch {
                 stamp(now, self.tx_tag[k], &mut self.tx_bufs[k]);
             }
             start += self.send(start, end);
+            self.longest_send_ns = self.longest_send_ns.max(wall_ns().saturating_sub(now));
         }
         self.tx_len = 0;
     }

@@ -319,6 +319,7 @@ fn main() {
                     snmp0 = rcvbuf_errors();
                     (wait0, own_wait0) = (runqueue_wait_ns(&pid), runqueue_wait_ns(&own));
                     busy0 = cpu_busy_s(bridge_cpu);
+                    (btx.longest_send_ns, ptx.longest_send_ns) = (0, 0);
                     t0 = now;
                 }
                 2 if now >= phase_end => {
@@ -360,14 +361,14 @@ fn main() {
 
     let (cpu, own_cpu, elapsed, rss1, connected, (server_waited, own_waited), others) = result.unwrap();
     // The window is exactly `secs` of send stamps; `elapsed` runs to the next phase check.
-    let nominal = connected as f64 * 50.0 * secs as f64;
+    let nominal = (connected as f64 * 50.0 * secs as f64).max(1.0);
     let (b2p_p99, p2b_p99) = (percentile_ms(&mut w.b2p.latency_ns, 0.99), percentile_ms(&mut w.p2b.latency_ns, 0.99));
     let mut all: Vec<u32> = w.b2p.latency_ns.iter().chain(w.p2b.latency_ns.iter()).copied().collect();
     println!(
         "{{\"mode\":\"{mode}\",\"calls\":{n},\"connected\":{connected},\"seconds\":{elapsed:.1},\"server_cpu_s\":{cpu:.2},\"cpu_ms_per_call_second\":{:.4},\"rss_kib_per_call\":{:.1},\
 \"latency_ms_p50\":{:.3},\"latency_ms_p99\":{:.3},\"latency_ms_max\":{:.3},\"latency_ms_p99_b2p\":{b2p_p99:.3},\"latency_ms_p99_p2b\":{p2b_p99:.3},\
 \"loss_browser_to_plain\":{:.5},\"loss_plain_to_browser\":{:.5},\"rcvbuf_errors\":{},\"bridge_forward_us\":{},\
-\"client_rate_b2p\":{:.4},\"client_rate_p2b\":{:.4},\"client_send_lag_ms_p99\":{:.3},\"client_cpu_pct\":{:.1},\"client_send_errors\":{},\"client_socket_drops\":{},\"untimed\":{},\"others_on_bridge_cpu_ms_per_s\":{:.1},\"server_runqueue_wait_ms_per_s\":{:.2},\"client_runqueue_wait_ms_per_s\":{:.2},\"client_work_max_ms\":{:.1},\"client_oversleep_max_ms\":{:.1},\
+\"client_rate_b2p\":{:.4},\"client_rate_p2b\":{:.4},\"client_send_lag_ms_p99\":{:.3},\"client_cpu_pct\":{:.1},\"client_send_errors\":{},\"client_socket_drops\":{},\"client_longest_send_ms\":{:.2},\"untimed\":{},\"others_on_bridge_cpu_ms_per_s\":{:.1},\"server_runqueue_wait_ms_per_s\":{:.2},\"client_runqueue_wait_ms_per_s\":{:.2},\"client_work_max_ms\":{:.1},\"client_oversleep_max_ms\":{:.1},\
 \"load_before\":\"{load_before}\",\"load_after\":\"{}\"}}",
         cpu * 1000.0 / (connected.max(1) as f64 * elapsed),
         (rss1 as f64 - rss_before as f64) / n as f64,
@@ -384,6 +385,7 @@ fn main() {
         own_cpu * 100.0 / elapsed,
         btx.send_errors + ptx.send_errors,
         brx.drops + prx.drops,
+        btx.longest_send_ns.max(ptx.longest_send_ns) as f64 / 1e6,
         w.untimed,
         others * 1000.0 / elapsed,
         server_waited as f64 / 1e6 / elapsed,
