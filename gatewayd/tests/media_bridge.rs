@@ -165,6 +165,7 @@ async fn gateway_offers_the_browser_with_aes_cm_and_hold_keeps_numbering() {
     let after = collect_browser(&browser, WAIT, |g| g.len() >= 10);
     assert_eq!(after.len(), 10);
     assert_eq!(after[0].seq, all.last().unwrap().seq.wrapping_add(1), "no gap after resume");
+    assert!(after.iter().all(|g| g.ssrc == all[0].ssrc), "same SSRC after hold and resume");
     assert!(contiguous(&after));
 
     // Browser audio reaches the server as PCMU.
@@ -344,9 +345,12 @@ async fn server_echo_case(name: &str, base: u16, browser_offers: bool) {
     browser.stream(Some(0));
     let got = collect_browser(&browser, Duration::from_secs(15), |g| g.len() >= 120);
     drop(stop);
-    let echoed = echo.join().unwrap();
+    let (echoed, server_saw) = echo.join().unwrap();
     assert!(got.len() >= 120, "browser got {} packets back (server echoed {echoed})", got.len());
+    assert_eq!(server_saw.len(), 1, "one stable SSRC toward the server: {server_saw:x?}");
+    assert!(!server_saw.contains(&browser_ssrc), "the browser's SSRC passed through to the server");
     assert!(got.iter().all(|g| g.ssrc != browser_ssrc), "the browser's own SSRC came back");
+    assert!(got.iter().all(|g| !server_saw.contains(&g.ssrc)), "the server leg's SSRC passed through to the browser");
     assert_eq!(got.iter().map(|g| g.ssrc).collect::<std::collections::HashSet<_>>().len(), 1, "one stable SSRC");
     assert!(contiguous(&got), "one continuous stream");
     assert!(got.iter().all(|g| g.pt == 0 && g.payload == vec![0x55; 160]));
