@@ -5,7 +5,10 @@
 #
 #   bench/media/run.sh [CALLS=500] [SECONDS=30]
 #
-# Results (one JSON line per run) go to bench/out/media/. Needs: rtpengine-daemon (optional).
+# Results (one JSON line per engine) go to bench/out/media/; the last line printed is a
+# markdown table row for RESULTS.md (commit, load average, ratio to rtpengine), also appended
+# to bench/out/media/rows.md. Record figures from an otherwise idle machine: the row carries
+# the load average so a busy box shows. Needs: rtpengine-daemon (optional, for the ratio).
 set -euo pipefail
 CALLS=${1:-500}
 SECS=${2:-30}
@@ -15,6 +18,9 @@ mkdir -p "$OUT"
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HERE/../../target/bench-media}
 (cd "$HERE" && cargo build --release --quiet)
 BIN=$CARGO_TARGET_DIR/release
+COMMIT=$(git -C "$HERE" rev-parse --short HEAD)
+git -C "$HERE" diff --quiet HEAD -- . ../../gatewayd 2>/dev/null || COMMIT="$COMMIT-dirty"
+rm -f "$OUT/gatewayd-$CALLS.json" "$OUT/rtpengine-$CALLS.json"
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
@@ -27,7 +33,7 @@ wait_for() { # wait_for SECONDS COMMAND...: bounded poll for readiness
   done
 }
 
-echo "== gatewayd media bridge, $CALLS calls, ${SECS}s" >&2
+echo "== gatewayd media bridge, $CALLS calls, ${SECS}s, load $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 taskset -c 0 "$BIN/media-bridge" 127.0.0.1:7700 > "$OUT/bridge.log" 2>&1 &
 BPID=$!; PIDS+=("$BPID")
 wait_for 10 grep -q ready "$OUT/bridge.log"
@@ -35,13 +41,20 @@ taskset -c 1 "$BIN/media-load" gatewayd 127.0.0.1:7700 "$BPID" "$CALLS" "$SECS" 
 kill "$BPID"; wait "$BPID" 2>/dev/null || true
 
 if command -v rtpengine > /dev/null; then
-  echo "== rtpengine (userspace), $CALLS calls, ${SECS}s" >&2
+  echo "== rtpengine (userspace), $CALLS calls, ${SECS}s, load $(cut -d' ' -f1-3 /proc/loadavg)" >&2
   taskset -c 0 rtpengine --foreground --log-stderr --log-level=3 --table=-1 --interface=127.0.0.1 \
     --listen-ng=127.0.0.1:2223 --port-min=30000 --port-max=39999 --delete-delay=0 \
     --pidfile="$OUT/rtpengine.pid" > "$OUT/rtpengine.log" 2>&1 &
   RPID=$!; PIDS+=("$RPID")
-  wait_for 10 sh -c 'ss -lun | grep -q 127.0.0.1:2223'
+  wait_for 30 sh -c 'ss -lun | grep -q 127.0.0.1:2223'
   taskset -c 1 "$BIN/media-load" rtpengine 127.0.0.1:2223 "$RPID" "$CALLS" "$SECS" | tee "$OUT/rtpengine-$CALLS.json"
+  kill "$RPID"; wait "$RPID" 2>/dev/null || true
 else
   echo "rtpengine not installed (apt-get install --no-install-recommends rtpengine-daemon)" >&2
 fi
+
+ROW=$("$BIN/media-row" "$COMMIT" "$OUT/gatewayd-$CALLS.json" "$OUT/rtpengine-$CALLS.json")
+[ -s "$OUT/rows.md" ] || "$BIN/media-row" --header > "$OUT/rows.md"
+echo "$ROW" >> "$OUT/rows.md"
+"$BIN/media-row" --header
+echo "$ROW"

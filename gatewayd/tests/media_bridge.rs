@@ -167,6 +167,7 @@ async fn gateway_offers_the_browser_with_aes_cm_and_hold_keeps_numbering() {
     let after = collect_browser(&browser, WAIT, |g| g.len() >= 10);
     assert_eq!(after.len(), 10);
     assert_eq!(after[0].seq, all.last().unwrap().seq.wrapping_add(1), "no gap after resume");
+    assert!(after.iter().all(|g| g.ssrc == all[0].ssrc), "same SSRC after hold and resume");
     assert!(contiguous(&after));
 
     // Browser audio reaches the server as PCMU.
@@ -318,4 +319,54 @@ async fn one_shared_public_port_carries_several_calls() {
     assert!(after.len() >= 20, "audio after ICE restart");
     assert!(after[0].seq.wrapping_sub(last.seq) < 100, "numbering continues");
     engine.shutdown();
+}
+
+/// A SIP server in RTP echo mode sends the gateway's own packets back unchanged. The browser
+/// must still see a stream sourced by the gateway (never its own SSRC coming back, which makes
+/// a browser drop it as a loop and stop sending), continuous for as long as the call runs.
+/// Both negotiation directions: str0m picks its sending SSRC in different places for each.
+async fn server_echo_case(name: &str, base: u16, browser_offers: bool) {
+    let engine = MediaEngine::start(config(name, base)).unwrap();
+    let browser = BrowserPeer::spawn(SrtpProtectionProfile::Srtp_Aead_Aes_256_Gcm);
+    let browser_ssrc = browser.with(|s| s.ssrc);
+    let mut server = PlainPeer::bind();
+    let call = engine.create_call().await.unwrap();
+    if browser_offers {
+        let offer = browser.create_offer();
+        server.target_from(&call.internal_create_offer().await.unwrap());
+        call.internal_accept_answer(&server.sdp("PCMU", "sendrecv")).await.unwrap();
+        browser.accept_answer(&call.browser_answer(&offer).await.unwrap());
+    } else {
+        server.target_from(&call.internal_answer(&server.sdp("PCMU", "sendrecv")).await.unwrap());
+        let answer = browser.answer(&call.browser_create_offer().await.unwrap());
+        call.browser_accept_answer(&answer).await.unwrap();
+    }
+    assert!(browser.wait_connected(WAIT));
+
+    let (stop, echo) = server.echo(Duration::from_secs(20));
+    browser.stream(Some(0));
+    let got = collect_browser(&browser, Duration::from_secs(15), |g| g.len() >= 120);
+    drop(stop);
+    let (echoed, server_saw) = echo.join().unwrap();
+    assert!(got.len() >= 120, "browser got {} packets back (server echoed {echoed})", got.len());
+    assert_eq!(server_saw.len(), 1, "one stable SSRC toward the server: {server_saw:x?}");
+    assert!(!server_saw.contains(&browser_ssrc), "the browser's SSRC passed through to the server");
+    assert!(got.iter().all(|g| g.ssrc != browser_ssrc), "the browser's own SSRC came back");
+    assert!(got.iter().all(|g| !server_saw.contains(&g.ssrc)), "the server leg's SSRC passed through to the browser");
+    assert_eq!(got.iter().map(|g| g.ssrc).collect::<std::collections::HashSet<_>>().len(), 1, "one stable SSRC");
+    assert!(contiguous(&got), "one continuous stream");
+    assert!(got.iter().all(|g| g.pt == 0 && g.payload == vec![0x55; 160]));
+    let stats = call.close().await.unwrap();
+    assert!(stats.internal.packets_sent >= 120 && stats.internal.packets_received >= 120, "{stats:?}");
+    engine.shutdown();
+}
+
+#[tokio::test]
+async fn server_echo_reaches_an_offering_browser_with_the_gateways_own_ssrc() {
+    server_echo_case("srvecho-a", 42400, true).await;
+}
+
+#[tokio::test]
+async fn server_echo_reaches_an_answering_browser_with_the_gateways_own_ssrc() {
+    server_echo_case("srvecho-b", 42600, false).await;
 }

@@ -77,6 +77,12 @@ pub fn parse(buf: &[u8], our_ssrc: u32) -> Received {
             break;
         }
         let rc = usize::from(h[0] & 0x1f);
+        // Our own report coming back (a server in RTP echo mode on a multiplexed port) says
+        // nothing about the peer: taking it would fake the LSR we echo and the round trip.
+        if len >= 8 && matches!(h[1], 200 | 201) && u32::from_be_bytes([h[4], h[5], h[6], h[7]]) == our_ssrc {
+            off += len;
+            continue;
+        }
         let blocks_at = match h[1] {
             200 if len >= 28 => {
                 r.peer_sr = Some(u32::from_be_bytes([h[10], h[11], h[12], h[13]]));
@@ -133,5 +139,14 @@ mod tests {
         // Sent at LSR, peer held it 1 s, arrived 1.5 s after LSR: 0.5 s round trip.
         assert_eq!(rtt(0x1234 + 0x18000, 0x1234, 0x10000), Some(Duration::from_millis(500)));
         assert_eq!(rtt(5, 0, 0), None);
+    }
+
+    #[test]
+    fn our_own_report_echoed_back_is_ignored() {
+        let mut b = Vec::new();
+        let block = ReportBlock { ssrc: 5, lsr: 0x1234, dlsr: 0x10000, ..Default::default() };
+        build_sr(&mut b, &SenderInfo { ssrc: 5, ntp: ntp(SystemTime::now()), rtp_ts: 1, packets: 2, octets: 3 }, Some(&block));
+        assert_eq!(parse(&b, 5), Received::default());
+        assert!(parse(&b, 6).peer_sr.is_some(), "someone else's report still counts");
     }
 }

@@ -306,6 +306,32 @@ impl PlainPeer {
         self.sock.send_to(&b, self.target.unwrap()).unwrap();
     }
 
+    /// Sends back every datagram exactly as it arrived (same SSRC, numbers and payload) to
+    /// where it came from, as a SIP server in RTP echo mode does, until `stop` is dropped or
+    /// `within` passes. Returns how many datagrams went back and the RTP SSRCs seen.
+    pub fn echo(&self, within: Duration) -> (Sender<()>, JoinHandle<(u64, std::collections::HashSet<u32>)>) {
+        let sock = self.sock.try_clone().unwrap();
+        let (stop, stopped) = channel::<()>();
+        let t = std::thread::spawn(move || {
+            let end = Instant::now() + within;
+            let mut buf = [0u8; 2048];
+            let mut n_back = 0;
+            let mut ssrcs = std::collections::HashSet::new();
+            while Instant::now() < end && matches!(stopped.try_recv(), Err(std::sync::mpsc::TryRecvError::Empty)) {
+                if let Ok((n, from)) = sock.recv_from(&mut buf) {
+                    if n >= 12 && !(200..=207).contains(&buf[1]) {
+                        ssrcs.insert(u32::from_be_bytes([buf[8], buf[9], buf[10], buf[11]]));
+                    }
+                    if sock.send_to(&buf[..n], from).is_ok() {
+                        n_back += 1;
+                    }
+                }
+            }
+            (n_back, ssrcs)
+        });
+        (stop, t)
+    }
+
     /// Receives RTP until `until` says stop or the deadline passes.
     pub fn collect(&self, within: Duration, mut until: impl FnMut(&[Got]) -> bool) -> Vec<Got> {
         let end = Instant::now() + within;
