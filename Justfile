@@ -33,8 +33,13 @@ schema:
     cargo run --quiet -- schema > schemas/profile.schema.json
     cargo run --quiet -- schema --markdown > docs/profile-reference.md
 
-# Every benchmark with its anchor; record the figures in bench/RESULTS.md with the commit.
-bench: bench-media bench-bans
+# Every benchmark with its anchor (installed from Debian first); record the figures in
+# bench/RESULTS.md with the commit.
+bench: bench-setup bench-media bench-bans bench-calls
+
+# The anchors: rtpengine, Kamailio, fail2ban, perf.
+bench-setup:
+    bench/setup
 
 # Media bridge against rtpengine: CALLS bridged calls for SECONDS (needs rtpengine-daemon for the ratio).
 bench-media calls="500" seconds="30":
