@@ -33,8 +33,7 @@ schema:
     cargo run --quiet -- schema > schemas/profile.schema.json
     cargo run --quiet -- schema --markdown > docs/profile-reference.md
 
-# Every benchmark with its anchor (installed from Debian first); record the figures in
-# bench/RESULTS.md with the commit.
+# Every benchmark against its anchor (installed from Debian first); figures go to bench/RESULTS.md.
 bench: bench-setup bench-media bench-bans bench-calls
 
 # The anchors: rtpengine, Kamailio, fail2ban, perf.
