@@ -222,7 +222,7 @@ async fn an_expired_nonce_gets_a_stale_challenge() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_foreign_origin_is_refused() {
     let lab = lab(&[]);
-    let err = connect(&lab, "https://evil.example").await.err().expect("refused");
+    let err = connect(&lab, "https://evil.example").await.expect_err("refused");
     match err {
         tokio_tungstenite::tungstenite::Error::Http(r) => assert_eq!(r.status(), 403),
         e => panic!("expected HTTP 403, got {e}"),

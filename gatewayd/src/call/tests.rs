@@ -138,7 +138,7 @@ fn agent_invite(to: &str, body: &str) -> String {
 }
 
 fn header(msg: &str, name: &str) -> String {
-    msg.lines().find(|l| l.to_ascii_lowercase().starts_with(&format!("{}:", name.to_ascii_lowercase()))).map(|l| l.splitn(2, ':').nth(1).unwrap().trim().to_owned()).unwrap_or_default()
+    msg.lines().find(|l| l.to_ascii_lowercase().starts_with(&format!("{}:", name.to_ascii_lowercase()))).map(|l| l.split_once(':').unwrap().1.trim().to_owned()).unwrap_or_default()
 }
 
 fn to_server(out: &[(Destination, String)], server: &str) -> Vec<String> {
@@ -228,11 +228,10 @@ fn destinations_outside_the_patterns_are_refused() {
 }
 
 fn server_invite(dn: &str, body: Option<&str>) -> String {
-    let (ct, b) = match body {
-        Some(b) => (format!("Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{b}", b.len()), ()),
-        None => ("Content-Length: 0\r\n\r\n".to_owned(), ()),
+    let ct = match body {
+        Some(b) => format!("Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{b}", b.len()),
+        None => "Content-Length: 0\r\n\r\n".to_owned(),
     };
-    let _ = b;
     format!(
         "INVITE sip:{dn}@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5080;branch=z9hG4bKs1\r\nMax-Forwards: 70\r\nFrom: \"Customer\" <sip:+15551234@genesys>;tag=s1\r\nTo: <sip:{dn}@lab>\r\nCall-ID: servercall\r\nCSeq: 1 INVITE\r\nContact: <sip:sipp@{SERVER}>\r\nCall-Info: <sip:genesys>;answer-after=0\r\n{ct}"
     )
@@ -249,7 +248,7 @@ fn inbound_call_rings_the_agent_and_the_answer_goes_back_to_the_server() {
     assert!(header(&invite, "Call-Info").contains("answer-after=0"), "auto-answer hint passes on request");
 
     let answer = sdp("agent-answer");
-    let mut ok = format!("SIP/2.0 200 OK\r\n");
+    let mut ok = String::from("SIP/2.0 200 OK\r\n");
     for name in ["Via", "From", "Call-ID", "CSeq"] {
         ok.push_str(&format!("{name}: {}\r\n", header(&invite, name)));
     }
