@@ -73,6 +73,17 @@ impl Harness {
             .expect("sipp must be installed (Debian package sip-tester)")
     }
 
+    /// Writes `scenario` into the work directory and runs it as a UAC against our socket.
+    fn sipp_scenario(&self, name: &str, scenario: &str) -> Child {
+        let path = self.workdir.join(name);
+        std::fs::write(&path, scenario).unwrap();
+        self.sipp(&[
+            &format!("127.0.0.1:{}", self.port()),
+            "-sf",
+            path.to_str().unwrap(),
+        ])
+    }
+
     fn flush(&mut self, seen: &mut Vec<TxEvent>) {
         while let Some(output) = self.layer.poll_output() {
             match output {
@@ -276,13 +287,7 @@ Content-Length: 0
 #[test]
 fn retransmits_the_2xx_until_sipp_acks() {
     let mut h = Harness::new("late-ack");
-    let scenario = h.workdir.join("late-ack.xml");
-    std::fs::write(&scenario, LATE_ACK_SCENARIO).unwrap();
-    let sipp = h.sipp(&[
-        &format!("127.0.0.1:{}", h.port()),
-        "-sf",
-        scenario.to_str().unwrap(),
-    ]);
+    let sipp = h.sipp_scenario("late-ack.xml", LATE_ACK_SCENARIO);
     let until = Instant::now() + DEADLINE;
     let (invite_tx, acked, log) = answer_one_call(&mut h, until);
     assert_eq!(acked, Some(invite_tx));
@@ -414,13 +419,7 @@ Content-Length: 0
 #[test]
 fn registers_sipp_with_digest_authentication() {
     let mut h = Harness::new("register");
-    let scenario = h.workdir.join("register.xml");
-    std::fs::write(&scenario, REGISTER_SCENARIO).unwrap();
-    let sipp = h.sipp(&[
-        &format!("127.0.0.1:{}", h.port()),
-        "-sf",
-        scenario.to_str().unwrap(),
-    ]);
+    let sipp = h.sipp_scenario("register.xml", REGISTER_SCENARIO);
     // sipp, like the browser stacks, answers only the first challenge and only MD5.
     let mut config = DigestConfig::new("127.0.0.1", b"sipp test secret".to_vec());
     config.algorithms = vec![Algorithm::Md5, Algorithm::Sha256];
