@@ -37,17 +37,8 @@ KAM_SIP=$((BASE + 160)) KAM_WSS=$((BASE + 543)) KAM_NG=$((BASE + 223))
 FIRST=6000
 LAST=$((FIRST + AGENTS - 1))
 CALLS=$((RATE * SECS))
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; }
-trap cleanup EXIT
-
-wait_for() { # wait_for SECONDS COMMAND...: bounded poll for readiness
-  local end=$((SECONDS + $1)); shift
-  until "$@"; do
-    [ "$SECONDS" -ge "$end" ] && { echo "not ready: $*" >&2; return 1; }
-    sleep 0.2
-  done
-}
+# shellcheck source=../lib.sh
+. "$HERE/../lib.sh"
 listening() { ss -Hlnt "sport = :$1" | grep -q .; }
 listening_udp() { ss -Hlnu "sport = :$1" | grep -q .; }
 

@@ -21,17 +21,8 @@ BIN=$CARGO_TARGET_DIR/release
 COMMIT=$(git -C "$HERE" rev-parse --short HEAD)
 git -C "$HERE" diff --quiet HEAD -- . ../../gatewayd 2>/dev/null || COMMIT="$COMMIT-dirty"
 rm -f "$OUT/gatewayd-$CALLS.json" "$OUT/rtpengine-$CALLS.json"
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; }
-trap cleanup EXIT
-
-wait_for() { # wait_for SECONDS COMMAND...: bounded poll for readiness
-  local end=$((SECONDS + $1)); shift
-  until "$@"; do
-    [ "$SECONDS" -ge "$end" ] && { echo "not ready: $*" >&2; return 1; }
-    sleep 0.2
-  done
-}
+# shellcheck source=../lib.sh
+. "$HERE/../lib.sh"
 
 echo "== gatewayd media bridge, $CALLS calls, ${SECS}s, load $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 taskset -c 0 "$BIN/media-bridge" 127.0.0.1:7700 > "$OUT/bridge.log" 2>&1 &
