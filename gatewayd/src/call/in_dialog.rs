@@ -253,8 +253,9 @@ impl<M: MediaControl> CallControl<M> {
 
 /// What RFC 4028 makes of a request's Session-Expires and Supported headers.
 pub(crate) fn uas_decision(request: &Request) -> UasDecision {
-    let se = build::header(&request.headers, "Session-Expires").or_else(|| build::header(&request.headers, "x"));
-    let supported = request.headers.iter().filter_map(build::name_value).any(|(n, v)| (n.eq_ignore_ascii_case("Supported") || n.eq_ignore_ascii_case("k")) && session_timer::lists_timer(&v));
+    // Compact forms (`x`, `k`) were expanded when the message was parsed.
+    let se = build::header(&request.headers, "Session-Expires");
+    let supported = request.headers.iter().filter_map(build::name_value).any(|(n, v)| n.eq_ignore_ascii_case("Supported") && session_timer::lists_timer(&v));
     session_timer::as_uas(se.as_deref(), supported)
 }
 

@@ -217,3 +217,11 @@ fn in_dialog_requests_follow_the_servers_contact_only_to_upstream_servers() {
         assert!(to_server(&out, expected).iter().any(|m| m.starts_with("BYE ")), "BYE to {expected} for Contact {contact}: {out:?}");
     }
 }
+
+#[test]
+fn compact_session_expires_and_supported_are_understood() {
+    let mut h = Harness::new();
+    let ok = answered_inbound(&mut h, "k: timer\r\nx: 90\r\n");
+    assert_eq!(header(&ok, "Session-Expires"), "90;refresher=uac", "{ok}");
+    assert_eq!(header(&ok, "Require"), "timer");
+}

@@ -118,6 +118,7 @@ fn compact_name(name: &str) -> Option<&'static str> {
         "e" => "Content-Encoding",
         "s" => "Subject",
         "o" => "Event",
+        "x" => "Session-Expires",
         _ => return None,
     })
 }
@@ -148,6 +149,8 @@ fn expand_compact_headers(headers: &mut Headers) {
             }
             Some("Subject") => Header::Subject(rsip::headers::Subject::new(value)),
             Some("Event") => Header::Event(rsip::headers::Event::new(value)),
+            // rsip has no typed Session-Expires (RFC 4028); the long name is enough.
+            Some("Session-Expires") => Header::Other("Session-Expires".into(), value),
             _ => continue,
         };
         *header = expanded;
