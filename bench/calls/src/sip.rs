@@ -10,18 +10,12 @@ pub struct Message<'a> {
     pub body: &'a str,
 }
 
-/// RFC 3261 compact header forms mapped to their long names.
+/// A header's long name: compact forms (RFC 3261) through the daemon's own table.
 fn long_name(name: &str) -> &str {
-    match name {
-        "v" => "Via",
-        "f" => "From",
-        "t" => "To",
-        "i" => "Call-ID",
-        "m" => "Contact",
-        "l" => "Content-Length",
-        "c" => "Content-Type",
-        other => other,
+    if name.len() != 1 {
+        return name;
     }
+    gatewayd::sip::message::compact_name(&name.to_ascii_lowercase()).unwrap_or(name)
 }
 
 pub fn parse(text: &str) -> Option<Message<'_>> {

@@ -105,7 +105,7 @@ fn message_headers_mut(message: &mut SipMessage) -> &mut Headers {
 }
 
 /// Full header name for a compact form (RFC 3261 section 7.3.3), lowercase input.
-fn compact_name(name: &str) -> Option<&'static str> {
+pub fn compact_name(name: &str) -> Option<&'static str> {
     Some(match name {
         "v" => "Via",
         "f" => "From",
