@@ -31,11 +31,6 @@ pub fn header(headers: &rsip::Headers, name: &str) -> Option<String> {
     headers.iter().filter_map(name_value).find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v)
 }
 
-/// The `tag` parameter of a From or To value.
-pub fn tag_param(value: &str) -> Option<String> {
-    value.split(';').skip(1).filter_map(|p| p.split_once('=')).find(|(k, _)| k.trim().eq_ignore_ascii_case("tag")).map(|(_, v)| v.trim().to_owned())
-}
-
 /// The user part of a request's URI.
 pub fn uri_user(uri: &rsip::Uri) -> Option<String> {
     uri.auth.as_ref().map(|a| a.user.clone())

@@ -355,7 +355,7 @@ impl<M: MediaControl> CallControl<M> {
     /// transaction is still running, on another transaction, reached us twice (forked, or
     /// looping back). Otherwise it is remembered until its transaction ends.
     fn merged(&mut self, tx: TxId, request: &Request) -> bool {
-        let key = (build::header(&request.headers, "Call-ID").unwrap_or_default(), build::header(&request.headers, "From").and_then(|f| build::tag_param(&f)).unwrap_or_default(), build::cseq_number(&request.headers));
+        let key = (build::header(&request.headers, "Call-ID").unwrap_or_default(), build::header(&request.headers, "From").and_then(|f| crate::sip::headers::to_tag_of(&f)).unwrap_or_default(), build::cseq_number(&request.headers));
         match self.invite_keys.get(&key) {
             Some(other) if *other != tx => true,
             Some(_) => false,

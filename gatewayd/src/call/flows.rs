@@ -520,10 +520,7 @@ fn strip_tag(value: &str) -> String {
 
 /// The URI inside a Contact value (`"Name" <sip:x@y;transport=ws>;expires=60` -> `sip:x@y;transport=ws`).
 fn bare_uri(contact: &str) -> String {
-    match (contact.find('<'), contact.find('>')) {
-        (Some(a), Some(b)) if a < b => contact[a + 1..b].to_owned(),
-        _ => contact.split(';').next().unwrap_or(contact).trim().to_owned(),
-    }
+    crate::sip::headers::name_addr_uri_text(contact).unwrap_or(contact.trim()).to_owned()
 }
 
 fn is_auto_answer(name: &str, value: &str) -> bool {

@@ -92,7 +92,7 @@ impl<M: MediaControl> CallControl<M> {
                 build::insert_before_length(&mut response.headers, Header::Require("timer".into()));
             }
         }
-        let allows_update = build::header(&request.headers, "Allow").map(|a| lists(&a, "UPDATE"));
+        let allows_update = build::header(&request.headers, "Allow").map(|a| session_timer::lists(&a, "UPDATE"));
         if let Some(leg) = self.leg_mut(call, side) {
             leg.session = match decision {
                 UasDecision::Timer { secs, refresher } => Some(SessionTimer::negotiated(secs, refresher, Refresher::Uas, now)),
@@ -108,7 +108,7 @@ impl<M: MediaControl> CallControl<M> {
     /// (none when it names none, RFC 4028 section 7.2) starts now.
     pub(crate) fn session_as_uac(&mut self, call: CallRef, side: Side, response: &Response, now: Instant) {
         let se = build::header(&response.headers, "Session-Expires").and_then(|v| SessionExpires::parse(&v));
-        let allows_update = build::header(&response.headers, "Allow").map(|a| lists(&a, "UPDATE"));
+        let allows_update = build::header(&response.headers, "Allow").map(|a| session_timer::lists(&a, "UPDATE"));
         if let Some(leg) = self.leg_mut(call, side) {
             leg.session = se.map(|se| SessionTimer::negotiated(se.secs, se.refresher.unwrap_or(Refresher::Uac), Refresher::Uac, now));
             if let Some(allows) = allows_update {
@@ -255,12 +255,8 @@ impl<M: MediaControl> CallControl<M> {
 pub(crate) fn uas_decision(request: &Request) -> UasDecision {
     // Compact forms (`x`, `k`) were expanded when the message was parsed.
     let se = build::header(&request.headers, "Session-Expires");
-    let supported = request.headers.iter().filter_map(build::name_value).any(|(n, v)| n.eq_ignore_ascii_case("Supported") && session_timer::lists_timer(&v));
+    let supported = request.headers.iter().filter_map(build::name_value).any(|(n, v)| n.eq_ignore_ascii_case("Supported") && session_timer::lists(&v, "timer"));
     session_timer::as_uas(se.as_deref(), supported)
-}
-
-fn lists(value: &str, token: &str) -> bool {
-    value.split(',').any(|m| m.trim().eq_ignore_ascii_case(token))
 }
 impl<M: MediaControl> CallControl<M> {
     /// An INFO (DTMF or application data) goes on to the other leg; its answer comes back.

@@ -4,6 +4,8 @@
 
 use std::time::{Duration, Instant};
 
+use crate::sip::headers::{header_param, split_header_list, split_header_params};
+
 /// The smallest interval we accept (RFC 4028 section 4: never below 90 s).
 pub const MIN_SE_SECS: u32 = 90;
 
@@ -33,14 +35,11 @@ pub struct SessionExpires {
 
 impl SessionExpires {
     pub fn parse(value: &str) -> Option<Self> {
-        let mut parts = value.split(';');
-        let secs = parts.next()?.trim().parse().ok()?;
-        let refresher = parts.filter_map(|p| p.split_once('=')).find(|(k, _)| k.trim().eq_ignore_ascii_case("refresher")).and_then(|(_, v)| {
-            match v.trim().to_ascii_lowercase().as_str() {
-                "uac" => Some(Refresher::Uac),
-                "uas" => Some(Refresher::Uas),
-                _ => None,
-            }
+        let secs = split_header_params(value).0.trim().parse().ok()?;
+        let refresher = header_param(value, "refresher").and_then(|v| match v.to_ascii_lowercase().as_str() {
+            "uac" => Some(Refresher::Uac),
+            "uas" => Some(Refresher::Uas),
+            _ => None,
         });
         Some(SessionExpires { secs, refresher })
     }
@@ -162,9 +161,9 @@ pub enum Due {
     Expired,
 }
 
-/// Whether a `Supported` or `Require` value lists `timer`.
-pub fn lists_timer(value: &str) -> bool {
-    value.split(',').any(|o| o.trim().eq_ignore_ascii_case("timer"))
+/// Whether a comma-separated header value (`Supported`, `Require`, `Allow`) lists `token`.
+pub fn lists(value: &str, token: &str) -> bool {
+    split_header_list(value).any(|t| t.eq_ignore_ascii_case(token))
 }
 
 #[cfg(test)]
@@ -187,8 +186,8 @@ mod tests {
         assert_eq!(as_uas(Some("1800"), true), UasDecision::Timer { secs: 1800, refresher: Refresher::Uac });
         assert_eq!(as_uas(Some("1800"), false), UasDecision::Timer { secs: 1800, refresher: Refresher::Uas });
         assert_eq!(as_uas(Some("30;refresher=uac"), true), UasDecision::TooSmall { min_se: 90 });
-        assert!(lists_timer("100rel, Timer"));
-        assert!(!lists_timer("replaces"));
+        assert!(lists("100rel, Timer", "timer"));
+        assert!(!lists("replaces", "timer"));
     }
 
     #[test]
