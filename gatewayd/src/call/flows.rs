@@ -313,7 +313,7 @@ impl<M: MediaControl> CallControl<M> {
                 } else {
                     self.upstreams.record_success(server);
                 }
-                let min_se = build::header(&response.headers, "Min-SE").and_then(|v| v.split(';').next()?.trim().parse::<u32>().ok());
+                let min_se = session_timer::min_se(&response);
                 if let (422, Some(min_se)) = (code, min_se) {
                     if min_se > c.session_expires {
                         // RFC 4028 section 7.3: ask again with the interval the server wants.

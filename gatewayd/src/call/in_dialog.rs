@@ -231,7 +231,7 @@ impl<M: MediaControl> CallControl<M> {
                 }
             }
             422 => {
-                let min_se = build::header(&response.headers, "Min-SE").and_then(|v| v.split(';').next()?.trim().parse::<u32>().ok());
+                let min_se = session_timer::min_se(response);
                 if let Some(s) = self.leg_mut(call, side).and_then(|l| l.session.as_mut()) {
                     s.secs = s.secs.max(min_se.unwrap_or(session_timer::MIN_SE_SECS));
                     s.refreshing = false;

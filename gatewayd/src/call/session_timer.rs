@@ -161,6 +161,12 @@ pub enum Due {
     Expired,
 }
 
+/// The interval a 422's `Min-SE` asks for.
+pub fn min_se(response: &rsip::Response) -> Option<u32> {
+    let value = super::build::header(&response.headers, "Min-SE")?;
+    split_header_params(&value).0.trim().parse().ok()
+}
+
 /// Whether a comma-separated header value (`Supported`, `Require`, `Allow`) lists `token`.
 pub fn lists(value: &str, token: &str) -> bool {
     split_header_list(value).any(|t| t.eq_ignore_ascii_case(token))
