@@ -78,6 +78,23 @@ pub(crate) struct Leg {
     pub peer_allows_update: bool,
 }
 
+impl Call {
+    /// The description we last gave `side`.
+    pub fn our_sdp(&self, side: Side) -> Option<&String> {
+        match side {
+            Side::Agent => self.agent_sdp.as_ref(),
+            Side::Upstream => self.upstream_sdp.as_ref(),
+        }
+    }
+
+    pub fn our_sdp_mut(&mut self, side: Side) -> &mut Option<String> {
+        match side {
+            Side::Agent => &mut self.agent_sdp,
+            Side::Upstream => &mut self.upstream_sdp,
+        }
+    }
+}
+
 impl Leg {
     pub fn new(target: Target, invite: Request, invite_tx: TxId, local_tag: String) -> Self {
         Leg { target, invite, invite_tx, local_tag, dialog: None, provisional: false, session: None, refresh: None, peer_allows_update: false }

@@ -43,7 +43,7 @@ impl<M: MediaControl> CallControl<M> {
             // A bare UPDATE (a session refresh) is answered without a body (RFC 3311).
             None if request.method == Method::Update => None,
             // A re-INVITE without an offer gets ours; the answer comes in the ACK.
-            None => self.calls.get(&call).and_then(|c| if side == Side::Agent { c.agent_sdp.clone() } else { c.upstream_sdp.clone() }),
+            None => self.calls.get(&call).and_then(|c| c.our_sdp(side).cloned()),
             Some(offer) => {
                 let echo = self.calls.get(&call).is_some_and(|c| c.direction == Direction::Echo);
                 let answer = match side {
@@ -54,10 +54,7 @@ impl<M: MediaControl> CallControl<M> {
                 match answer {
                     Ok(sdp) => {
                         if let Some(c) = self.calls.get_mut(&call) {
-                            match side {
-                                Side::Agent => c.agent_sdp = Some(sdp.clone()),
-                                Side::Upstream => c.upstream_sdp = Some(sdp.clone()),
-                            }
+                            *c.our_sdp_mut(side) = Some(sdp.clone());
                         }
                         Some(sdp)
                     }
@@ -156,7 +153,7 @@ impl<M: MediaControl> CallControl<M> {
             }
             return;
         };
-        let ours = self.calls.get(&call).and_then(|c| if side == Side::Agent { c.agent_sdp.clone() } else { c.upstream_sdp.clone() });
+        let ours = self.calls.get(&call).and_then(|c| c.our_sdp(side).cloned());
         let use_update = leg.peer_allows_update || ours.is_none();
         let (t, sent_by) = self.via_for(leg.target);
         let contact = self.contact_for(call, side);
