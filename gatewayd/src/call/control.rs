@@ -100,6 +100,13 @@ impl Leg {
         Leg { target, invite, invite_tx, local_tag, dialog: None, provisional: false, session: None, refresh: None, peer_allows_update: false }
     }
 
+    /// The peer's `Allow`, when a message carries one, says whether it takes UPDATE.
+    pub fn learn_allow(&mut self, headers: &rsip::Headers) {
+        if let Some(allow) = build::header(headers, "Allow") {
+            self.peer_allows_update = super::session_timer::lists(&allow, "UPDATE");
+        }
+    }
+
     /// A 2xx confirmed this leg's dialog.
     pub fn confirmed(&self) -> bool {
         self.dialog.as_ref().is_some_and(|d| d.state == crate::sip::dialog::DialogState::Confirmed)

@@ -89,15 +89,12 @@ impl<M: MediaControl> CallControl<M> {
                 build::insert_before_length(&mut response.headers, Header::Require("timer".into()));
             }
         }
-        let allows_update = build::header(&request.headers, "Allow").map(|a| session_timer::lists(&a, "UPDATE"));
         if let Some(leg) = self.leg_mut(call, side) {
             leg.session = match decision {
                 UasDecision::Timer { secs, refresher } => Some(SessionTimer::negotiated(secs, refresher, Refresher::Uas, now)),
                 _ => None,
             };
-            if let Some(allows) = allows_update {
-                leg.peer_allows_update = allows;
-            }
+            leg.learn_allow(&request.headers);
         }
     }
 
@@ -105,12 +102,9 @@ impl<M: MediaControl> CallControl<M> {
     /// (none when it names none, RFC 4028 section 7.2) starts now.
     pub(crate) fn session_as_uac(&mut self, call: CallRef, side: Side, response: &Response, now: Instant) {
         let se = build::header(&response.headers, "Session-Expires").and_then(|v| SessionExpires::parse(&v));
-        let allows_update = build::header(&response.headers, "Allow").map(|a| session_timer::lists(&a, "UPDATE"));
         if let Some(leg) = self.leg_mut(call, side) {
             leg.session = se.map(|se| SessionTimer::negotiated(se.secs, se.refresher.unwrap_or(Refresher::Uac), Refresher::Uac, now));
-            if let Some(allows) = allows_update {
-                leg.peer_allows_update = allows;
-            }
+            leg.learn_allow(&response.headers);
         }
     }
 
@@ -183,7 +177,7 @@ impl<M: MediaControl> CallControl<M> {
                 }
                 Err(_) => {
                     if let Some(s) = l.session.as_mut() {
-                        s.glare(now, false, retry_ms);
+                        s.back_off(now, false, retry_ms);
                     }
                 }
             }
@@ -224,7 +218,7 @@ impl<M: MediaControl> CallControl<M> {
                 let owner = self.calls.get(&call).is_some_and(|c| matches!((c.direction, side), (Direction::Outbound, Side::Upstream) | (Direction::Inbound, Side::Agent)));
                 let random = rng.next_u32();
                 if let Some(s) = self.leg_mut(call, side).and_then(|l| l.session.as_mut()) {
-                    s.glare(now, owner, random);
+                    s.back_off(now, owner, random);
                 }
             }
             422 => {

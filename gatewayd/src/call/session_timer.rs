@@ -140,9 +140,9 @@ impl SessionTimer {
         }
     }
 
-    /// After a 491 to our refresh: RFC 3261 section 14.1's back-off, 2.1-4 s when we own the
-    /// Call-ID (we sent the leg's first INVITE), 0-2 s otherwise.
-    pub fn glare(&mut self, now: Instant, call_id_owner: bool, random_ms: u32) -> Instant {
+    /// After a 491 to our refresh (or a refresh we could not send): RFC 3261 section 14.1's
+    /// back-off, 2.1-4 s when we own the Call-ID (we sent the leg's first INVITE), 0-2 s otherwise.
+    pub fn back_off(&mut self, now: Instant, call_id_owner: bool, random_ms: u32) -> Instant {
         let wait_ms = if call_id_owner { 2100 + random_ms % 1901 } else { random_ms % 2001 };
         let at = now + Duration::from_millis(u64::from(wait_ms));
         self.refreshing = false;
@@ -228,11 +228,11 @@ mod tests {
         let t0 = Instant::now();
         let mut t = SessionTimer::negotiated(90, Refresher::Uac, Refresher::Uac, t0);
         t.refreshing = true;
-        let owner = t.glare(t0, true, 5000);
+        let owner = t.back_off(t0, true, 5000);
         assert!(owner >= t0 + Duration::from_millis(2100) && owner <= t0 + Duration::from_millis(4000));
         assert_eq!(t.deadline(), owner);
         assert!(!t.refreshing);
-        let other = t.glare(t0, false, 5000);
+        let other = t.back_off(t0, false, 5000);
         assert!(other <= t0 + Duration::from_millis(2000));
     }
 }
