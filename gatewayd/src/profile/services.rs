@@ -219,6 +219,65 @@ pub struct Turn {
     /// Extra peer ranges TURN never relays to.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub denied_peers: Vec<Cidr>,
+    /// What one user, one source and all clients together may hold.
+    #[serde(default)]
+    pub limits: TurnLimits,
+}
+
+/// Bounds on TURN allocations: a flood or a leaked credential costs bounded memory and bandwidth.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TurnLimits {
+    /// Allocations held by all clients together.
+    #[serde(default = "default_max_allocations")]
+    pub max_allocations: u32,
+    /// Allocations one username may hold (a browser uses one per transport it gathers over).
+    #[serde(default = "default_allocations_per_user")]
+    pub per_user: u32,
+    /// Allocations one source address may hold.
+    #[serde(default = "default_allocations_per_source")]
+    pub per_source: u32,
+    /// Longest lifetime granted by one Allocate or Refresh.
+    #[serde(default = "default_max_lifetime")]
+    pub max_lifetime: Duration,
+    /// Relayed traffic one allocation may carry, both directions together, in kbit/s; excess is dropped.
+    #[serde(default = "default_bandwidth_kbps")]
+    pub bandwidth_kbps: u32,
+    /// Peer addresses one allocation may hold permissions for.
+    #[serde(default = "default_permissions")]
+    pub permissions: u32,
+}
+
+impl Default for TurnLimits {
+    fn default() -> Self {
+        Self {
+            max_allocations: default_max_allocations(),
+            per_user: default_allocations_per_user(),
+            per_source: default_allocations_per_source(),
+            max_lifetime: default_max_lifetime(),
+            bandwidth_kbps: default_bandwidth_kbps(),
+            permissions: default_permissions(),
+        }
+    }
+}
+
+fn default_max_allocations() -> u32 {
+    4000
+}
+fn default_allocations_per_user() -> u32 {
+    8
+}
+fn default_allocations_per_source() -> u32 {
+    32
+}
+fn default_max_lifetime() -> Duration {
+    Duration::secs(3600)
+}
+fn default_bandwidth_kbps() -> u32 {
+    512
+}
+fn default_permissions() -> u32 {
+    32
 }
 
 fn default_credential_lifetime() -> Duration {

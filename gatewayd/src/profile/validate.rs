@@ -340,10 +340,23 @@ impl Validator<'_> {
         .chain(self.p.internal.networks.iter().map(|n| (*n, "internal")))
         .chain(std::iter::once((Cidr::from(self.p.internal.address), "internal")))
         .collect();
+        // Lab mode lets tests relay to a peer on loopback; a real site never relays there.
         for (i, allowed) in t.allowed_peers.iter().enumerate() {
-            if let Some((n, why)) = forbidden.iter().find(|(n, _)| n.overlaps(allowed)) {
-                self.error(format!("turn.allowed_peers[{i}]"), format!("{allowed} reaches the {why} range {n}; TURN must never relay there"));
+            if let Some((n, why)) = forbidden.iter().find(|(n, _)| n.overlaps(allowed)).filter(|_| !self.p.site.lab_mode) {
+                self.error(format!("turn.allowed_peers[{i}]"), format!("{allowed} reaches the {why} range {n}; TURN must never relay there outside lab mode"));
             }
+        }
+        let l = &t.limits;
+        for (key, value) in [("max_allocations", l.max_allocations), ("per_user", l.per_user), ("per_source", l.per_source), ("permissions", l.permissions), ("bandwidth_kbps", l.bandwidth_kbps)] {
+            if value == 0 {
+                self.error(format!("turn.limits.{key}"), "must be at least 1");
+            }
+        }
+        if l.max_lifetime.as_secs() < 60 {
+            self.error("turn.limits.max_lifetime", "must be at least 60s (clients refresh every few minutes)");
+        }
+        if t.relay_ports.len() < 2 {
+            self.error("turn.relay_ports", "needs at least two ports");
         }
         for (i, u) in t.users.iter().enumerate() {
             if u.password.is_none() && u.key_md5.is_none() {

@@ -1,4 +1,13 @@
 //! STUN/TURN server for browsers behind restrictive NATs (UDP, TCP and TLS listeners).
 //! It must never relay to loopback, private or internal ranges unless the profile allows it.
+//!
+//! The protocol core (`server`) is a synchronous state machine: datagrams and stream frames
+//! from clients, data from peers and the current time go in; replies, relayed packets and
+//! events (guard reports, allocation records) come out. `driver` owns the sockets. The core
+//! never touches a socket, a clock or the profile file; the driver never parses STUN.
 
+mod allocation;
+mod auth;
 pub mod credentials;
+mod policy;
+mod reply;
