@@ -1,5 +1,6 @@
-//! The public HTTPS side: TLS listeners, the HTTP redirect, the softphone's static files and
-//! the WebSocket upgrade (Origin check, subprotocol `sip`) that hands SIP connections to `sip`.
+//! The public HTTPS side: TLS listeners, the HTTP redirect, the softphone's static files, TURN
+//! credentials for agents who prove their SIP password (`/turn-credentials`), and the WebSocket
+//! upgrade (Origin check, subprotocol `sip`) that hands SIP connections to `sip`.
 //! It must not interpret SIP itself.
 //!
 //! [`start`] binds every listener of the profile and returns once they accept, so the daemon can
@@ -20,6 +21,7 @@ mod pages;
 mod redirect;
 mod session;
 mod settings;
+mod turn_credentials;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};

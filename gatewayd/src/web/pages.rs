@@ -1,5 +1,6 @@
-//! HTTPS routes: the softphone page and its files, `/config.json`, `/ws`; security headers on
-//! every answer, 503 for connections over the per-source limit, and a failure event per 4xx.
+//! HTTPS routes: the softphone page and its files, `/config.json`, `/ws`, `/turn-credentials`
+//! (answered by `turn_credentials`); security headers on every answer, 503 for connections over
+//! the per-source limit, and a failure event per 4xx not reported otherwise.
 
 use std::sync::Arc;
 
@@ -13,7 +14,7 @@ use axum::{Extension, Router};
 
 use super::listen::ConnInfo;
 use super::origin::parse_host;
-use super::{assets, session, Shared};
+use super::{assets, session, turn_credentials, Shared};
 use crate::profile::FailureKind;
 
 /// Marks a response whose failure was already reported (so the 4xx counter skips it).
@@ -24,6 +25,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/ws", get(session::upgrade))
         .route("/config.json", get(config_json))
+        .route(turn_credentials::PATH, get(turn_credentials::handler))
         .fallback(static_file)
         .layer(middleware::from_fn_with_state(shared.clone(), guard_and_headers))
         .with_state(shared)

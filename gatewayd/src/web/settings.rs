@@ -9,6 +9,7 @@ use bytes::Bytes;
 use rustls::server::ServerConfig;
 
 use super::origin::OriginPolicy;
+use super::turn_credentials::{self, TurnCredentials};
 use crate::profile::{LoadedProfile, TlsSource};
 use crate::tls::{self, CertifiedPem};
 
@@ -46,6 +47,8 @@ pub struct Settings {
     pub http_redirect: Vec<SocketAddr>,
     /// SHA-256 of the profile these settings come from.
     pub profile_sha256: String,
+    /// `GET /turn-credentials`; `None` (404) without `[turn]` or without a shared secret.
+    pub(crate) turn_credentials: Option<TurnCredentials>,
 }
 
 impl Settings {
@@ -55,6 +58,7 @@ impl Settings {
         let pem = certificate(loaded, state_dir)?;
         let tls = tls::server_config(&pem, ALPN).map_err(|e| SettingsError::Pair { key: e.key(), source: e })?;
         let certificate_sha256 = leaf_sha256(&pem);
+        let turn_credentials = TurnCredentials::from_profile(loaded);
         let config = serde_json::json!({
             "site": p.site.name,
             "sip_domain": p.site.sip_domain,
@@ -62,7 +66,10 @@ impl Settings {
             "echo_number": p.sip.echo_number,
             // Where the softphone puts a CRM's click-to-dial token (`?dial=N&token=T`).
             "token_header": p.upstream.outbound.token_header,
+            // Static ICE servers; TURN credentials come from `turn_credentials` after login.
             "ice_servers": [],
+            // Where the softphone gets TURN credentials with the agent's SIP password (null: none).
+            "turn_credentials": turn_credentials.is_some().then_some(turn_credentials::PATH),
         });
         Ok(Settings {
             tls,
@@ -76,6 +83,7 @@ impl Settings {
             https: p.web.https.clone(),
             http_redirect: p.web.http_redirect.clone(),
             profile_sha256: loaded.sha256.clone(),
+            turn_credentials,
         })
     }
 }
