@@ -66,6 +66,10 @@ impl Budget {
         Self { rate, tokens: rate, last: now }
     }
 
+    pub fn last(&self) -> Instant {
+        self.last
+    }
+
     /// Takes `bytes` if the budget has them.
     pub fn take(&mut self, bytes: usize, now: Instant) -> bool {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();

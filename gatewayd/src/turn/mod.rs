@@ -9,5 +9,15 @@
 mod allocation;
 mod auth;
 pub mod credentials;
+mod driver;
+pub mod metrics;
 mod policy;
 mod reply;
+mod requests;
+pub mod server;
+#[cfg(test)]
+mod server_tests;
+mod stream;
+
+pub use driver::{shared_tls, start, TurnHandle};
+pub use stream::starts_turn;

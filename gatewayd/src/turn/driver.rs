@@ -1,0 +1,340 @@
+//! The TURN server's I/O: UDP listeners, TCP and TLS listeners (streams in `stream`), one UDP
+//! socket per allocation on the relay range, a one-second expiry tick, and reloads. Every
+//! packet goes through the core under one short lock; sends never wait (`try_send`): a full
+//! socket buffer or queue drops a media packet instead of stalling the others.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use rustls::server::ServerConfig;
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, watch};
+use tokio::task::AbortHandle;
+
+use super::allocation::{Client, Transport};
+use super::server::{Config, Event, Now, Output, Server};
+use crate::guard::Report;
+use crate::profile::{LoadedProfile, PortRange};
+
+/// Largest datagram or stream frame: a STUN message or ChannelData with a 64 KiB payload.
+pub(super) const MAX_MESSAGE: usize = 65_535 + 20;
+
+/// How a reply or relayed packet reaches a client.
+#[derive(Clone)]
+pub(super) enum Sink {
+    Udp(Arc<UdpSocket>),
+    Stream(mpsc::Sender<Bytes>),
+}
+
+impl Sink {
+    fn send(&self, to: SocketAddr, data: &[u8]) {
+        match self {
+            Sink::Udp(sock) => {
+                let _ = sock.try_send_to(data, to);
+            }
+            Sink::Stream(tx) => {
+                let _ = tx.try_send(Bytes::copy_from_slice(data));
+            }
+        }
+    }
+}
+
+pub(super) type Core = Server<Arc<UdpSocket>, Sink>;
+
+/// What every task of the TURN server shares.
+pub(super) struct Inner {
+    core: Mutex<Core>,
+    relays: Mutex<HashMap<SocketAddr, AbortHandle>>,
+    relay_ports: Mutex<PortRange>,
+    failures: mpsc::Sender<Report>,
+    /// The web side's certificate, with ALPN left open (Chromium sends none for `turns:`).
+    pub(super) tls: watch::Receiver<Arc<ServerConfig>>,
+    /// Open TCP/TLS connections per source address.
+    pub(super) streams: Mutex<HashMap<IpAddr, usize>>,
+    pub(super) metrics: super::metrics::Counters,
+}
+
+pub(super) fn now() -> Now {
+    let unix = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    Now { at: Instant::now(), unix }
+}
+
+impl Inner {
+    pub(super) fn core(&self) -> MutexGuard<'_, Core> {
+        self.core.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A failure for the guard, dropped rather than waited for when its queue is full.
+    pub(super) fn report(&self, r: Report) {
+        let _ = self.failures.try_send(r);
+    }
+
+    pub(super) fn per_source_limit(&self) -> usize {
+        self.core().config.limits.per_source
+    }
+
+    /// Runs one client message through the core and carries out what it says.
+    pub(super) fn from_client(self: &Arc<Self>, client: Client, sink: &Sink, data: &[u8]) {
+        let now = now();
+        let mut core = self.core();
+        match core.handle_client(now, client, sink, data) {
+            Output::Nothing => {}
+            Output::Reply(bytes) => sink.send(client.addr, bytes),
+            Output::ToPeer { relay, peer, data } => {
+                let _ = relay.try_send_to(data, peer);
+            }
+            Output::OpenRelay { ip, even_port } => {
+                let range = *self.relay_ports.lock().unwrap_or_else(|e| e.into_inner());
+                let bound = bind_relay(ip, range, even_port);
+                let opened = bound.as_ref().ok().map(|(addr, sock)| (*addr, sock.clone()));
+                if let Output::Reply(bytes) = core.relay_opened(now, bound) {
+                    sink.send(client.addr, bytes);
+                }
+                if let Some((addr, sock)) = opened {
+                    let task = tokio::spawn(relay_loop(self.clone(), addr, sock));
+                    self.relays.lock().unwrap_or_else(|e| e.into_inner()).insert(addr, task.abort_handle());
+                }
+            }
+        }
+        self.drain(core);
+    }
+
+    /// Acts on the core's events, after releasing its lock.
+    pub(super) fn drain(&self, mut core: MutexGuard<'_, Core>) {
+        let mut events = Vec::new();
+        while let Some(e) = core.poll_event() {
+            events.push(e);
+        }
+        drop(core);
+        for e in events {
+            match e {
+                Event::CloseRelay(addr) => {
+                    if let Some(task) = self.relays.lock().unwrap_or_else(|e| e.into_inner()).remove(&addr) {
+                        task.abort();
+                    }
+                }
+                Event::Report(r) => self.report(r),
+                Event::Ended { username, client, relay, lifetime, traffic, reason } => {
+                    self.metrics.ended(reason);
+                    tracing::info!(
+                        user = %username,
+                        client = %client.addr,
+                        transport = client.transport.as_str(),
+                        %relay,
+                        duration_s = lifetime.as_secs(),
+                        bytes_to_peer = traffic.bytes_to_peer,
+                        bytes_from_peer = traffic.bytes_from_peer,
+                        packets_dropped = traffic.dropped,
+                        reason = reason.as_str(),
+                        "turn: allocation ended"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Binds a UDP socket on `ip` at a random free port of `range` (an even one when asked).
+fn bind_relay(ip: IpAddr, range: PortRange, even: bool) -> std::io::Result<(SocketAddr, Arc<UdpSocket>)> {
+    let span = u32::from(range.last - range.first) + 1;
+    let start: u32 = rand::random::<u32>() % span;
+    for i in 0..span.min(64) {
+        let port = range.first + ((start + i * 7919) % span) as u16;
+        if even && port % 2 == 1 {
+            continue;
+        }
+        match std::net::UdpSocket::bind(SocketAddr::new(ip, port)) {
+            Ok(sock) => {
+                sock.set_nonblocking(true)?;
+                let addr = sock.local_addr()?;
+                return Ok((addr, Arc::new(UdpSocket::from_std(sock)?)));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(std::io::Error::new(std::io::ErrorKind::AddrInUse, "no free port in turn.relay_ports"))
+}
+
+/// Datagrams from peers to one relayed address, until the allocation ends (aborted).
+async fn relay_loop(inner: Arc<Inner>, relay: SocketAddr, sock: Arc<UdpSocket>) {
+    let mut buf = vec![0u8; MAX_MESSAGE];
+    loop {
+        let Ok((n, peer)) = sock.recv_from(&mut buf).await else { continue };
+        let now = now();
+        let core = &mut *inner.core();
+        if let Some((sink, to, framed)) = core.peer_data(now, relay, peer, &buf[..n]) {
+            sink.send(to, framed);
+        }
+    }
+}
+
+/// Datagrams from clients on one UDP listener.
+async fn udp_listener(inner: Arc<Inner>, listener: SocketAddr, sock: Arc<UdpSocket>) {
+    let sink = Sink::Udp(sock.clone());
+    let mut buf = vec![0u8; MAX_MESSAGE];
+    loop {
+        let (n, from) = match sock.recv_from(&mut buf).await {
+            Ok(r) => r,
+            // ICMP errors from earlier sends surface here on some systems: not ours to handle.
+            Err(_) => continue,
+        };
+        let client = Client { transport: Transport::Udp, listener, addr: from };
+        inner.from_client(client, &sink, &buf[..n]);
+    }
+}
+
+async fn tick(inner: Arc<Inner>) {
+    let mut every = tokio::time::interval(Duration::from_secs(1));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let mut core = inner.core();
+        core.expire(now());
+        inner.drain(core);
+    }
+}
+
+/// The running listeners, by kind and requested address.
+#[derive(Default)]
+struct Listeners {
+    running: Vec<(Transport, SocketAddr, AbortHandle)>,
+}
+
+impl Listeners {
+    /// Makes the listeners match the profile: keeps those that stay, binds new ones, stops the
+    /// rest. A listener that cannot be bound is reported and left out.
+    async fn rebind(&mut self, inner: &Arc<Inner>, wanted: &[(Transport, SocketAddr)]) -> Result<(), String> {
+        let mut next = Vec::new();
+        let mut problems = Vec::new();
+        for &(transport, addr) in wanted {
+            if let Some(pos) = self.running.iter().position(|(t, a, _)| *t == transport && *a == addr) {
+                next.push(self.running.swap_remove(pos));
+                continue;
+            }
+            match spawn_listener(inner, transport, addr).await {
+                Ok(task) => next.push((transport, addr, task)),
+                Err(e) => problems.push(format!("turn.listen_{} {addr}: {e}", transport.as_str())),
+            }
+        }
+        for (_, _, task) in self.running.drain(..) {
+            task.abort();
+        }
+        self.running = next;
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems.join("; "))
+        }
+    }
+}
+
+async fn spawn_listener(inner: &Arc<Inner>, transport: Transport, addr: SocketAddr) -> std::io::Result<AbortHandle> {
+    let task = match transport {
+        Transport::Udp => {
+            let sock = Arc::new(UdpSocket::bind(addr).await?);
+            let local = sock.local_addr()?;
+            tracing::info!(listener = "turn.listen_udp", %local, "turn: listening");
+            tokio::spawn(udp_listener(inner.clone(), local, sock))
+        }
+        Transport::Tcp | Transport::Tls => {
+            let listener = tokio::net::TcpListener::bind(addr).await?;
+            let local = listener.local_addr()?;
+            tracing::info!(listener = if transport == Transport::Tcp { "turn.listen_tcp" } else { "turn.listen_tls" }, %local, "turn: listening");
+            tokio::spawn(super::stream::accept(inner.clone(), listener, local, transport))
+        }
+    };
+    Ok(task.abort_handle())
+}
+
+/// The listeners a profile asks for. A TLS address that is also an HTTPS one is served by the
+/// web listener, which hands TURN connections over.
+fn wanted_listeners(p: &LoadedProfile) -> Vec<(Transport, SocketAddr)> {
+    let Some(turn) = &p.profile.turn else { return Vec::new() };
+    let mut out: Vec<(Transport, SocketAddr)> = Vec::new();
+    out.extend(turn.listen_udp.iter().map(|a| (Transport::Udp, *a)));
+    out.extend(turn.listen_tcp.iter().map(|a| (Transport::Tcp, *a)));
+    out.extend(turn.listen_tls.iter().filter(|a| !p.profile.web.https.contains(a)).map(|a| (Transport::Tls, *a)));
+    out
+}
+
+/// The TLS addresses TURN shares with the HTTPS listener.
+pub fn shared_tls(p: &LoadedProfile) -> Vec<SocketAddr> {
+    p.profile.turn.as_ref().map_or_else(Vec::new, |t| t.listen_tls.iter().filter(|a| p.profile.web.https.contains(a)).copied().collect())
+}
+
+fn config_of(p: &LoadedProfile) -> Result<Option<Config>, String> {
+    let Some(turn) = &p.profile.turn else { return Ok(None) };
+    let secret = super::credentials::shared_secret(turn).map_err(|e| format!("turn.shared_secret_file: {e}"))?;
+    Ok(Config::from_profile(&p.profile, secret))
+}
+
+/// The running TURN server.
+#[derive(Clone)]
+pub struct TurnHandle {
+    pub(super) inner: Arc<Inner>,
+}
+
+impl TurnHandle {
+    /// Allocations in place now.
+    pub fn allocations(&self) -> usize {
+        self.inner.core().active()
+    }
+
+    /// The figures `/metrics` shows.
+    pub fn metrics(&self) -> super::metrics::Snapshot {
+        self.inner.metrics.read(&self.inner.core())
+    }
+}
+
+/// Starts the TURN server when the profile has `[turn]` (`None` otherwise) and follows the
+/// profile: a later `[turn]` is picked up by a restart only, not a reload.
+pub async fn start(
+    mut profile: watch::Receiver<Arc<LoadedProfile>>,
+    tls: watch::Receiver<Arc<ServerConfig>>,
+    failures: mpsc::Sender<Report>,
+) -> anyhow::Result<Option<TurnHandle>> {
+    let loaded = profile.borrow_and_update().clone();
+    let Some(config) = config_of(&loaded).map_err(anyhow::Error::msg)? else { return Ok(None) };
+    let relay_ports = loaded.profile.turn.as_ref().map(|t| t.relay_ports).expect("config implies [turn]");
+    let mut nonce_key = [0u8; 32];
+    rand::Rng::fill_bytes(&mut rand::rng(), &mut nonce_key);
+    let inner = Arc::new(Inner {
+        core: Mutex::new(Server::new(config, &nonce_key)),
+        relays: Mutex::new(HashMap::new()),
+        relay_ports: Mutex::new(relay_ports),
+        failures,
+        tls,
+        streams: Mutex::new(HashMap::new()),
+        metrics: super::metrics::Counters::default(),
+    });
+    let mut listeners = Listeners::default();
+    listeners.rebind(&inner, &wanted_listeners(&loaded)).await.map_err(anyhow::Error::msg)?;
+    tokio::spawn(tick(inner.clone()));
+    let follower = inner.clone();
+    tokio::spawn(async move {
+        while profile.changed().await.is_ok() {
+            let loaded = profile.borrow_and_update().clone();
+            match config_of(&loaded) {
+                Ok(Some(config)) => {
+                    follower.core().reconfigure(config);
+                    if let Some(t) = &loaded.profile.turn {
+                        *follower.relay_ports.lock().unwrap_or_else(|e| e.into_inner()) = t.relay_ports;
+                    }
+                }
+                Ok(None) => tracing::warn!("turn: [turn] was removed; its listeners stop, open allocations run out"),
+                Err(e) => {
+                    tracing::error!(error = %e, "turn: the new profile's TURN settings cannot be used; keeping the previous ones");
+                    continue;
+                }
+            }
+            if let Err(e) = listeners.rebind(&follower, &wanted_listeners(&loaded)).await {
+                tracing::error!(error = %e, "turn: cannot listen as the new profile says");
+            }
+        }
+    });
+    Ok(Some(TurnHandle { inner }))
+}
