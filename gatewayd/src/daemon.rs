@@ -71,6 +71,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let (conn_tx, conn_rx) = mpsc::channel(call::driver::EVENT_QUEUE);
     let (failure_tx, mut failure_rx) = mpsc::channel::<crate::guard::Report>(1024);
     let web_failures = failure_tx.clone();
+    let turn_failures = failure_tx.clone();
     let secret = call::driver::digest_secret(&state_dir).context("cannot keep the digest nonce key")?;
     tokio::spawn(call::driver::run(call::driver::CallTask {
         events: conn_rx,
@@ -92,6 +93,10 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     });
     let web = crate::web::start(&state_dir, profile_rx.clone(), conn_tx, web_failures).await.context("cannot start the web side")?;
     let bound = web.bound();
+    let turn = crate::turn::start(profile_rx.clone(), web.settings_watch(), turn_failures).await.context("cannot start TURN")?;
+    if let Some(turn) = &turn {
+        web.share_with_turn(Arc::new(turn.clone()));
+    }
 
     let watchdog = notifier.watchdog_interval();
     let mut watchdog_tick = tokio::time::interval(watchdog.unwrap_or(std::time::Duration::from_secs(3600)));

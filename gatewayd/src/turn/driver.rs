@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::AbortHandle;
 
 use super::allocation::{Client, Transport};
-use super::server::{Config, Event, Now, Output, Server};
+use super::server::{Config, Event, Now, Opened, Output, Server};
 use crate::guard::Report;
 use crate::profile::{LoadedProfile, PortRange};
 
@@ -54,6 +54,8 @@ pub(super) struct Inner {
     pub(super) tls: watch::Receiver<Arc<ServerConfig>>,
     /// Open TCP/TLS connections per source address.
     pub(super) streams: Mutex<HashMap<IpAddr, usize>>,
+    /// TLS addresses served by the HTTPS listeners, which hand TURN connections over.
+    shared_tls: Mutex<Vec<SocketAddr>>,
     pub(super) metrics: super::metrics::Counters,
 }
 
@@ -86,16 +88,20 @@ impl Inner {
             Output::ToPeer { relay, peer, data } => {
                 let _ = relay.try_send_to(data, peer);
             }
-            Output::OpenRelay { ip, even_port } => {
+            Output::OpenRelay { ip, even_port, reserve } => {
                 let range = *self.relay_ports.lock().unwrap_or_else(|e| e.into_inner());
-                let bound = bind_relay(ip, range, even_port);
-                let opened = bound.as_ref().ok().map(|(addr, sock)| (*addr, sock.clone()));
+                let bound = bind_relay(ip, range, even_port || reserve, reserve);
+                let sockets: Vec<(SocketAddr, Arc<UdpSocket>)> = match &bound {
+                    Ok(o) => std::iter::once(o.relay.clone()).chain(o.reserved.clone()).collect(),
+                    Err(_) => Vec::new(),
+                };
                 if let Output::Reply(bytes) = core.relay_opened(now, bound) {
                     sink.send(client.addr, bytes);
                 }
-                if let Some((addr, sock)) = opened {
+                let mut relays = self.relays.lock().unwrap_or_else(|e| e.into_inner());
+                for (addr, sock) in sockets {
                     let task = tokio::spawn(relay_loop(self.clone(), addr, sock));
-                    self.relays.lock().unwrap_or_else(|e| e.into_inner()).insert(addr, task.abort_handle());
+                    relays.insert(addr, task.abort_handle());
                 }
             }
         }
@@ -137,24 +143,37 @@ impl Inner {
     }
 }
 
-/// Binds a UDP socket on `ip` at a random free port of `range` (an even one when asked).
-fn bind_relay(ip: IpAddr, range: PortRange, even: bool) -> std::io::Result<(SocketAddr, Arc<UdpSocket>)> {
+/// Binds a UDP socket on `ip` at a random free port of `range` (an even one when asked; with
+/// `reserve`, the odd port after it too).
+fn bind_relay(ip: IpAddr, range: PortRange, even: bool, reserve: bool) -> std::io::Result<Opened<Arc<UdpSocket>>> {
     let span = u32::from(range.last - range.first) + 1;
     let start: u32 = rand::random::<u32>() % span;
-    for i in 0..span.min(64) {
+    let bind = |port: u16| -> std::io::Result<(SocketAddr, Arc<UdpSocket>)> {
+        let sock = std::net::UdpSocket::bind(SocketAddr::new(ip, port))?;
+        sock.set_nonblocking(true)?;
+        let addr = sock.local_addr()?;
+        Ok((addr, Arc::new(UdpSocket::from_std(sock)?)))
+    };
+    for i in 0..span.min(128) {
         let port = range.first + ((start + i * 7919) % span) as u16;
-        if even && port % 2 == 1 {
+        if even && port % 2 == 1 || reserve && port == range.last {
             continue;
         }
-        match std::net::UdpSocket::bind(SocketAddr::new(ip, port)) {
-            Ok(sock) => {
-                sock.set_nonblocking(true)?;
-                let addr = sock.local_addr()?;
-                return Ok((addr, Arc::new(UdpSocket::from_std(sock)?)));
-            }
+        let relay = match bind(port) {
+            Ok(r) => r,
             Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => continue,
             Err(e) => return Err(e),
-        }
+        };
+        let reserved = if reserve {
+            match bind(port + 1) {
+                Ok(r) => Some(r),
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => continue,
+                Err(e) => return Err(e),
+            }
+        } else {
+            None
+        };
+        return Ok(Opened { relay, reserved, token: rand::random() });
     }
     Err(std::io::Error::new(std::io::ErrorKind::AddrInUse, "no free port in turn.relay_ports"))
 }
@@ -290,14 +309,49 @@ impl TurnHandle {
     }
 }
 
+/// The web side's TLS configuration (one certificate store for every TLS listener) with ALPN
+/// left open: Chromium offers none for `turns:`, others may offer `stun.turn`.
+fn follow_certificate(mut web: watch::Receiver<Arc<crate::web::Settings>>) -> watch::Receiver<Arc<ServerConfig>> {
+    let open = |s: &crate::web::Settings| {
+        let mut c = (*s.tls).clone();
+        c.alpn_protocols.clear();
+        Arc::new(c)
+    };
+    let (tx, rx) = watch::channel(open(&web.borrow_and_update()));
+    tokio::spawn(async move {
+        while web.changed().await.is_ok() {
+            let next = open(&web.borrow_and_update());
+            if tx.send(next).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+impl crate::web::TurnHandoff for TurnHandle {
+    fn wants(&self, local: SocketAddr) -> bool {
+        self.inner.shared_tls.lock().unwrap_or_else(|e| e.into_inner()).contains(&local)
+    }
+
+    fn is_turn(&self, first: u8) -> bool {
+        super::stream::starts_turn(first)
+    }
+
+    fn take(&self, tls: crate::web::TlsConnection, already: Bytes, peer: SocketAddr, local: SocketAddr) {
+        tokio::spawn(super::stream::serve(self.inner.clone(), tls, already, peer, local, Transport::Tls));
+    }
+}
+
 /// Starts the TURN server when the profile has `[turn]` (`None` otherwise) and follows the
 /// profile: a later `[turn]` is picked up by a restart only, not a reload.
 pub async fn start(
     mut profile: watch::Receiver<Arc<LoadedProfile>>,
-    tls: watch::Receiver<Arc<ServerConfig>>,
+    web: watch::Receiver<Arc<crate::web::Settings>>,
     failures: mpsc::Sender<Report>,
 ) -> anyhow::Result<Option<TurnHandle>> {
     let loaded = profile.borrow_and_update().clone();
+    let tls = follow_certificate(web);
     let Some(config) = config_of(&loaded).map_err(anyhow::Error::msg)? else { return Ok(None) };
     let relay_ports = loaded.profile.turn.as_ref().map(|t| t.relay_ports).expect("config implies [turn]");
     let mut nonce_key = [0u8; 32];
@@ -309,6 +363,7 @@ pub async fn start(
         failures,
         tls,
         streams: Mutex::new(HashMap::new()),
+        shared_tls: Mutex::new(shared_tls(&loaded)),
         metrics: super::metrics::Counters::default(),
     });
     let mut listeners = Listeners::default();
@@ -331,6 +386,7 @@ pub async fn start(
                     continue;
                 }
             }
+            *follower.shared_tls.lock().unwrap_or_else(|e| e.into_inner()) = shared_tls(&loaded);
             if let Err(e) = listeners.rebind(&follower, &wanted_listeners(&loaded)).await {
                 tracing::error!(error = %e, "turn: cannot listen as the new profile says");
             }

@@ -30,12 +30,15 @@ const KNOWN: [u16; 20] = [
 ];
 
 /// The success response to an Allocate, also sent again for its retransmissions.
-pub(super) fn allocate_success(a: &Allocation, client: SocketAddr, now: Now) -> Vec<u8> {
+pub(super) fn allocate_success(a: &Allocation, client: SocketAddr, now: Now, token: Option<u64>) -> Vec<u8> {
     let txid = TransactionId::from(a.txid);
     let mut r = Reply::success(ALLOCATE, txid);
     r.add(&XorRelayedAddress::new(a.advertised, txid));
     r.add(&Lifetime::new(remaining(a, now)));
     r.add(&XorMappedAddress::new(client, txid));
+    if let Some(token) = token {
+        r.add(&ReservationToken::new(token));
+    }
     r.finish(Some(&a.key))
 }
 
@@ -62,7 +65,7 @@ impl<R, C: Clone> Server<R, C> {
     /// One message from a client: a STUN message or ChannelData.
     pub fn handle_client<'a>(&'a mut self, now: Now, client: Client, sink: &C, data: &'a [u8]) -> Output<'a, R> {
         match data.first() {
-            Some(0x40..=0x4f) => return self.channel_data(now, client, data),
+            Some(0x40..=0x7f) => return self.channel_data(now, client, data),
             Some(b) if b & 0xc0 == 0 => {}
             _ => return Output::Nothing,
         }
@@ -184,7 +187,7 @@ impl<R, C: Clone> Server<R, C> {
         if let Some(&id) = self.by_client.get(&client) {
             let a = &self.slots[&id].alloc;
             if a.txid == u128::from(txid) {
-                self.scratch = allocate_success(a, client.addr, now);
+                self.scratch = allocate_success(a, client.addr, now, None);
                 return Output::Reply(&self.scratch);
             }
             return self.refuse_allocate(AllocRefusal::BadRequest, txid, 437, "Allocation Mismatch", &key);
@@ -194,8 +197,9 @@ impl<R, C: Clone> Server<R, C> {
             Ok(_) => return self.refuse_allocate(AllocRefusal::Transport, txid, 442, "Unsupported Transport Protocol", &key),
             Err(_) => return self.refuse_allocate(AllocRefusal::BadRequest, txid, 400, "Bad Request", &key),
         }
-        if msg.has_attribute(ReservationToken::TYPE) {
-            return self.refuse_allocate(AllocRefusal::BadRequest, txid, 508, "Insufficient Capacity", &key);
+        let token = msg.attribute::<ReservationToken>().ok().map(|t| t.token());
+        if token.is_some() && (msg.has_attribute(EvenPort::TYPE) || msg.has_attribute(RequestedAddressFamily::TYPE)) {
+            return self.refuse_allocate(AllocRefusal::BadRequest, txid, 400, "Bad Request", &key);
         }
         let wanted = msg.attribute::<RequestedAddressFamily>().map_or(AddressFamily::IPV4, |f| f.family());
         let Some(&(ip, advertised_ip)) = self.config.relay_ips.iter().find(|(ip, _)| family(*ip) == wanted) else {
@@ -212,9 +216,17 @@ impl<R, C: Clone> Server<R, C> {
             return self.refuse_allocate(AllocRefusal::SourceQuota, txid, 486, "Allocation Quota Reached", &key);
         }
         let lifetime = self.granted_lifetime(msg.attribute::<Lifetime>().ok().map(|l| l.seconds()));
-        let even_port = msg.attribute::<EvenPort>().is_ok();
-        self.pending = Some(PendingAllocate { client, sink: sink.clone(), username, key, txid: txid.into(), lifetime, advertised_ip });
-        Output::OpenRelay { ip, even_port }
+        let even = msg.attribute::<EvenPort>().ok();
+        let pending = PendingAllocate { client, sink: sink.clone(), username, key, txid: txid.into(), lifetime, advertised_ip };
+        if let Some(token) = token {
+            if self.take_reservation(now, token, pending) {
+                return Output::Reply(&self.scratch);
+            }
+            return self.refuse_allocate(AllocRefusal::BadRequest, txid, 508, "Insufficient Capacity", &key);
+        }
+        self.pending = Some(pending);
+        let reserve = even.as_ref().is_some_and(|e| e.requested()) && self.reservations.len() < self.config.limits.max_allocations;
+        Output::OpenRelay { ip, even_port: even.is_some(), reserve }
     }
 
     fn granted_lifetime(&self, requested: Option<u32>) -> Duration {
@@ -276,10 +288,13 @@ impl<R, C: Clone> Server<R, C> {
     fn channel_bind(&mut self, now: Now, id: u64, msg: &Message<'_>, key: &Key) -> Output<'_, R> {
         let txid = msg.transaction_id();
         let (Ok(number), Ok(peer)) = (msg.attribute::<ChannelNumber>(), msg.attribute::<XorPeerAddress>()) else {
+            tracing::debug!("turn: ChannelBind without a usable CHANNEL-NUMBER or XOR-PEER-ADDRESS");
             return self.reply(Reply::error(CHANNEL_BIND, txid, 400, "Bad Request"), Some(key));
         };
         let (number, peer) = (number.channel(), peer.addr(txid));
-        if !(0x4000..=0x4fff).contains(&number) {
+        // RFC 8656 narrowed channels to 0x4000-0x4FFF; RFC 5766 clients (coturn's among them) use up to 0x7FFF.
+        if !(0x4000..=0x7fff).contains(&number) {
+            tracing::debug!(number, "turn: ChannelBind with a channel number out of range");
             return self.reply(Reply::error(CHANNEL_BIND, txid, 400, "Bad Request"), Some(key));
         }
         if family(peer.ip()) != family(self.slots[&id].alloc.relay.ip()) {
@@ -292,7 +307,8 @@ impl<R, C: Clone> Server<R, C> {
         }
         let (permissions, channels) = (self.config.limits.permissions, self.config.limits.channels);
         let a = &mut self.slots.get_mut(&id).expect("checked by the caller").alloc;
-        if a.bind(number, peer, now.at, channels).is_err() {
+        if let Err(why) = a.bind(number, peer, now.at, channels) {
+            tracing::debug!(number, %peer, why, "turn: ChannelBind refused");
             return self.reply(Reply::error(CHANNEL_BIND, txid, 400, "Bad Request"), Some(key));
         }
         if !a.permit(peer.ip(), now.at, permissions) {

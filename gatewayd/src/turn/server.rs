@@ -147,10 +147,31 @@ pub enum Output<'a, R> {
     Reply(&'a [u8]),
     /// Send `data` from the relayed socket `relay` to `peer`.
     ToPeer { relay: &'a R, peer: SocketAddr, data: &'a [u8] },
-    /// Bind a relayed UDP socket on `ip` (a random port of the relay range, even when asked),
+    /// Bind a relayed UDP socket on `ip` (a random port of the relay range, even when asked;
+    /// with `reserve`, the next port too, for a later Allocate with the reservation token),
     /// then call [`Server::relay_opened`].
-    OpenRelay { ip: IpAddr, even_port: bool },
+    OpenRelay { ip: IpAddr, even_port: bool, reserve: bool },
 }
+
+/// The sockets bound for a pending Allocate.
+pub struct Opened<R> {
+    pub relay: (SocketAddr, R),
+    /// The next port, when the client asked for it to be reserved.
+    pub reserved: Option<(SocketAddr, R)>,
+    /// Random: names the reservation.
+    pub token: u64,
+}
+
+/// A port kept for a client's next Allocate (RFC 8656 7.2, EVEN-PORT with R).
+pub(super) struct Reservation<R> {
+    pub relay: SocketAddr,
+    pub handle: R,
+    pub advertised_ip: IpAddr,
+    pub expires: Instant,
+}
+
+/// How long a reserved port waits for its Allocate.
+const RESERVATION_LIFETIME: Duration = Duration::from_secs(30);
 
 pub(super) struct Slot<R, C> {
     pub alloc: Allocation,
@@ -178,6 +199,7 @@ pub struct Server<R, C> {
     pub(super) per_user: HashMap<String, usize>,
     pub(super) per_source: HashMap<IpAddr, usize>,
     pub(super) pending: Option<PendingAllocate<C>>,
+    pub(super) reservations: HashMap<u64, Reservation<R>>,
     next_id: u64,
     next_indication: u128,
     events: VecDeque<Event>,
@@ -198,6 +220,7 @@ impl<R, C: Clone> Server<R, C> {
             per_user: HashMap::new(),
             per_source: HashMap::new(),
             pending: None,
+            reservations: HashMap::new(),
             next_id: 1,
             next_indication: 1,
             events: VecDeque::new(),
@@ -236,9 +259,9 @@ impl<R, C: Clone> Server<R, C> {
 
     /// The socket for a pending Allocate was bound (or could not be): the allocation is made and
     /// the reply returned.
-    pub fn relay_opened(&mut self, now: Now, bound: std::io::Result<(SocketAddr, R)>) -> Output<'_, R> {
+    pub fn relay_opened(&mut self, now: Now, bound: std::io::Result<Opened<R>>) -> Output<'_, R> {
         let Some(p) = self.pending.take() else { return Output::Nothing };
-        let (relay, relay_handle) = match bound {
+        let opened = match bound {
             Ok(b) => b,
             Err(_) => {
                 self.stats.refused[AllocRefusal::Capacity as usize] += 1;
@@ -247,6 +270,26 @@ impl<R, C: Clone> Server<R, C> {
                 return Output::Reply(&self.scratch);
             }
         };
+        let token = opened.reserved.is_some().then_some(opened.token);
+        if let Some((relay, handle)) = opened.reserved {
+            let r = Reservation { relay, handle, advertised_ip: p.advertised_ip, expires: now.at + RESERVATION_LIFETIME };
+            self.reservations.insert(opened.token, r);
+        }
+        let (relay, relay_handle) = opened.relay;
+        self.install(now, p, relay, relay_handle, token);
+        Output::Reply(&self.scratch)
+    }
+
+    /// An Allocate naming a reservation token: the reserved socket becomes its relay.
+    pub(super) fn take_reservation(&mut self, now: Now, token: u64, p: PendingAllocate<C>) -> bool {
+        let Some(r) = self.reservations.remove(&token) else { return false };
+        let p = PendingAllocate { advertised_ip: r.advertised_ip, ..p };
+        self.install(now, p, r.relay, r.handle, None);
+        true
+    }
+
+    /// Makes the allocation and leaves its success response in the scratch buffer.
+    fn install(&mut self, now: Now, p: PendingAllocate<C>, relay: SocketAddr, relay_handle: R, token: Option<u64>) {
         let alloc = Allocation {
             client: p.client,
             username: p.username.clone(),
@@ -268,9 +311,8 @@ impl<R, C: Clone> Server<R, C> {
         self.by_client.insert(p.client, id);
         self.by_relay.insert(relay, id);
         self.stats.created += 1;
-        self.scratch = super::requests::allocate_success(&alloc, p.client.addr, now);
+        self.scratch = super::requests::allocate_success(&alloc, p.client.addr, now, token);
         self.slots.insert(id, Slot { alloc, relay_handle, sink: p.sink });
-        Output::Reply(&self.scratch)
     }
 
     /// Data that arrived on relayed socket `relay` from `peer`: the client's handle, its address
@@ -311,6 +353,12 @@ impl<R, C: Clone> Server<R, C> {
         }
         for s in self.slots.values_mut() {
             s.alloc.sweep(now.at);
+        }
+        let stale: Vec<u64> = self.reservations.iter().filter(|(_, r)| r.expires <= now.at).map(|(t, _)| *t).collect();
+        for token in stale {
+            if let Some(r) = self.reservations.remove(&token) {
+                self.push_event(Event::CloseRelay(r.relay));
+            }
         }
     }
 

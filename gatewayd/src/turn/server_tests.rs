@@ -87,7 +87,8 @@ impl Harness {
             Output::ToPeer { relay, peer, data } => Sent::ToPeer(relay, peer, data.to_vec()),
             Output::OpenRelay { ip, .. } => {
                 assert_eq!(ip, IpAddr::from([127, 0, 0, 1]));
-                match self.server.relay_opened(now, Ok((RELAY.parse().unwrap(), "relay"))) {
+                let opened = super::server::Opened { relay: (RELAY.parse().unwrap(), "relay"), reserved: None, token: 0 };
+                match self.server.relay_opened(now, Ok(opened)) {
                     Output::Reply(b) => Sent::Reply(b.to_vec()),
                     _ => panic!("relay_opened answers"),
                 }

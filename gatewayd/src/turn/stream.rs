@@ -49,7 +49,7 @@ pub fn frame(buf: &[u8]) -> Frame {
             }
             20 + len
         }
-        0x40..=0x4f => (4 + len).div_ceil(4) * 4,
+        0x40..=0x7f => (4 + len).div_ceil(4) * 4,
         _ => return Frame::Invalid,
     };
     if buf.len() < total {
@@ -184,7 +184,7 @@ mod tests {
         assert_eq!(frame(&stun), Frame::Complete(24));
         assert_eq!(frame(&[0x40, 0x00, 0x00, 0x05, 1, 2, 3, 4, 5, 0, 0]), Frame::Incomplete);
         assert_eq!(frame(&[0x40, 0x00, 0x00, 0x05, 1, 2, 3, 4, 5, 0, 0, 0]), Frame::Complete(12));
-        assert_eq!(frame(b"POST / HTTP/1.1\r\n"), Frame::Invalid);
+        assert_eq!(frame(&[0x80, 0x00, 0x00, 0x04]), Frame::Invalid);
         assert_eq!(frame(&[0x16, 0x03, 0x01, 0x00]), Frame::Invalid, "a TLS record on the plain listener");
         assert_eq!(frame(&[0x00, 0x01, 0x00, 0x03]), Frame::Invalid, "STUN lengths are multiples of four");
         assert_eq!(frame(&[0x00, 0x01, 0x00, 0x04, 1, 2, 3, 4]), Frame::Invalid, "no magic cookie");

@@ -11,6 +11,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::AbortHandle;
 use tokio_rustls::TlsAcceptor;
 
+use bytes::BytesMut;
+use tokio::io::AsyncReadExt;
+
+use super::handoff::Prefixed;
 use super::{pages, redirect, Bound, Settings, Shared, SourceSlot, StartError};
 use crate::profile::FailureKind;
 
@@ -158,7 +162,7 @@ async fn serve_https(tcp: TcpStream, peer: SocketAddr, local: SocketAddr, shared
     }
     let _ = tcp.set_nodelay(true);
     let acceptor = TlsAcceptor::from(settings.tls.clone());
-    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+    let mut tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
             if let Some(detail) = handshake_failure(&e) {
@@ -176,13 +180,39 @@ async fn serve_https(tcp: TcpStream, peer: SocketAddr, local: SocketAddr, shared
         shared.fail(peer.ip(), FailureKind::RateLimited, format!("{} connections open from this source", slot.count));
     }
     let conn = ConnInfo { peer, local, _slot: slot, over_limit };
-    let service = TowerToHyperService::new(pages::router(shared.clone()).layer(axum::Extension(conn)));
+    match shared.turn_handoff().filter(|h| h.wants(local)) {
+        None => serve_http(tls, conn, shared).await,
+        Some(turn) => {
+            // The first bytes tell TURN from HTTP; both send first, right after the handshake.
+            let mut first = BytesMut::with_capacity(4096);
+            match tokio::time::timeout(HEADER_TIMEOUT, tls.read_buf(&mut first)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => return,
+            }
+            let first = first.freeze();
+            if turn.is_turn(first[0]) {
+                // TURN keeps its own per-source accounting.
+                drop(conn);
+                turn.take(tls, first, peer, local);
+            } else {
+                serve_http(Prefixed::new(first, tls), conn, shared).await;
+            }
+        }
+    }
+}
+
+async fn serve_http<S>(io: S, conn: ConnInfo, shared: Arc<Shared>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let (peer, over_limit) = (conn.peer, conn.over_limit);
+    let service = TowerToHyperService::new(pages::router(shared).layer(axum::Extension(conn)));
     let served = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT)
         .max_buf_size(MAX_HEAD_BYTES.max(8192))
         .keep_alive(!over_limit)
-        .serve_connection(TokioIo::new(tls), service)
+        .serve_connection(TokioIo::new(io), service)
         .with_upgrades()
         .await;
     if let Err(e) = served {

@@ -15,6 +15,7 @@
 //! listeners first, then the old ones stop accepting; their connections are untouched).
 
 mod assets;
+mod handoff;
 mod listen;
 mod origin;
 mod pages;
@@ -35,6 +36,7 @@ use tokio::sync::{mpsc, watch};
 use crate::guard::Report;
 use crate::profile::{FailureKind, LoadedProfile};
 
+pub use handoff::{Prefixed, TlsConnection, TurnHandoff};
 pub use origin::{parse_host, Origin, OriginPolicy, OriginRefusal};
 pub use redirect::HTTP01_DIR;
 pub use settings::{leaf_sha256, Settings, SettingsError, ACME_DIR, ALPN};
@@ -125,6 +127,16 @@ impl WebHandle {
         self.shared.sessions.load(Ordering::Relaxed)
     }
 
+    /// The settings as they are applied, for another TLS server (TURN) to follow the certificate.
+    pub fn settings_watch(&self) -> watch::Receiver<Arc<Settings>> {
+        self.applied.clone()
+    }
+
+    /// Lets TURN take the TLS connections it wants from the HTTPS listeners it shares.
+    pub fn share_with_turn(&self, turn: Arc<dyn TurnHandoff>) {
+        let _ = self.shared.turn.set(turn);
+    }
+
     /// Waits until the settings of the profile with this SHA-256 are in effect. Returns false if
     /// the web side stopped first.
     pub async fn wait_applied(&mut self, profile_sha256: &str) -> bool {
@@ -154,6 +166,7 @@ pub async fn start(
         next_id: AtomicU64::new(1),
         sessions: AtomicUsize::new(0),
         state_dir: state_dir.to_owned(),
+        turn: std::sync::OnceLock::new(),
     });
     let mut listeners = listen::Listeners::default();
     listeners.rebind(&settings, &shared).await?;
@@ -206,11 +219,17 @@ pub(crate) struct Shared {
     sessions: AtomicUsize,
     /// Where http-01 challenge answers are read from (`acme/http-01/<token>`).
     state_dir: PathBuf,
+    /// TURN, when it shares HTTPS listeners.
+    turn: std::sync::OnceLock<Arc<dyn TurnHandoff>>,
 }
 
 impl Shared {
     pub(crate) fn settings(&self) -> Arc<Settings> {
         self.settings.borrow().clone()
+    }
+
+    pub(crate) fn turn_handoff(&self) -> Option<&Arc<dyn TurnHandoff>> {
+        self.turn.get()
     }
 
     pub(crate) fn bound(&self) -> Bound {
