@@ -94,8 +94,9 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let web = crate::web::start(&state_dir, profile_rx.clone(), conn_tx, web_failures).await.context("cannot start the web side")?;
     let bound = web.bound();
     let turn = crate::turn::start(profile_rx.clone(), web.settings_watch(), turn_failures).await.context("cannot start TURN")?;
-    if let Some(turn) = &turn {
+    if let Some(turn) = turn {
         web.share_with_turn(Arc::new(turn.clone()));
+        let _ = call_gauges.turn.set(turn);
     }
 
     let watchdog = notifier.watchdog_interval();

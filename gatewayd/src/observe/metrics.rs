@@ -17,6 +17,8 @@ pub struct CallGauges {
     pub registrations: AtomicU64,
     pub active_calls: AtomicU64,
     pub calls_ended: AtomicU64,
+    /// The TURN server once it runs; its figures are read at scrape time.
+    pub turn: std::sync::OnceLock<crate::turn::TurnHandle>,
 }
 
 fn counter(registry: &mut Registry, name: &str, help: &str, value: u64) {
@@ -49,7 +51,34 @@ pub fn render(bans: &BanService, calls: &CallGauges) -> String {
     gauge(&mut r, "registrations", "Agent registrations now", calls.registrations.load(Ordering::Relaxed));
     gauge(&mut r, "calls_active", "Calls in progress", calls.active_calls.load(Ordering::Relaxed));
     counter(&mut r, "calls_ended", "Calls ended", calls.calls_ended.load(Ordering::Relaxed));
+    if let Some(turn) = calls.turn.get() {
+        turn_metrics(&mut r, &turn.metrics());
+    }
     let mut out = String::new();
     encode(&mut out, &r).expect("text encoding into a String cannot fail");
     out
+}
+
+type Labels = Vec<(String, String)>;
+
+fn labelled(registry: &mut Registry, name: &str, help: &str, label: &str, values: &[(&str, u64)]) {
+    let family = Family::<Labels, Counter<u64>>::default();
+    for (value, n) in values {
+        family.get_or_create(&vec![(label.to_owned(), (*value).to_owned())]).inc_by(*n);
+    }
+    registry.register(name, help, family);
+}
+
+/// TURN figures; never labelled by username (ephemeral names would make unbounded series).
+fn turn_metrics(r: &mut Registry, t: &crate::turn::metrics::Snapshot) {
+    gauge(r, "turn_allocations", "TURN allocations in place", t.active);
+    counter(r, "turn_allocations_created", "TURN allocations made", t.created);
+    labelled(r, "turn_allocations_refused", "TURN Allocate requests refused, by reason", "reason", &t.refused);
+    labelled(r, "turn_allocations_ended", "TURN allocations ended, by reason", "reason", &t.ended);
+    counter(r, "turn_auth_failures", "TURN requests with wrong or expired credentials", t.auth_failures);
+    labelled(r, "turn_peers_refused", "TURN permissions, channels and sends refused by the peer policy, by reason", "reason", &t.peers_refused);
+    let rel = &t.relayed;
+    labelled(r, "turn_relayed_packets", "Packets relayed by TURN, by direction", "direction", &[("to_peer", rel.packets_to_peer), ("from_peer", rel.packets_from_peer)]);
+    labelled(r, "turn_relayed_bytes", "Payload bytes relayed by TURN, by direction", "direction", &[("to_peer", rel.bytes_to_peer), ("from_peer", rel.bytes_from_peer)]);
+    labelled(r, "turn_dropped_packets", "Packets TURN did not relay, by reason", "reason", &[("bandwidth", rel.dropped), ("no_permission", t.unpermitted)]);
 }

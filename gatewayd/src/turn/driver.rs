@@ -297,6 +297,12 @@ pub struct TurnHandle {
     pub(super) inner: Arc<Inner>,
 }
 
+impl std::fmt::Debug for TurnHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TurnHandle").field("allocations", &self.allocations()).finish()
+    }
+}
+
 impl TurnHandle {
     /// Allocations in place now.
     pub fn allocations(&self) -> usize {
