@@ -30,6 +30,8 @@ async function loadConfig({ signal } = {}) {
     echo_number: String(c.echo_number || ''),
     token_header: String(c.token_header || ''),
     ice_servers: Array.isArray(c.ice_servers) ? c.ice_servers : [],
+    // A path on this host (the CSP allows nothing else), or null when the gateway has no TURN.
+    turn_credentials: typeof c.turn_credentials === 'string' && /^\/[^/\\]/.test(c.turn_credentials) ? c.turn_credentials : null,
   };
 }
 
@@ -118,6 +120,21 @@ function exposeTestHook(phone) {
     get direction() { return phone.state.direction; },
     get remote() { return phone.state.remote; },
     get config() { return copy(phone.config); },
+    // TURN credentials minted for this login: {state, username, password, ttl, uris, expiresAt, refreshAt, error}.
+    get turn() {
+      const t = phone.turn;
+      if (!t) return null;
+      const c = t.current;
+      return { state: t.state, error: t.error, refreshAt: t.refreshAt, ...(c ? { ...c, uris: [...c.uris] } : {}) };
+    },
+    // What the next call's RTCPeerConnection gets, and what the current call's has.
+    get pcConfig() { return JSON.parse(JSON.stringify(phone.pcConfig(phone.currentIceServers()))); },
+    get callPcConfig() {
+      const pc = phone.session && phone.session.connection;
+      if (!pc) return null;
+      const c = pc.getConfiguration();
+      return { iceTransportPolicy: c.iceTransportPolicy, iceServers: (c.iceServers || []).map((s) => ({ urls: [].concat(s.urls), username: s.username })) };
+    },
   });
   Object.defineProperty(window, 'gatewaydPhone', { value: hook, enumerable: true });
 }

@@ -7,6 +7,7 @@ import { autoAnswerDelay } from './autoanswer.js';
 import { audioConstraints } from './media.js';
 import { summarize, intervalLoss, grade } from './quality.js';
 import { Ringtone } from './ringtone.js';
+import { TurnCredentials } from './turn.js';
 
 const STATS_INTERVAL_MS = 1000;
 // Upper bound on ICE gathering: a configured but unreachable TURN server must not hold a call.
@@ -16,6 +17,19 @@ const REGISTER_RETRY_MAX_S = 60;
 const DTMF_DURATION_MS = 120;
 const DTMF_GAP_MS = 70;
 const REOFFER_WAIT_MS = 5000;
+// How long a call placed right after login waits for TURN credentials still being fetched.
+const TURN_WAIT_MS = 2000;
+// Tests (and support staff) can force relay-only ICE: localStorage 'relay' or 'all'.
+export const ICE_POLICY_KEY = 'gatewayd.iceTransportPolicy';
+
+function iceTransportPolicy() {
+  try {
+    const v = localStorage.getItem(ICE_POLICY_KEY);
+    return v === 'relay' || v === 'all' ? v : null;
+  } catch {
+    return null;
+  }
+}
 
 // What each new call starts from.
 const FRESH_CALL = Object.freeze({
@@ -30,7 +44,8 @@ const FRESH_CALL = Object.freeze({
 
 export class Phone extends EventTarget {
   /**
-   * @param {{site:string, sip_domain:string, ws_url:string, echo_number:string, token_header:string, ice_servers:object[]}} config
+   * @param {{site:string, sip_domain:string, ws_url:string, echo_number:string, token_header:string,
+   *   ice_servers:object[], turn_credentials:string|null}} config
    * @param {{rawAudio:boolean, audio:HTMLAudioElement, refreshIceServers?:() => Promise<object[]>,
    *   dialToken?:{number:string, token:string}|null}} options
    */
@@ -42,6 +57,9 @@ export class Phone extends EventTarget {
     this.rawAudio = rawAudio;
     this.audio = audio;
     this.ringtone = new Ringtone();
+    // TURN credentials for the ICE servers, from the gateway once the agent has registered.
+    this.turn = config.turn_credentials ? new TurnCredentials({ path: config.turn_credentials, onChange: () => this.emit() }) : null;
+    this.turnLogin = null;
     this.ua = null;
     this.session = null;
     this.localStream = null;
@@ -83,9 +101,11 @@ export class Phone extends EventTarget {
     this.emit();
   }
 
-  // TURN credentials handed out in /config.json are short-lived and agents keep the page open
-  // all day: fetch them again for each call, keeping the previous list if that fails.
+  // The ICE servers for a call: /config.json's static list, fetched again for each call (agents
+  // keep the page open all day; the previous list stays if that fails), and the TURN server with
+  // the credentials minted for this agent (kept fresh by this.turn).
   async iceServers() {
+    const turn = this.turn ? this.turn.settled(TURN_WAIT_MS) : null;
     if (this.refreshIceServers) {
       try {
         this.config.ice_servers = await this.refreshIceServers();
@@ -93,15 +113,24 @@ export class Phone extends EventTarget {
         // keep the list from page load
       }
     }
-    return this.config.ice_servers || [];
+    await turn;
+    return this.currentIceServers();
+  }
+
+  /** The ICE servers known now, without fetching anything. */
+  currentIceServers() {
+    return [...(this.config.ice_servers || []), ...(this.turn ? this.turn.iceServers() : [])];
   }
 
   pcConfig(iceServers) {
-    return {
+    const config = {
       iceServers,
       rtcpMuxPolicy: 'require',
       bundlePolicy: 'max-bundle',
     };
+    const policy = iceTransportPolicy();
+    if (policy) config.iceTransportPolicy = policy;
+    return config;
   }
 
   // ---- registration ------------------------------------------------------------------
@@ -118,6 +147,8 @@ export class Phone extends EventTarget {
       return;
     }
     this.ua = ua;
+    // Asked for once the registrar has accepted the password, so a mistyped one is refused once.
+    this.turnLogin = this.turn ? { dn, password } : null;
     this.set({ dn, registration: 'Connecting', detail: `Connecting to ${this.config.ws_url}` });
     this.listen(ua);
     ua.start();
@@ -157,6 +188,10 @@ export class Phone extends EventTarget {
       if (this.ua !== ua) return;
       this.clearRegisterRetry();
       this.registerRetryS = REGISTER_RETRY_MIN_S;
+      if (this.turnLogin) {
+        this.turn.start(this.turnLogin.dn, this.turnLogin.password);
+        this.turnLogin = null;
+      }
       this.set({ registration: 'Registered', detail: '' });
     });
     ua.on('unregistered', () => {
@@ -209,6 +244,8 @@ export class Phone extends EventTarget {
     const ua = this.ua;
     this.ua = null;
     this.clearRegisterRetry();
+    this.turnLogin = null;
+    if (this.turn) this.turn.stop();
     if (this.session) this.hangup();
     if (ua) ua.stop();
   }
