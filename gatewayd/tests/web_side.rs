@@ -285,7 +285,7 @@ async fn softphone_page_config_and_security_headers() {
     let json: serde_json::Value = serde_json::from_slice(&config.body).unwrap();
     assert_eq!(
         json,
-        serde_json::json!({"site": "lab", "sip_domain": "127.0.0.1", "ws_path": "/ws", "echo_number": "600", "token_header": "X-Gatewayd-Token", "ice_servers": []})
+        serde_json::json!({"site": "lab", "sip_domain": "127.0.0.1", "ws_path": "/ws", "echo_number": "600", "token_header": "X-Gatewayd-Token", "ice_servers": [], "turn_credentials": "/turn-credentials"})
     );
 
     let missing = https_get(addr, "/no/such/file", &[]).await;
