@@ -29,12 +29,14 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 RUN=$ROOT/bench/out/turn/$(date +%Y%m%d-%H%M%S)-$TRANSPORT-$ALLOCS
 mkdir -p "$RUN"
-COTURN_PORT=23478 # not 3478: the lab gateway's port stays free for gatewayd
-TURN_ADDR=127.0.0.1:3478 # the lab profile's turn.listen_udp / listen_tcp
-ADMIN=$(awk -F'"' '/^admin *=/ { print $2; exit }' "$ROOT/profiles/lab.toml") # readiness: GET /health
-# Relay ports: the lab profile's range, widened for runs that need more than it holds.
-RELAY_FIRST=43000
-RELAY_LAST=$((ALLOCS + WINDOW > 900 ? RELAY_FIRST + 2 * (ALLOCS + WINDOW) : 43999))
+# Ports of its own, so a lab gateway (or a test) running at the same time cannot collide with
+# the benchmark: gatewayd's listeners are the lab profile's plus PORT_SHIFT (TURN on 13478,
+# admin on 19090, ...), coturn listens on 23478, and both relay from 45000 up (the lab range
+# 43000-43999 moved, widened when the run needs more than 1000 ports).
+PORT_SHIFT=${PORT_SHIFT:-10000}
+COTURN_PORT=${COTURN_PORT:-23478}
+RELAY_FIRST=45000
+RELAY_LAST=$((ALLOCS + WINDOW > 900 ? RELAY_FIRST + 2 * (ALLOCS + WINDOW) : RELAY_FIRST + 999))
 
 [ -n "${GATEWAYD:-}" ] || (cd "$ROOT" && cargo build --release --quiet -p gatewayd)
 GATEWAYD=${GATEWAYD:-$ROOT/target/release/gatewayd}
@@ -114,12 +116,13 @@ EOF
   return $rc
 }
 
-# The lab profile with the bench's peer allowed (lab mode lets loopback in), relays in the
-# range above, and room for every allocation: they all come from one address, and the lab
-# limits (32 per source) are for browsers. coturn has no such limit by default.
+# The lab profile with the bench's peer allowed (lab mode lets loopback in), its listeners
+# shifted, relays in the range above, and room for every allocation: they all come from one
+# address, and the lab limits (32 per source) are for browsers. coturn has no such limit by
+# default.
 make_profile() {
   local room=$(((ALLOCS + WINDOW) * 2 > 4000 ? (ALLOCS + WINDOW) * 2 : 4000))
-  awk -v relay="\"$RELAY_FIRST-$RELAY_LAST\"" -v room="$room" '
+  perl -pe "s/127\.0\.0\.1:(\d+)/'127.0.0.1:' . (\$1 + $PORT_SHIFT)/ge" "$ROOT/profiles/lab.toml" | awk -v relay="\"$RELAY_FIRST-$RELAY_LAST\"" -v room="$room" '
     function limits() { print "max_allocations = " room; print "per_source = " room }
     /^\[/ { section = $0 }
     /^\[turn\]$/ { print; print "allowed_peers = [\"127.0.0.1/32\"]"; print "relay_ports = " relay; next }
@@ -128,7 +131,12 @@ make_profile() {
     section == "[turn.limits]" && /^(max_allocations|per_source)[ =]/ { next }
     { print }
     END { if (!had_limits) { print ""; print "[turn.limits]"; limits() } }
-  ' "$ROOT/profiles/lab.toml" > "$RUN/gatewayd.toml"
+  ' > "$RUN/gatewayd.toml"
+  # Where the daemon will answer: its first TURN listener and the admin endpoint (readiness).
+  TURN_ADDR=$(awk -F'"' '/^listen_udp *=/ { print $2; exit }' "$RUN/gatewayd.toml")
+  [ "$TRANSPORT" = tcp ] && TURN_ADDR=$(awk -F'"' '/^listen_tcp *=/ { print $2; exit }' "$RUN/gatewayd.toml")
+  ADMIN=$(awk -F'"' '/^admin *=/ { print $2; exit }' "$RUN/gatewayd.toml")
+  [ -n "$TURN_ADDR" ] && [ -n "$ADMIN" ]
 }
 
 run_gatewayd() {
