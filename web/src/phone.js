@@ -105,7 +105,7 @@ export class Phone extends EventTarget {
   // keep the page open all day; the previous list stays if that fails), and the TURN server with
   // the credentials minted for this agent (kept fresh by this.turn).
   async iceServers() {
-    const turn = this.turn ? this.turn.settled(TURN_WAIT_MS) : null;
+    const turn = this.turn ? this.turn.fresh(TURN_WAIT_MS) : null;
     if (this.refreshIceServers) {
       try {
         this.config.ice_servers = await this.refreshIceServers();

@@ -242,6 +242,16 @@ export class TurnCredentials {
     }, Math.min(Math.max(0, delayMs), MAX_DELAY_MS));
   }
 
+  /**
+   * Before a call: fetches now if a refresh or retry is overdue (a sleeping laptop delays
+   * timers), then waits up to `limitMs` for any fetch under way.
+   */
+  fresh(limitMs) {
+    const overdue = this.refreshAt !== null && this.now() >= this.refreshAt;
+    if (this.username && !this.inflight && overdue && (this.state === 'ready' || this.state === 'failed')) this.refresh();
+    return this.settled(limitMs);
+  }
+
   /** Waits up to `limitMs` for a fetch under way, so a call placed at login gets credentials. */
   async settled(limitMs) {
     if (!this.inflight) return;

@@ -118,8 +118,15 @@ test('TurnCredentials keeps ICE servers and refreshes at 80 % of the lifetime', 
   // A refresh needs no password: the HA1s are kept.
   await t.refresh();
   assert.equal(t.state, 'ready');
+  // Before a call: nothing to do while fresh, a fetch once the refresh is overdue.
+  const asked = gw.seen.length;
+  await t.fresh(1000);
+  assert.equal(gw.seen.length, asked);
   now += 43200 * 1000;
   assert.deepEqual(t.iceServers(), [], 'expired credentials are not offered');
+  await t.fresh(1000);
+  assert.equal(gw.seen.length, asked + 2);
+  assert.equal(t.iceServers().length, 1);
   t.stop();
   assert.equal(t.state, 'none');
   assert.equal(t.current, null);
