@@ -107,8 +107,8 @@ export function chromiumMissing() {
 }
 
 /** Launches headless Debian chromium; `fakeAudioFile` feeds a WAV file as the microphone. */
-export async function launchBrowser({ fakeAudioFile } = {}) {
-  const args = [...CHROMIUM_ARGS];
+export async function launchBrowser({ fakeAudioFile, extraArgs = [] } = {}) {
+  const args = [...CHROMIUM_ARGS, ...extraArgs];
   if (fakeAudioFile) args.push(`--use-file-for-fake-audio-capture=${fakeAudioFile}`);
   return chromium.launch({ executablePath: CHROMIUM, headless: true, args });
 }

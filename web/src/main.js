@@ -109,6 +109,8 @@ function exposeTestHook(phone) {
             codec: st.codec,
             jitterMs: st.jitterMs,
             rttMs: st.rttMs,
+            localCandidateType: st.localCandidateType,
+            relayProtocol: st.relayProtocol,
           }
         : null;
     },

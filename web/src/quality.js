@@ -50,6 +50,19 @@ export function summarize(reports) {
         break;
     }
   }
+  // The path media takes: the selected pair's local candidate ("host", "srflx" or "relay", and
+  // for a relay the transport to the TURN server: "udp", "tcp" or "tls").
+  s.localCandidateType = null;
+  s.relayProtocol = null;
+  for (const r of byId.values()) {
+    if (r.type !== 'transport' || !r.selectedCandidatePairId) continue;
+    const pair = byId.get(r.selectedCandidatePairId);
+    const local = pair && byId.get(pair.localCandidateId);
+    if (local) {
+      s.localCandidateType = local.candidateType || null;
+      s.relayProtocol = local.candidateType === 'relay' ? local.relayProtocol || null : null;
+    }
+  }
   // Fall back to the ICE round-trip time until the far end has sent an RTCP receiver report.
   if (s.rttMs === null) {
     for (const r of byId.values()) {

@@ -28,6 +28,21 @@ test('summarize falls back to the ICE round trip and copes with an empty report'
   assert.deepEqual([empty.packetsReceived, empty.codec, empty.rttMs], [0, null, null]);
 });
 
+test('summarize names the selected path: a relayed candidate and its transport', () => {
+  const path = [
+    { id: 'T', type: 'transport', selectedCandidatePairId: 'CP2' },
+    { id: 'CP2', type: 'candidate-pair', localCandidateId: 'L1', remoteCandidateId: 'R1' },
+    { id: 'L1', type: 'local-candidate', candidateType: 'relay', relayProtocol: 'tls' },
+    { id: 'R1', type: 'remote-candidate', candidateType: 'host' },
+  ];
+  const s = summarize([...reports, ...path]);
+  assert.equal(s.localCandidateType, 'relay');
+  assert.equal(s.relayProtocol, 'tls');
+  const direct = summarize([...reports, path[0], path[1], { ...path[2], candidateType: 'host', relayProtocol: undefined }]);
+  assert.deepEqual([direct.localCandidateType, direct.relayProtocol], ['host', null]);
+  assert.deepEqual([summarize(reports).localCandidateType], [null]);
+});
+
 test('loss is judged over the interval', () => {
   const a = { packetsReceived: 100, packetsLost: 0 };
   const b = { packetsReceived: 148, packetsLost: 2 };

@@ -239,12 +239,19 @@ impl Validator<'_> {
         if let Some(t) = &self.p.turn {
             udp.extend(t.listen_udp.iter().enumerate().map(|(i, a)| (format!("turn.listen_udp[{i}]"), *a)));
             tcp.extend(t.listen_tcp.iter().enumerate().map(|(i, a)| (format!("turn.listen_tcp[{i}]"), *a)));
-            tcp.extend(t.listen_tls.iter().enumerate().map(|(i, a)| (format!("turn.listen_tls[{i}]"), *a)));
+            // Naming an HTTPS address exactly shares that listener (TURN over TLS on 443).
+            let own = t.listen_tls.iter().enumerate().filter(|(_, a)| !self.p.web.https.contains(a));
+            tcp.extend(own.map(|(i, a)| (format!("turn.listen_tls[{i}]"), *a)));
         }
         for (proto, list) in [("TCP", &tcp), ("UDP", &udp)] {
             for (i, (ka, a)) in list.iter().enumerate() {
                 if let Some((kb, _)) = list[..i].iter().find(|(_, b)| clash(a, b)) {
-                    self.error(ka, format!("{proto} {a} is also used by {kb}"));
+                    let hint = if ka.starts_with("turn.listen_tls") && kb.starts_with("web.https") {
+                        format!("; to serve TURN over TLS on the HTTPS listener, name its address exactly ({})", list.iter().find(|(k, _)| k == kb).map_or(String::new(), |(_, b)| b.to_string()))
+                    } else {
+                        String::new()
+                    };
+                    self.error(ka, format!("{proto} {a} is also used by {kb}{hint}"));
                 }
             }
         }
