@@ -353,7 +353,12 @@ impl DigestServer {
         let stored = lookup(user);
         let known = stored.is_some();
         let credentials = stored.as_ref().unwrap_or(&self.dummy);
-        let ha1_hex = credentials.for_algorithm(algorithm).to_ascii_lowercase();
+        // An agent with no HA1 for this algorithm (the profile gave only the other one) must
+        // not be matched against an empty or malformed value anyone can compute.
+        let stored_ha1 = credentials.for_algorithm(algorithm);
+        let usable = stored_ha1.len() == algorithm.hex_len() && stored_ha1.bytes().all(|b| b.is_ascii_hexdigit());
+        let ha1_hex = if usable { stored_ha1 } else { self.dummy.for_algorithm(algorithm) }.to_ascii_lowercase();
+        let known = known && usable;
         let expected = request_digest(
             algorithm,
             &ha1_hex,

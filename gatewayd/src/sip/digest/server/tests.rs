@@ -473,3 +473,24 @@ fn a_reload_keeps_replay_protection() {
         "{verdict:?}"
     );
 }
+
+#[test]
+fn an_agent_without_a_hash_for_an_algorithm_cannot_be_matched_with_an_empty_one() {
+    let mut server = server();
+    let challenge = first_challenge(&mut server, T0);
+    let md5_only = |user: &str| {
+        lookup(user).map(|c| StoredCredentials { ha1_sha256: String::new(), ..c })
+    };
+    // What anyone can compute: the SHA-256 digest over an empty HA1.
+    let mut request = register();
+    let forged = ClientSecret::Ha1 { md5: None, sha256: Some(String::new()) };
+    authorize_request(&mut request, &challenge, "5001", &forged, 1, "c1").unwrap();
+    assert!(request.to_string().contains("algorithm=SHA-256"));
+    let verdict = server.verify_request(&request, T0 + 10, md5_only);
+    assert!(matches!(verdict, Verdict::Forbidden { .. }), "{verdict:?}");
+    // The algorithm the agent has still works.
+    let mut request = register();
+    let md5 = ClientSecret::Ha1 { md5: Some(crate::sip::digest::ha1(Algorithm::Md5, "5001", REALM, "pass5001")), sha256: None };
+    authorize_request(&mut request, &challenge, "5001", &md5, 2, "c2").unwrap();
+    assert_eq!(server.verify_request(&request, T0 + 20, md5_only), Verdict::Authenticated { user: "5001".into() });
+}
