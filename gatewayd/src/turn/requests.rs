@@ -209,10 +209,16 @@ impl<R, C: Clone> Server<R, C> {
         if self.slots.len() >= limits.max_allocations {
             return self.refuse_allocate(AllocRefusal::Capacity, txid, 508, "Insufficient Capacity", &key);
         }
-        if self.per_user.get(&username).copied().unwrap_or(0) >= limits.per_user {
+        // Quota abuse goes to the guard like auth failures: a leaked credential or a flood from
+        // one source ends in a ban, not in an allocation table full of it.
+        let held = self.per_user.get(&username).copied().unwrap_or(0);
+        if held >= limits.per_user {
+            self.report(client.addr.ip(), FailureKind::RateLimited, format!("TURN allocation quota: {held} allocations for one user"));
             return self.refuse_allocate(AllocRefusal::UserQuota, txid, 486, "Allocation Quota Reached", &key);
         }
-        if self.per_source.get(&client.addr.ip()).copied().unwrap_or(0) >= limits.per_source {
+        let held = self.per_source.get(&client.addr.ip()).copied().unwrap_or(0);
+        if held >= limits.per_source {
+            self.report(client.addr.ip(), FailureKind::RateLimited, format!("TURN allocation quota: {held} allocations from this source"));
             return self.refuse_allocate(AllocRefusal::SourceQuota, txid, 486, "Allocation Quota Reached", &key);
         }
         let lifetime = self.granted_lifetime(msg.attribute::<Lifetime>().ok().map(|l| l.seconds()));

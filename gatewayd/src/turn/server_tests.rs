@@ -255,6 +255,8 @@ fn quotas_per_user_are_enforced() {
             assert_eq!(code(&msg), 486);
         }
     }
+    let events = h.events();
+    assert!(matches!(&events[..], [Event::Report(r)] if r.kind == FailureKind::RateLimited), "quota abuse reaches the guard: {events:?}");
 }
 
 #[test]
