@@ -22,6 +22,9 @@ use crate::profile::{LoadedProfile, PortRange};
 /// Largest datagram or stream frame: a STUN message or ChannelData with a 64 KiB payload.
 pub(super) const MAX_MESSAGE: usize = 65_535 + 20;
 
+/// Largest datagram relayed from a peer (media fits an Ethernet MTU; larger ones are dropped).
+const PEER_DATAGRAM: usize = 4096;
+
 /// How a reply or relayed packet reaches a client.
 #[derive(Clone)]
 pub(super) enum Sink {
@@ -180,9 +183,14 @@ fn bind_relay(ip: IpAddr, range: PortRange, even: bool, reserve: bool) -> std::i
 
 /// Datagrams from peers to one relayed address, until the allocation ends (aborted).
 async fn relay_loop(inner: Arc<Inner>, relay: SocketAddr, sock: Arc<UdpSocket>) {
-    let mut buf = vec![0u8; MAX_MESSAGE];
+    // One buffer per relayed socket: small, so thousands of allocations cost little memory.
+    let mut buf = vec![0u8; PEER_DATAGRAM];
     loop {
         let Ok((n, peer)) = sock.recv_from(&mut buf).await else { continue };
+        if n == buf.len() {
+            // Possibly truncated, and no media datagram is this large: dropped.
+            continue;
+        }
         let now = now();
         let core = &mut *inner.core();
         if let Some((sink, to, framed)) = core.peer_data(now, relay, peer, &buf[..n]) {

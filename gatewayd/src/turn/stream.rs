@@ -77,8 +77,16 @@ pub(super) async fn accept(inner: Arc<Inner>, listener: TcpListener, local: Sock
                         let config = inner.tls.borrow().clone();
                         match tokio::time::timeout(HANDSHAKE_TIMEOUT, TlsAcceptor::from(config).accept(tcp)).await {
                             Ok(Ok(tls)) => serve(inner, tls, Bytes::new(), peer, local, Transport::Tls).await,
-                            Ok(Err(e)) => tracing::debug!(error = %e, %peer, "turn: TLS handshake failed"),
-                            Err(_) => tracing::debug!(%peer, "turn: TLS handshake timed out"),
+                            Ok(Err(e)) => {
+                                tracing::debug!(error = %e, %peer, "turn: TLS handshake failed");
+                                // Bad TLS counts against the source as on the HTTPS listener.
+                                if let Some(detail) = crate::web::handshake_failure(&e) {
+                                    inner.report(Report { ip: crate::guard::canonical(peer.ip()), kind: FailureKind::TlsHandshake, detail });
+                                }
+                            }
+                            Err(_) => {
+                                inner.report(Report { ip: crate::guard::canonical(peer.ip()), kind: FailureKind::TlsHandshake, detail: "TURN TLS handshake timed out".into() });
+                            }
                         }
                     } else {
                         serve(inner, tcp, Bytes::new(), peer, local, Transport::Tcp).await;

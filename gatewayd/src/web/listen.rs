@@ -223,7 +223,7 @@ where
 /// Whether a failed handshake counts against the source. A peer that connects and goes away, or
 /// that tells us with an alert it does not trust our certificate (browsers facing the lab's
 /// self-signed one do, several times per page), did nothing hostile; one that speaks bad TLS did.
-fn handshake_failure(e: &std::io::Error) -> Option<String> {
+pub(crate) fn handshake_failure(e: &std::io::Error) -> Option<String> {
     if e.kind() != std::io::ErrorKind::InvalidData {
         return None;
     }

@@ -37,6 +37,7 @@ use crate::guard::Report;
 use crate::profile::{FailureKind, LoadedProfile};
 
 pub use handoff::{Prefixed, TlsConnection, TurnHandoff};
+pub(crate) use listen::handshake_failure;
 pub use origin::{parse_host, Origin, OriginPolicy, OriginRefusal};
 pub use redirect::HTTP01_DIR;
 pub use settings::{leaf_sha256, Settings, SettingsError, ACME_DIR, ALPN};
