@@ -21,6 +21,8 @@ use crate::profile::FailureKind;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// A connection that says nothing this long is closed (allocations refresh well within it).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+/// Bytes gathered into one write toward a stream client.
+const WRITE_BATCH: usize = 16 * 1024;
 /// Frames queued toward one connection; beyond, media is dropped rather than buffered.
 const OUTGOING_QUEUE: usize = 512;
 
@@ -139,10 +141,20 @@ where
     let (mut reader, mut writer) = tokio::io::split(stream);
     let (tx, mut rx) = mpsc::channel::<Bytes>(OUTGOING_QUEUE);
     let write = tokio::spawn(async move {
+        // Frames queued meanwhile go out in one write: one TLS record and one syscall for many.
+        let mut batch = BytesMut::with_capacity(WRITE_BATCH);
         while let Some(frame) = rx.recv().await {
-            if writer.write_all(&frame).await.is_err() {
+            batch.extend_from_slice(&frame);
+            while batch.len() < WRITE_BATCH {
+                match rx.try_recv() {
+                    Ok(more) => batch.extend_from_slice(&more),
+                    Err(_) => break,
+                }
+            }
+            if writer.write_all(&batch).await.is_err() || writer.flush().await.is_err() {
                 break;
             }
+            batch.clear();
         }
         let _ = writer.shutdown().await;
     });
