@@ -34,7 +34,7 @@ schema:
     cargo run --quiet -- schema --markdown > docs/profile-reference.md
 
 # Every benchmark against its anchor (installed from Debian first); figures go to bench/RESULTS.md.
-bench: bench-setup bench-media bench-bans bench-calls
+bench: bench-setup bench-media bench-bans bench-calls bench-turn
 
 # The anchors: rtpengine, Kamailio, fail2ban, perf.
 bench-setup:
@@ -47,6 +47,10 @@ bench-media calls="500" seconds="30":
 # Call setups/s through the B2BUA, and through Kamailio as the anchor (MODE: signalling or media).
 bench-calls rate="200" seconds="30" agents="500" mode="signalling":
     bench/calls/run.sh {{rate}} {{seconds}} {{agents}} {{mode}}
+
+# TURN relay against coturn: ALLOCATIONS allocations at 50 packets/s each way for SECONDS (TRANSPORT=tcp for TCP).
+bench-turn allocations="500" seconds="30":
+    bench/turn/run.sh {{allocations}} {{seconds}}
 
 # Time from the Nth failure to the first dropped packet, against fail2ban (root, netns).
 bench-bans:

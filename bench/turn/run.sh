@@ -13,7 +13,8 @@
 #   TARGETS="coturn gatewayd"   COTURN_THREADS=N (coturn's relay-threads; default: one per CPU)
 #   RECORD=1            append the entry to bench/RESULTS.md once both servers ran;
 #                       RECORD=baseline also records coturn alone when gatewayd fails; 0 never
-#   GATEWAYD=path       another gatewayd build (then nothing is built)
+#   GATEWAYD=path       another gatewayd build (then nothing is built); GATEWAYD_REV=label
+#                       names the commit it was built from in the entry
 #
 # Each run's files (configs, logs, one JSON result per server, the entry) land in
 # bench/out/turn/<stamp>/. Exit status: 0 when every target ran, 1 otherwise.
@@ -44,6 +45,7 @@ GATEWAYD=${GATEWAYD:-$ROOT/target/release/gatewayd}
 BIN=$ROOT/target/bench-turn/release
 COMMIT=$(git -C "$ROOT" rev-parse --short HEAD)
 git -C "$ROOT" diff --quiet HEAD -- bench/turn gatewayd 2> /dev/null || COMMIT="$COMMIT-dirty"
+COMMIT=${GATEWAYD_REV:-$COMMIT}
 # shellcheck source=../lib.sh
 . "$HERE/../lib.sh"
 listening_udp() { ss -Hlnu "sport = :$1" | grep -q .; }
