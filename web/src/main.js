@@ -4,6 +4,8 @@
 
 import { Phone } from './phone.js';
 import { listAudioDevices, canPickOutput } from './media.js';
+import { NetworkCheck } from './netcheck.js';
+import { bindNetworkCheck } from './netcheck-view.js';
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
@@ -93,7 +95,7 @@ function render(phone) {
 }
 
 // Read-only view for automated tests: state without scraping text.
-function exposeTestHook(phone) {
+function exposeTestHook(phone, check) {
   const copy = (v) => (v ? { ...v } : null);
   const hook = Object.freeze({
     get registrationState() { return phone.state.registration; },
@@ -137,6 +139,8 @@ function exposeTestHook(phone) {
       const c = pc.getConfiguration();
       return { iceTransportPolicy: c.iceTransportPolicy, iceServers: (c.iceServers || []).map((s) => ({ urls: [].concat(s.urls), username: s.username })) };
     },
+    // The last network check: {state, wss, turn: {udp, tcp, tls}, turnUris, echo, mos, verdict}.
+    get networkCheck() { return check.snapshot(); },
   });
   Object.defineProperty(window, 'gatewaydPhone', { value: hook, enumerable: true });
 }
@@ -260,7 +264,9 @@ async function main() {
   });
   phone.addEventListener('change', () => render(phone));
   bind(phone);
-  exposeTestHook(phone);
+  const check = new NetworkCheck(phone);
+  bindNetworkCheck(check, phone);
+  exposeTestHook(phone, check);
   render(phone);
   // Device labels are only visible once the microphone has been granted: list again then.
   let labelled = false;
