@@ -396,7 +396,8 @@ export class NetworkCheck extends EventTarget {
     const targets = turnTargets(this.phone.currentIceServers());
     let fallback = null;
     if (!targets.length && turn && turn.state !== 'unavailable') {
-      fallback = { state: 'no credentials', error: turn.error || `credentials ${turn.state}` };
+      const why = { none: 'asked for once registered', fetching: 'still being fetched', refreshing: 'being fetched again', ready: 'expired' };
+      fallback = { state: 'no credentials', error: turn.error || why[turn.state] || turn.state };
     }
     const results = targets.map((t) => ({ uri: t.uri, transport: t.transport, state: 'checking', ms: null, error: '', relayProtocol: null }));
     const publish = () => this.update({ turnUris: results.map((r) => ({ ...r })), turn: summarizeTransports(results, fallback) });
