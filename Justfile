@@ -63,3 +63,13 @@ image:
 # Build the appliance image, boot it in qemu and check it (image/test/run).
 image-test: image
     image/test/run
+
+# Every fuzz target for SECONDS each with libFuzzer (cargo-fuzz, installed when missing), one
+# after the other; crashes go to fuzz/artifacts/, the figures to fuzz/last-run.txt.
+fuzz seconds="600" *targets="":
+    fuzz/run {{seconds}} {{targets}}
+
+# The short fuzz run CI does (within `just test`): each target as a bolero property test,
+# its seeds and a few hundred mutations of them, about a second in all.
+fuzz-smoke:
+    cargo test -p gatewayd --lib fuzz::

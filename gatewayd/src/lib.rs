@@ -4,6 +4,8 @@
 pub mod call;
 pub mod daemon;
 pub mod firewall;
+#[cfg(any(test, feature = "fuzz"))]
+pub mod fuzz;
 pub mod guard;
 pub mod media;
 pub mod observe;

@@ -8,18 +8,18 @@
 //! bounded command queue. It must not touch SIP, the firewall or the profile file.
 
 mod api;
-mod browser;
-mod call;
+pub(crate) mod browser;
+pub(crate) mod call;
 mod cert;
 mod config;
 mod driver;
 mod dtls;
 mod error;
-mod internal;
+pub(crate) mod internal;
 mod ports;
 mod rtcp;
 mod rtp;
-mod sdp_plain;
+pub(crate) mod sdp_plain;
 mod stats;
 
 pub use api::{CallMedia, EchoCall, EngineStatus, MediaEngine, MediaEvent, Side};

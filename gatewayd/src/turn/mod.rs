@@ -6,7 +6,7 @@
 //! events (guard reports, allocation records) come out. `driver` owns the sockets. The core
 //! never touches a socket, a clock or the profile file; the driver never parses STUN.
 
-mod allocation;
+pub(crate) mod allocation;
 mod auth;
 pub mod credentials;
 mod driver;
@@ -17,7 +17,7 @@ mod requests;
 pub mod server;
 #[cfg(test)]
 mod server_tests;
-mod stream;
+pub(crate) mod stream;
 
 pub use driver::{shared_tls, start, TurnHandle};
 pub use stream::starts_turn;
