@@ -168,7 +168,8 @@ const NAMES = { udp: 'UDP', tcp: 'TCP', tls: 'TLS' };
 /**
  * One line for the agent, and a grade: which part failed, and whose side it is likely on.
  */
-export function verdict({ wss, turn, echo }) {
+export function verdict({ wss, turn, echo, error = '' }) {
+  if (error) return { grade: 'poor', text: `The check could not finish (${error}): run it again, or call support.` };
   if (wss.state === 'unreachable') {
     return { grade: 'poor', text: 'The gateway cannot be reached from this network: check your connection (or VPN, proxy), then call support if it persists.' };
   }
@@ -208,6 +209,7 @@ const idleResult = () => ({
   echo: { state: 'pending', number: '', samples: 0, error: '', r: null, mos: null, grade: null },
   mos: null,
   verdict: null,
+  error: '',
 });
 
 /**
@@ -254,6 +256,9 @@ export class NetworkCheck extends EventTarget {
         await this.checkWss();
         await this.checkTurn();
         await this.checkEcho();
+      } catch (err) {
+        // A step that breaks ends the check with what is known, never an unhandled rejection.
+        this.result.error = err.message || String(err);
       } finally {
         this.result.verdict = verdict(this.result);
         this.running = null;

@@ -379,3 +379,17 @@ test('NetworkCheck: a gateway without TURN offers no transport, and an echo call
   assert.equal(r.mos, null);
   assert.equal(phone.inCall, false);
 });
+
+test('NetworkCheck: a step that throws ends the check with the error, not a rejection', async () => {
+  FakeSocket.refuse = false;
+  const phone = new FakePhone();
+  phone.currentIceServers = () => {
+    throw new Error('boom');
+  };
+  phone.login();
+  const r = await new NetworkCheck(phone, { Peer: fakePeer(() => {}).FakePeer, Socket: FakeSocket }).run();
+  assert.equal(r.state, 'done');
+  assert.equal(r.error, 'boom');
+  assert.equal(r.echo.state, 'pending');
+  assert.deepEqual(r.verdict, { grade: 'poor', text: 'The check could not finish (boom): run it again, or call support.' });
+});
