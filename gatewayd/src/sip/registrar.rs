@@ -5,6 +5,11 @@
 //! to echo it back. Bindings end when they expire, when the agent unregisters, when the
 //! connection closes, or when another connection takes the DN over (per `DuplicatePolicy`).
 //! Authentication happens before: `handle_register` is told who the caller proved to be.
+//!
+//! A REGISTER without Contact is a query (RFC 3261 section 10.2.3): the 200 lists the DN's
+//! bindings, from every connection, each with its remaining `expires`. `Contact: *` with
+//! `Expires: 0` removes them all; `*` with any other expiry or beside another Contact is 400
+//! (section 10.3 step 6).
 
 use crate::sip::headers::{
     header_param, name_addr_uri, split_header_list, split_header_params, split_outside_quotes,
@@ -95,8 +100,6 @@ pub enum RegisterError {
     BadTo,
     #[error("registering {aor} is not allowed for {user}")]
     NotYourAor { aor: String, user: String },
-    #[error("missing Contact header")]
-    MissingContact,
     #[error("unreadable expires value {0}")]
     BadExpires(String),
     #[error("Contact: * needs Expires: 0 and no other contact")]
@@ -113,7 +116,6 @@ impl RegisterError {
     pub fn status_code(&self) -> u16 {
         match self {
             RegisterError::BadTo
-            | RegisterError::MissingContact
             | RegisterError::BadExpires(_)
             | RegisterError::BadWildcard => 400,
             RegisterError::NotYourAor { .. } | RegisterError::RegisteredElsewhere => 403,
@@ -165,7 +167,8 @@ impl Registrar {
     }
 
     /// Handles an authenticated REGISTER from `conn`. `user` is the DN the credentials proved;
-    /// the To URI must name it. Returns the response to send (200, or the refusal).
+    /// the To URI must name it. Returns the response to send: 200 listing the DN's bindings
+    /// as they are now (after the change, or unchanged for a query), or the refusal.
     pub fn handle_register(
         &mut self,
         request: &Request,
@@ -225,7 +228,8 @@ impl Registrar {
             .map(str::to_owned)
             .collect();
         if contacts.is_empty() {
-            return Err(RegisterError::MissingContact);
+            // A query: the response lists the bindings, nothing changes (so no order check).
+            return Ok(dn);
         }
         if contacts.iter().any(|c| c == "*") {
             if contacts.len() != 1 || parse_expires(request_expires.as_deref())? != Some(0) {

@@ -141,13 +141,43 @@ fn bad_requests_are_refused_with_a_named_reason() {
             response.status_code
         );
     }
-    let mut no_contact = register("5001", "<sip:a@h.invalid>", None, 1);
-    no_contact
-        .headers
-        .retain(|h| !matches!(h, Header::Contact(_)));
-    let response = registrar.handle_register(&no_contact, "5001", A, now, "t");
-    assert_eq!(response.status_code.code(), 400);
     assert!(registrar.is_empty());
+}
+
+fn query(dn: &str, cseq: u32) -> Request {
+    let mut request = register(dn, "<sip:unused@h.invalid>", None, cseq);
+    request.headers.retain(|h| !matches!(h, Header::Contact(_)));
+    request
+}
+
+#[test]
+fn a_register_without_contact_lists_the_bindings_and_changes_nothing() {
+    let t0 = Instant::now();
+    let mut registrar = Registrar::new(RegistrarPolicy {
+        duplicate: DuplicatePolicy::Allow,
+        ..Default::default()
+    });
+    let r = registrar.handle_register(&query("5001", 1), "5001", A, t0, "t");
+    assert_eq!(r.status_code.code(), 200, "a query with no binding: {r}");
+    assert!(contacts(&r).is_empty());
+    assert!(registrar.is_empty());
+
+    registrar.handle_register(&register("5001", "<sip:a@h.invalid>", Some("600"), 2), "5001", A, t0, "t");
+    registrar.handle_register(&register("5001", "<sip:b@h.invalid>", Some("300"), 1), "5001", B, t0, "t");
+    events(&mut registrar);
+    // From either connection, and with a CSeq that would be out of order for an update.
+    let later = t0 + Duration::from_secs(100);
+    let r = registrar.handle_register(&query("5001", 1), "5001", A, later, "t");
+    assert_eq!(r.status_code.code(), 200);
+    assert_eq!(
+        contacts(&r),
+        vec!["<sip:a@h.invalid>;expires=500", "<sip:b@h.invalid>;expires=200"]
+    );
+    assert!(events(&mut registrar).is_empty(), "a query changes no binding");
+    assert_eq!(registrar.len(), 2);
+    // A query is still for the DN the credentials proved.
+    let r = registrar.handle_register(&query("5002", 1), "5001", A, later, "t");
+    assert_eq!(r.status_code.code(), 403);
 }
 
 #[test]
@@ -198,8 +228,13 @@ fn expires_zero_and_wildcard_unbind() {
     registrar.handle_register(&register("5001", CONTACT, None, 4), "5001", A, now, "t");
     registrar.handle_register(&register("5001", CONTACT, None, 1), "5001", B, now, "t");
     events(&mut registrar);
-    let r = registrar.handle_register(&register("5001", "*", Some("0"), 5), "5001", A, now, "t");
+    // `*` with another expiry leaves both bindings alone.
+    let r = registrar.handle_register(&register("5001", "*", Some("60"), 5), "5001", A, now, "t");
+    assert_eq!(r.status_code.code(), 400);
+    assert_eq!(registrar.len(), 2);
+    let r = registrar.handle_register(&register("5001", "*", Some("0"), 6), "5001", A, now, "t");
     assert_eq!(r.status_code.code(), 200);
+    assert!(contacts(&r).is_empty(), "{r}");
     assert!(registrar.is_empty());
     let ended = events(&mut registrar);
     assert_eq!(ended.len(), 2);
