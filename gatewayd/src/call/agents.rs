@@ -1,9 +1,11 @@
 //! The agent edge, sans-IO: what arrives on an agent's WebSocket (RFC 7118) before call control
-//! sees it. Keepalives, parsing (400 and the connection lives; garbage closes it after a bounded
-//! number of tries), OPTIONS to the gateway, digest authentication and the registrar.
-//! Requests that belong to calls leave as `EdgeOutput::Request`, authenticated.
+//! sees it. Keepalives, `conformance::screen` (a refused request is answered and the connection
+//! lives; what cannot be answered closes it after a bounded number of tries), OPTIONS to the
+//! gateway, digest authentication and the registrar. Requests that belong to calls leave as
+//! `EdgeOutput::Request`, authenticated. Rejections are counted per source in a `RejectLog`,
+//! whose summaries the driver logs (`poll_summary`) instead of a line per message.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
@@ -11,12 +13,16 @@ use rand::Rng;
 use rsip::{Method, Request, SipMessage};
 
 use crate::profile::{FailureKind, LoadedProfile};
-use crate::sip::digest::{Algorithm, DigestConfig, DigestServer, StoredCredentials, Verdict};
+use crate::sip::conformance::{refusal_for, screen, Rejection};
+use crate::sip::digest::{Algorithm, DigestConfig, DigestServer, FailureReason, StoredCredentials, Verdict};
 use crate::sip::framing::{classify_frame, Frame, PONG};
-use crate::sip::message::{self, bad_request_for, new_tag, response_to};
+use crate::sip::message::{new_tag, response_to};
 use crate::sip::registrar::{ConnId, DuplicatePolicy, Registrar, RegistrarEvent, RegistrarPolicy};
+use crate::sip::rejects::{RejectLog, Summary};
 
-/// Unparsable messages tolerated on one connection before it is closed.
+/// Messages that could not be answered (no request, no readable Via) tolerated on one connection
+/// before it is closed. Refused requests that were answered do not count: the sender was told
+/// what is wrong, and floods are the rate limiter's and the ban engine's business.
 pub const MAX_MALFORMED_PER_CONNECTION: u32 = 5;
 
 /// What the edge needs from the profile.
@@ -86,7 +92,8 @@ pub enum EdgeOutput {
     Send { conn: ConnId, text: String },
     /// Close the connection.
     Close { conn: ConnId, reason: &'static str },
-    /// A failure for the ban engine.
+    /// A failure for the ban engine (not to be logged one by one: the edge's `RejectLog`
+    /// summarises them).
     Failure { ip: IpAddr, kind: FailureKind, detail: String },
     /// A binding changed.
     Registration(RegistrarEvent),
@@ -99,6 +106,7 @@ pub enum EdgeOutput {
 
 struct Connection {
     peer: SocketAddr,
+    /// Messages that could not be answered.
     malformed: u32,
     /// The DN this connection proved with digest authentication.
     user: Option<String>,
@@ -111,13 +119,15 @@ pub struct AgentEdge {
     registrar: Registrar,
     connections: HashMap<ConnId, Connection>,
     out: Vec<EdgeOutput>,
+    rejects: RejectLog,
+    summaries: VecDeque<Summary>,
 }
 
 impl AgentEdge {
     pub fn new(config: EdgeConfig, digest_secret: Vec<u8>) -> Self {
         let digest = DigestServer::new(digest_config(&config, digest_secret));
         let registrar = Registrar::new(config.registrar.clone());
-        AgentEdge { config, digest, registrar, connections: HashMap::new(), out: Vec::new() }
+        AgentEdge { config, digest, registrar, connections: HashMap::new(), out: Vec::new(), rejects: RejectLog::default(), summaries: VecDeque::new() }
     }
 
     /// A new profile: credentials and policies change; bindings and connections stay.
@@ -146,13 +156,19 @@ impl AgentEdge {
 
     /// When `handle_timeout` next has work.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.registrar.poll_timeout()
+        [self.registrar.poll_timeout(), self.rejects.poll_timeout()].into_iter().flatten().min()
     }
 
     pub fn handle_timeout(&mut self, now: Instant) -> Vec<EdgeOutput> {
         self.registrar.handle_timeout(now);
         self.drain_registrar();
+        self.summaries.extend(self.rejects.handle_timeout(now));
         std::mem::take(&mut self.out)
+    }
+
+    /// The next summary of rejected input for the log.
+    pub fn poll_summary(&mut self) -> Option<Summary> {
+        self.summaries.pop_front()
     }
 
     /// One WebSocket text or binary frame from `conn`.
@@ -161,24 +177,37 @@ impl AgentEdge {
         match classify_frame(frame) {
             Frame::Ping => self.send(conn, String::from_utf8_lossy(PONG).into_owned()),
             Frame::Pong => {}
-            Frame::Message(bytes) => match message::parse(bytes) {
+            Frame::Message(bytes) => match screen(bytes) {
                 Ok(SipMessage::Request(request)) => self.request(conn, peer, request, now, now_ms, rng),
                 Ok(SipMessage::Response(response)) => self.out.push(EdgeOutput::Response { conn, response }),
-                Err(error) => self.malformed(conn, peer, bytes, &error, rng),
+                Err(rejection) => self.rejected(conn, peer, bytes, &rejection, now, rng),
             },
         }
         std::mem::take(&mut self.out)
     }
 
-    fn malformed(&mut self, conn: ConnId, peer: SocketAddr, bytes: &[u8], error: &message::ParseError, rng: &mut impl Rng) {
-        self.out.push(EdgeOutput::Failure { ip: peer.ip(), kind: FailureKind::MalformedSip, detail: error.to_string() });
-        if let Some(response) = bad_request_for(bytes, error, &new_tag(rng)) {
+    /// Answers a refused message when it can be answered; counts it for the log, and for the
+    /// ban engine when it was malformed.
+    fn rejected(&mut self, conn: ConnId, peer: SocketAddr, bytes: &[u8], rejection: &Rejection, now: Instant, rng: &mut impl Rng) {
+        tracing::debug!(conn = conn.0, source = %peer, reason = %rejection, "SIP from agent refused");
+        self.count(peer.ip(), rejection.reason(), now);
+        if rejection.is_malformed() {
+            self.out.push(EdgeOutput::Failure { ip: peer.ip(), kind: FailureKind::MalformedSip, detail: rejection.to_string() });
+        }
+        if let Some(response) = refusal_for(bytes, rejection, &new_tag(rng)) {
             self.send(conn, response.to_string());
+            return;
         }
         let Some(c) = self.connections.get_mut(&conn) else { return };
         c.malformed += 1;
         if c.malformed >= MAX_MALFORMED_PER_CONNECTION {
             self.out.push(EdgeOutput::Close { conn, reason: "too many malformed messages" });
+        }
+    }
+
+    fn count(&mut self, ip: IpAddr, reason: &'static str, now: Instant) {
+        if let Some(first) = self.rejects.record(ip, reason, now) {
+            self.summaries.push_back(first);
         }
     }
 
@@ -191,7 +220,7 @@ impl AgentEdge {
                 self.send(conn, r.to_string());
             }
             Method::Register => {
-                let Some(user) = self.authenticate(conn, peer, &request, now_ms, rng) else { return };
+                let Some(user) = self.authenticate(conn, peer, &request, now, now_ms, rng) else { return };
                 let response = self.registrar.handle_register(&request, &user, conn, now, &new_tag(rng));
                 self.send(conn, response.to_string());
                 self.drain_registrar();
@@ -207,7 +236,7 @@ impl AgentEdge {
                 self.out.push(EdgeOutput::Request { conn, user, request });
             }
             Method::Invite | Method::Message | Method::Subscribe | Method::Options | Method::Refer | Method::Info | Method::Update | Method::Notify | Method::Bye | Method::PRack | Method::Publish => {
-                let Some(user) = self.authenticate(conn, peer, &request, now_ms, rng) else { return };
+                let Some(user) = self.authenticate(conn, peer, &request, now, now_ms, rng) else { return };
                 self.out.push(EdgeOutput::Request { conn, user: Some(user), request });
             }
         }
@@ -215,10 +244,12 @@ impl AgentEdge {
 
     /// Digest authentication; answers the challenge or refusal itself and returns the DN only
     /// when the request may proceed.
-    fn authenticate(&mut self, conn: ConnId, peer: SocketAddr, request: &Request, now_ms: u64, rng: &mut impl Rng) -> Option<String> {
+    fn authenticate(&mut self, conn: ConnId, peer: SocketAddr, request: &Request, now: Instant, now_ms: u64, rng: &mut impl Rng) -> Option<String> {
         let credentials = &self.config.credentials;
         let verdict = self.digest.verify_request(request, now_ms, |user| credentials.get(user).cloned());
         if let Some(failure) = verdict.failure() {
+            tracing::debug!(conn = conn.0, source = %peer, reason = ?failure.reason, user = %failure.user, "digest failure");
+            self.count(peer.ip(), digest_reason(failure.reason), now);
             self.out.push(EdgeOutput::Failure {
                 ip: peer.ip(),
                 kind: FailureKind::DigestFailure,
@@ -265,6 +296,18 @@ fn digest_config(config: &EdgeConfig, secret: Vec<u8>) -> DigestConfig {
     d
 }
 
+/// The label a digest failure is counted by.
+fn digest_reason(reason: FailureReason) -> &'static str {
+    match reason {
+        FailureReason::UnknownUser => "digest: unknown user",
+        FailureReason::WrongPassword => "digest: wrong password",
+        FailureReason::Replay => "digest: replayed nonce count",
+        FailureReason::MalformedCredentials => "digest: malformed credentials",
+        FailureReason::UnsupportedAlgorithm => "digest: unsupported algorithm",
+        FailureReason::UriMismatch => "digest: uri mismatch",
+    }
+}
+
 fn has_to_tag(request: &Request) -> bool {
     crate::sip::dialog::DialogId::of_request(request).is_some()
 }
@@ -273,6 +316,7 @@ fn has_to_tag(request: &Request) -> bool {
 mod tests {
     use super::*;
     use crate::sip::digest::{authorize_request, ClientSecret};
+    use crate::sip::message;
     use rand::SeedableRng;
 
     fn edge() -> AgentEdge {
@@ -363,14 +407,41 @@ mod tests {
     }
 
     #[test]
-    fn malformed_sip_gets_400_and_the_connection_lives_until_too_many() {
+    fn refused_requests_are_answered_and_the_connection_lives() {
         let mut e = edge();
         let mut rng = rng();
+        let now = Instant::now();
         let bad = "OPTIONS sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/WSS abc.invalid;branch=z9hG4bKb\r\nTo: <sip:a@b>\r\nFrom: <sip:a@b>;tag=1\r\nCall-ID: c\r\nCSeq: nonsense\r\n\r\n";
-        for i in 1..=MAX_MALFORMED_PER_CONNECTION {
-            let out = e.handle_frame(ConnId(1), bad.as_bytes(), Instant::now(), 0, &mut rng);
-            assert!(sent(&out).first().is_some_and(|t| t.starts_with("SIP/2.0 400")), "{out:?}");
+        for _ in 0..3 * MAX_MALFORMED_PER_CONNECTION {
+            let out = e.handle_frame(ConnId(1), bad.as_bytes(), now, 0, &mut rng);
+            assert!(sent(&out).first().is_some_and(|t| t.starts_with("SIP/2.0 400 Bad CSeq header\r\n")), "{out:?}");
             assert!(out.iter().any(|o| matches!(o, EdgeOutput::Failure { kind: FailureKind::MalformedSip, .. })));
+            assert!(!out.iter().any(|o| matches!(o, EdgeOutput::Close { .. })));
+        }
+        // Well-formed but asking for what the gateway does not do: answered, not a failure.
+        let require = register(1).replace("Expires: 600", "Require: 100rel, timer");
+        let out = e.handle_frame(ConnId(1), require.as_bytes(), now, 0, &mut rng);
+        assert!(sent(&out)[0].starts_with("SIP/2.0 420 Bad Extension\r\n"), "{out:?}");
+        assert!(sent(&out)[0].contains("\r\nUnsupported: 100rel\r\n"), "{out:?}");
+        assert!(!out.iter().any(|o| matches!(o, EdgeOutput::Failure { .. })));
+        // One summary line so far, for the first; the rest come after the interval.
+        let first = e.poll_summary().expect("the first rejection is told at once");
+        assert_eq!((first.total, first.counts.clone()), (1, vec![("Bad CSeq header", 1)]));
+        assert_eq!(e.poll_summary(), None);
+        let at = e.poll_timeout().expect("a summary is due");
+        e.handle_timeout(at);
+        let next = e.poll_summary().expect("the counts since");
+        assert_eq!(next.counts, vec![("Bad CSeq header", 3 * MAX_MALFORMED_PER_CONNECTION as u64 - 1), ("Bad Extension", 1)]);
+    }
+
+    #[test]
+    fn what_cannot_be_answered_closes_the_connection_after_a_few() {
+        let mut e = edge();
+        let mut rng = rng();
+        let no_via = "OPTIONS sip:127.0.0.1 SIP/2.0\r\nTo: <sip:a@b>\r\nFrom: <sip:a@b>;tag=1\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\n\r\n";
+        for i in 1..=MAX_MALFORMED_PER_CONNECTION {
+            let out = e.handle_frame(ConnId(1), no_via.as_bytes(), Instant::now(), 0, &mut rng);
+            assert!(sent(&out).is_empty(), "{out:?}");
             let closed = out.iter().any(|o| matches!(o, EdgeOutput::Close { .. }));
             assert_eq!(closed, i == MAX_MALFORMED_PER_CONNECTION);
         }

@@ -55,8 +55,9 @@ pub struct InviteSpec<'a> {
 /// A new INVITE (new Call-ID, From tag, branch). Returns it with its From tag.
 pub fn invite(spec: &InviteSpec<'_>, rng: &mut impl Rng) -> (Request, String) {
     let tag = new_tag(rng);
+    // Supported names only what we implement, as `sip::conformance::SUPPORTED` does for Require.
     let mut text = format!(
-        "INVITE {} SIP/2.0\r\nVia: SIP/2.0/{} {};branch={}{}\r\nMax-Forwards: {}\r\nFrom: {};tag={tag}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: 1 INVITE\r\nContact: {}\r\nAllow: {ALLOW}\r\nSupported: replaces, timer\r\nUser-Agent: gatewayd\r\n",
+        "INVITE {} SIP/2.0\r\nVia: SIP/2.0/{} {};branch={}{}\r\nMax-Forwards: {}\r\nFrom: {};tag={tag}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: 1 INVITE\r\nContact: {}\r\nAllow: {ALLOW}\r\nSupported: timer\r\nUser-Agent: gatewayd\r\n",
         spec.request_uri,
         spec.via_transport,
         spec.via_sent_by,

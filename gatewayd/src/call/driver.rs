@@ -110,6 +110,7 @@ pub async fn run<M: MediaControl>(task: CallTask<M>) {
                 state.limiter.prune(std::time::SystemTime::now());
                 let out = state.edge.handle_timeout(now);
                 state.apply(out);
+                state.log_rejections();
                 state.calls.handle_timeout(now, wall_ms(), &mut state.rng);
                 state.flush_calls();
             }
@@ -177,6 +178,7 @@ impl<M: MediaControl> Driver<M> {
                 }
                 let out = self.edge.handle_frame(conn, &data, Instant::now(), wall_ms(), &mut self.rng);
                 self.apply(out);
+                self.log_rejections();
             }
             WsEvent::Closed { id } => {
                 let conn = ConnId(id);
@@ -196,7 +198,7 @@ impl<M: MediaControl> Driver<M> {
                 EdgeOutput::Send { conn, text } => self.send(conn, Outgoing::Text(text)),
                 EdgeOutput::Close { conn, reason } => self.send(conn, Outgoing::Close(reason)),
                 EdgeOutput::Failure { ip, kind, detail } => {
-                    tracing::info!(source = %ip, kind = ?kind, detail = %detail, "failure");
+                    // Logged as the edge's summaries (`log_rejections`), not one by one.
                     // Never wait on the guard: a flood must not stall SIP.
                     let _ = self.failures.try_send(Report { ip, kind, detail });
                 }
@@ -223,6 +225,13 @@ impl<M: MediaControl> Driver<M> {
                     self.flush_calls();
                 }
             }
+        }
+    }
+
+    /// What the edge refused, as at most one line per source per interval.
+    fn log_rejections(&mut self) {
+        while let Some(s) = self.edge.poll_summary() {
+            log_summary("agents", &s);
         }
     }
 
@@ -299,6 +308,11 @@ impl<M: MediaControl> Driver<M> {
 fn first_line(bytes: &[u8]) -> String {
     let end = bytes.iter().position(|b| *b == b'\r' || *b == b'\n').unwrap_or(bytes.len()).min(200);
     String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
+/// One line for a source's rejected input since its last one (`side`: agents or internal).
+pub(crate) fn log_summary(side: &str, s: &crate::sip::rejects::Summary) {
+    tracing::info!(side, source = %s.source_text(), rejected = s.total, seconds = s.period.as_secs(), reasons = %s, "rejected SIP input");
 }
 
 fn log_registration(event: &RegistrarEvent) {

@@ -1,24 +1,67 @@
 //! The internal SIP transport driver: UDP sockets and TCP connections on the internal side only.
 //! Received messages go to call control through one bounded channel; call control's messages go
-//! out through `InternalSender`. Framing and parsing are the sans-IO `sip` helpers.
+//! out through `InternalSender`. Framing and `conformance::screen` are the sans-IO `sip` helpers:
+//! what they refuse is answered here, statelessly, and counted in one `RejectLog` for the side,
+//! whose summaries are the only log lines a flood of bad input produces.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 
 use crate::profile::{SipListen, Transport as ProfileTransport};
-use crate::sip::framing::{classify_frame, Frame, StreamFramer, StreamItem, PONG};
-use crate::sip::message::{self, bad_request_for};
+use crate::sip::conformance::{refusal_for, screen, Rejection};
+use crate::sip::framing::{classify_frame, Frame, FramingError, StreamFramer, StreamItem, PONG};
+use crate::sip::message::{new_tag, refusal};
+use crate::sip::rejects::RejectLog;
 use crate::sip::transaction::Transport;
 
 /// Largest SIP message accepted on the internal side.
 pub const MAX_MESSAGE: usize = 65_535;
 /// Frames queued toward one TCP connection.
 const TCP_QUEUE: usize = 256;
+/// How often the rejection summaries are looked at.
+const SUMMARY_TICK: Duration = Duration::from_secs(1);
+
+/// The internal side's rejection counts, shared by its socket tasks.
+#[derive(Clone, Default)]
+struct Rejects(Arc<Mutex<RejectLog>>);
+
+impl Rejects {
+    fn record(&self, source: IpAddr, reason: &'static str) {
+        let first = self.0.lock().expect("reject log").record(source, reason, Instant::now());
+        if let Some(s) = first {
+            super::driver::log_summary("internal", &s);
+        }
+    }
+
+    /// Logs the summaries that are due, until the process ends.
+    async fn flush(self) {
+        let mut tick = tokio::time::interval(SUMMARY_TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let due = self.0.lock().expect("reject log").handle_timeout(Instant::now());
+            for s in &due {
+                super::driver::log_summary("internal", s);
+            }
+        }
+    }
+}
+
+/// Checks one received message; what is refused gets its response (when one can be sent) in
+/// the returned bytes, and is counted.
+fn check(bytes: &[u8], source: SocketAddr, rejects: &Rejects) -> Result<rsip::SipMessage, Option<Vec<u8>>> {
+    screen(bytes).map_err(|rejection: Rejection| {
+        tracing::debug!(source = %source, reason = %rejection, "SIP from the internal side refused");
+        rejects.record(source.ip(), rejection.reason());
+        refusal_for(bytes, &rejection, &new_tag(&mut rand::rng())).map(|r| r.to_string().into_bytes())
+    })
+}
 
 /// A message from the SIP server side.
 #[derive(Debug)]
@@ -34,6 +77,7 @@ pub struct InternalSender {
     udp: Vec<Arc<UdpSocket>>,
     tcp: Arc<Mutex<HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>>>,
     inbound: mpsc::Sender<Inbound>,
+    rejects: Rejects,
 }
 
 impl InternalSender {
@@ -67,10 +111,10 @@ impl InternalSender {
         let (tx, rx) = mpsc::channel(TCP_QUEUE);
         let _ = tx.try_send(bytes);
         conns.insert(to, tx);
-        let (map, inbound) = (self.tcp.clone(), self.inbound.clone());
+        let (map, inbound, rejects) = (self.tcp.clone(), self.inbound.clone(), self.rejects.clone());
         tokio::spawn(async move {
             match TcpStream::connect(to).await {
-                Ok(stream) => serve_tcp(stream, to, rx, inbound).await,
+                Ok(stream) => serve_tcp(stream, to, rx, inbound, rejects).await,
                 Err(e) => tracing::warn!(to = %to, error = %e, "cannot connect to the SIP server over TCP"),
             }
             map.lock().expect("tcp map").remove(&to);
@@ -82,25 +126,27 @@ impl InternalSender {
 pub async fn bind(listen: &[SipListen], queue: usize) -> std::io::Result<(InternalSender, mpsc::Receiver<Inbound>)> {
     let (inbound_tx, inbound_rx) = mpsc::channel(queue);
     let tcp_conns: Arc<Mutex<HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>>> = Arc::default();
+    let rejects = Rejects::default();
+    tokio::spawn(rejects.clone().flush());
     let mut udp = Vec::new();
     for l in listen {
         match l.transport {
             ProfileTransport::Udp => {
                 let socket = Arc::new(UdpSocket::bind(l.address).await?);
                 udp.push(socket.clone());
-                tokio::spawn(serve_udp(socket, inbound_tx.clone()));
+                tokio::spawn(serve_udp(socket, inbound_tx.clone(), rejects.clone()));
             }
             ProfileTransport::Tcp => {
                 let listener = TcpListener::bind(l.address).await?;
-                let (conns, inbound) = (tcp_conns.clone(), inbound_tx.clone());
+                let (conns, inbound, rejects) = (tcp_conns.clone(), inbound_tx.clone(), rejects.clone());
                 tokio::spawn(async move {
                     loop {
                         let Ok((stream, peer)) = listener.accept().await else { continue };
                         let (tx, rx) = mpsc::channel(TCP_QUEUE);
                         conns.lock().expect("tcp map").insert(peer, tx);
-                        let (conns, inbound) = (conns.clone(), inbound.clone());
+                        let (conns, inbound, rejects) = (conns.clone(), inbound.clone(), rejects.clone());
                         tokio::spawn(async move {
-                            serve_tcp(stream, peer, rx, inbound).await;
+                            serve_tcp(stream, peer, rx, inbound, rejects).await;
                             conns.lock().expect("tcp map").remove(&peer);
                         });
                     }
@@ -108,10 +154,10 @@ pub async fn bind(listen: &[SipListen], queue: usize) -> std::io::Result<(Intern
             }
         }
     }
-    Ok((InternalSender { udp, tcp: tcp_conns, inbound: inbound_tx }, inbound_rx))
+    Ok((InternalSender { udp, tcp: tcp_conns, inbound: inbound_tx, rejects }, inbound_rx))
 }
 
-async fn serve_udp(socket: Arc<UdpSocket>, inbound: mpsc::Sender<Inbound>) {
+async fn serve_udp(socket: Arc<UdpSocket>, inbound: mpsc::Sender<Inbound>, rejects: Rejects) {
     let mut buf = vec![0u8; MAX_MESSAGE];
     loop {
         let (n, source) = match socket.recv_from(&mut buf).await {
@@ -127,24 +173,23 @@ async fn serve_udp(socket: Arc<UdpSocket>, inbound: mpsc::Sender<Inbound>) {
                 let _ = socket.try_send_to(PONG, source);
             }
             Frame::Pong => {}
-            Frame::Message(bytes) => match message::parse(bytes) {
+            Frame::Message(bytes) => match check(bytes, source, &rejects) {
                 Ok(message) => {
                     if inbound.try_send(Inbound { message, source, transport: Transport::Udp }).is_err() {
-                        tracing::warn!(source = %source, "call control is saturated; SIP datagram dropped");
+                        // Counted, not logged one by one: a flood is what fills the queue.
+                        rejects.record(source.ip(), "dropped: call control saturated");
                     }
                 }
-                Err(e) => {
-                    tracing::info!(source = %source, error = %e, "malformed SIP from the internal side");
-                    if let Some(r) = bad_request_for(bytes, &e, "gw400") {
-                        let _ = socket.try_send_to(r.to_string().as_bytes(), source);
-                    }
+                Err(Some(response)) => {
+                    let _ = socket.try_send_to(&response, source);
                 }
+                Err(None) => {}
             },
         }
     }
 }
 
-async fn serve_tcp(stream: TcpStream, peer: SocketAddr, mut outgoing: mpsc::Receiver<Vec<u8>>, inbound: mpsc::Sender<Inbound>) {
+async fn serve_tcp(stream: TcpStream, peer: SocketAddr, mut outgoing: mpsc::Receiver<Vec<u8>>, inbound: mpsc::Sender<Inbound>, rejects: Rejects) {
     let (mut reader, mut writer) = stream.into_split();
     let mut framer = StreamFramer::new(MAX_MESSAGE);
     let mut buf = vec![0u8; 16 * 1024];
@@ -152,33 +197,28 @@ async fn serve_tcp(stream: TcpStream, peer: SocketAddr, mut outgoing: mpsc::Rece
         tokio::select! {
             read = reader.read(&mut buf) => {
                 let n = match read { Ok(0) | Err(_) => return, Ok(n) => n };
-                if framer.push(&buf[..n]).is_err() {
-                    tracing::info!(peer = %peer, "SIP over TCP overflowed its buffer; closing");
-                    return;
+                if let Err(e) = framer.push(&buf[..n]) {
+                    return unframeable(&mut writer, &framer, &e, peer, &rejects).await;
                 }
                 loop {
                     match framer.next_item() {
-                        Ok(Some(StreamItem::Message(bytes))) => match message::parse(&bytes) {
+                        Ok(Some(StreamItem::Message(bytes))) => match check(&bytes, peer, &rejects) {
                             Ok(message) => {
                                 if inbound.send(Inbound { message, source: peer, transport: Transport::Tcp }).await.is_err() {
                                     return;
                                 }
                             }
-                            Err(e) => {
-                                if let Some(r) = bad_request_for(&bytes, &e, "gw400") {
-                                    let _ = writer.write_all(r.to_string().as_bytes()).await;
-                                }
+                            Err(Some(response)) => {
+                                let _ = writer.write_all(&response).await;
                             }
+                            Err(None) => {}
                         },
                         Ok(Some(StreamItem::Ping)) => {
                             let _ = writer.write_all(PONG).await;
                         }
                         Ok(Some(_)) => {}
                         Ok(None) => break,
-                        Err(e) => {
-                            tracing::info!(peer = %peer, error = %e, "unframeable SIP over TCP; closing");
-                            return;
-                        }
+                        Err(e) => return unframeable(&mut writer, &framer, &e, peer, &rejects).await,
                     }
                 }
             }
@@ -187,5 +227,22 @@ async fn serve_tcp(stream: TcpStream, peer: SocketAddr, mut outgoing: mpsc::Rece
                 None => return,
             },
         }
+    }
+}
+
+/// The stream cannot be cut into messages any more (RFC 3261 section 18.3: Content-Length is
+/// what delimits them): the request in the buffer, when there is one, is told why (400 for an
+/// unreadable Content-Length, 513 for too large), and the connection closes.
+async fn unframeable(writer: &mut tokio::net::tcp::OwnedWriteHalf, framer: &StreamFramer, error: &FramingError, peer: SocketAddr, rejects: &Rejects) {
+    let reason = match error {
+        FramingError::TooLarge { .. } => "Message Too Large",
+        FramingError::BadContentLength => "Bad Content-Length header",
+    };
+    tracing::debug!(peer = %peer, error = %error, "unframeable SIP over TCP; closing");
+    rejects.record(peer.ip(), reason);
+    let tag = new_tag(&mut rand::rng());
+    let response = refusal(framer.pending(), error.status_code(), reason, Vec::new(), &tag).map(|r| r.to_string());
+    if let Some(text) = response {
+        let _ = writer.write_all(text.as_bytes()).await;
     }
 }

@@ -90,6 +90,12 @@ impl StreamFramer {
         self.buffer.len()
     }
 
+    /// The bytes received but not yet returned: after a `FramingError`, the start of the message
+    /// that could not be framed, for the refusal a driver sends before closing.
+    pub fn pending(&self) -> &[u8] {
+        &self.buffer
+    }
+
     /// The next complete item, `Ok(None)` when more bytes are needed.
     pub fn next_item(&mut self) -> Result<Option<StreamItem>, FramingError> {
         if self.buffer.starts_with(PING) {

@@ -45,13 +45,44 @@ impl ParseError {
         }
     }
 
-    /// A reason phrase naming what is wrong, safe to put on a status line.
+    /// A reason phrase naming what is wrong (`Missing To header`, `Bad CSeq header`), safe to
+    /// put on a status line. Only what rsip could not read at all keeps its detail.
     pub fn reason_phrase(&self) -> String {
-        let text = match self {
-            ParseError::UnknownMethod(_) => format!("Not Implemented ({self})"),
-            _ => format!("Bad Request ({self})"),
-        };
-        sanitize_reason(&text)
+        match self {
+            ParseError::Syntax(detail) => sanitize_reason(&format!("Bad Request ({detail})")),
+            _ => self.reason().to_owned(),
+        }
+    }
+
+    /// The reason as a fixed label, for counting rejections by reason.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ParseError::Empty | ParseError::Syntax(_) => "Bad Request",
+            ParseError::UnknownMethod(_) => "Not Implemented",
+            ParseError::MissingHeader(name) => header_reason(name, true),
+            ParseError::InvalidHeader { name, .. } => header_reason(name, false),
+            ParseError::CSeqMethodMismatch { .. } => header_reason("CSeq", false),
+            ParseError::ShortBody { .. } => header_reason("Content-Length", false),
+        }
+    }
+}
+
+/// The headers `parse` insists on, with the reason phrases for a missing and a bad one.
+const CHECKED_HEADERS: [(&str, &str, &str); 7] = [
+    ("Via", "Missing Via header", "Bad Via header"),
+    ("From", "Missing From header", "Bad From header"),
+    ("To", "Missing To header", "Bad To header"),
+    ("Call-ID", "Missing Call-ID header", "Bad Call-ID header"),
+    ("CSeq", "Missing CSeq header", "Bad CSeq header"),
+    ("Max-Forwards", "Missing Max-Forwards header", "Bad Max-Forwards header"),
+    ("Content-Length", "Missing Content-Length header", "Bad Content-Length header"),
+];
+
+fn header_reason(name: &str, missing: bool) -> &'static str {
+    match CHECKED_HEADERS.iter().find(|(n, _, _)| *n == name) {
+        Some((_, m, _)) if missing => m,
+        Some((_, _, b)) => b,
+        None => "Bad Request",
     }
 }
 
@@ -169,6 +200,7 @@ fn validate(message: &mut SipMessage) -> Result<(), ParseError> {
         SipMessage::Request(r) => &r.headers,
         SipMessage::Response(r) => &r.headers,
     };
+    repeated_single_header(headers)?;
     match top_via(headers) {
         Ok(_) => {}
         Err(ViaError::Missing) => return Err(ParseError::MissingHeader("Via")),
@@ -200,9 +232,12 @@ fn validate(message: &mut SipMessage) -> Result<(), ParseError> {
             });
         }
         if let Ok(max_forwards) = request.max_forwards_header() {
-            max_forwards
-                .num()
-                .map_err(|_| invalid("Max-Forwards", max_forwards.value()))?;
+            // RFC 3261 section 20.22: an integer from 0 to 255.
+            let hops = max_forwards.value().trim();
+            let digits = !hops.is_empty() && hops.len() <= 3 && hops.bytes().all(|b| b.is_ascii_digit());
+            if !digits || hops.parse::<u8>().is_err() {
+                return Err(invalid("Max-Forwards", hops));
+            }
         }
     }
     let declared = content_length(message)?;
@@ -216,6 +251,29 @@ fn validate(message: &mut SipMessage) -> Result<(), ParseError> {
         }
         // Bytes past Content-Length are not part of this message (RFC 3261 section 18.3).
         body.truncate(declared);
+    }
+    Ok(())
+}
+
+/// To, From, Call-ID, CSeq, Max-Forwards and Content-Length take one value (RFC 3261 section
+/// 7.3.1): two of them leave it open which one the sender meant, so the message is refused.
+fn repeated_single_header(headers: &Headers) -> Result<(), ParseError> {
+    let mut seen = [0u8; 6];
+    for header in headers.iter() {
+        let slot = match header {
+            Header::To(_) => 0,
+            Header::From(_) => 1,
+            Header::CallId(_) => 2,
+            Header::CSeq(_) => 3,
+            Header::MaxForwards(_) => 4,
+            Header::ContentLength(_) => 5,
+            _ => continue,
+        };
+        seen[slot] += 1;
+        if seen[slot] > 1 {
+            let name = ["To", "From", "Call-ID", "CSeq", "Max-Forwards", "Content-Length"][slot];
+            return Err(invalid(name, "repeated"));
+        }
     }
     Ok(())
 }
@@ -349,7 +407,7 @@ pub fn decrement_max_forwards(request: &mut Request) -> Result<u32, MaxForwardsE
 }
 
 mod recover;
-pub use recover::{bad_request_for, RecoveredHeaders};
+pub use recover::{bad_request_for, refusal, RecoveredHeaders};
 
 #[cfg(test)]
 mod tests;

@@ -7,6 +7,9 @@
 //! - `message`: `parse` (typed `ParseError` with its status code), `bad_request_for` (the 400
 //!   or 501 that can still be sent for a broken request), `response_to`, branches, tags,
 //!   Call-IDs, Max-Forwards.
+//! - `conformance`: `screen` = SIP version (505), Request-URI scheme (416), `parse` (400/501),
+//!   Require (420) and Max-Forwards 0 (483), with `refusal_for` the response to each.
+//! - `rejects`: rejected input as one summary line per source per interval, counts by reason.
 //! - `headers`: readers for header values rsip keeps as text (Via, name-addr, parameters).
 //! - `digest`: `DigestServer` challenges and verifies against stored HA1 (`Verdict`, with an
 //!   `AuthFailure` for the ban engine); the client side answers upstream challenges.
@@ -14,20 +17,22 @@
 //! - `transaction`: the RFC 3261 transaction layer, bounded, one state machine for all.
 //! - `dialog`: dialog identity, route set and in-dialog requests.
 //!
-//! A driver's loop, per received frame: `framing` (keepalive?) -> `message::parse` (on error
-//! send `bad_request_for`) -> `TransactionLayer::receive` (on `Overloaded` send 503) -> drain
-//! `poll_output`: `Send` goes to the socket, `Event`s go to the TU (registrar, B2BUA), whose
-//! answers come back through `send_response`/`send_request`. Before sleeping, the driver waits
+//! A driver's loop, per received frame: `framing` (keepalive?) -> `conformance::screen` (on
+//! error send `refusal_for` and count it in `rejects`) -> `TransactionLayer::receive` (on
+//! `Overloaded` send 503) -> drain `poll_output`: `Send` goes to the socket, `Event`s go to the
+//! TU (registrar, B2BUA), whose answers come back through `send_response`/`send_request`. Before sleeping, the driver waits
 //! until the earliest `poll_timeout` of the cores and then calls their `handle_timeout`.
 //! Wall-clock milliseconds are passed to `digest` (nonces carry their issue time and outlive a
 //! restart when the secret is kept); everything else takes `Instant`.
 
+pub mod conformance;
 pub mod dialog;
 pub mod digest;
 pub mod framing;
 pub mod headers;
 pub mod message;
 pub mod registrar;
+pub mod rejects;
 pub mod transaction;
 
 #[cfg(test)]

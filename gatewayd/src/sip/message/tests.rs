@@ -79,11 +79,8 @@ fn refuses_a_cseq_naming_another_method() {
     let text = REGISTER.replace("CSeq: 1 REGISTER", "CSeq: 1 INVITE");
     let error = parse(text.as_bytes()).unwrap_err();
     assert!(matches!(error, ParseError::CSeqMethodMismatch { .. }));
-    assert!(
-        error.reason_phrase().contains("CSeq method INVITE"),
-        "{}",
-        error.reason_phrase()
-    );
+    assert_eq!(error.reason_phrase(), "Bad CSeq header");
+    assert!(error.to_string().contains("CSeq method INVITE"), "{error}");
 }
 
 #[test]
@@ -338,7 +335,7 @@ fn an_unknown_method_is_501_not_400() {
     assert!(
         response
             .to_string()
-            .starts_with("SIP/2.0 501 Not Implemented (method FOO not implemented)\r\n"),
+            .starts_with("SIP/2.0 501 Not Implemented\r\n"),
         "{response}"
     );
 }
