@@ -95,14 +95,6 @@ impl<'a> Input<'a> {
         from[usize::from(self.byte()) % from.len()]
     }
 
-    /// Bytes up to the next `sep` (not included) or the end.
-    pub(crate) fn until(&mut self, sep: u8) -> &'a [u8] {
-        let end = self.data.iter().position(|b| *b == sep).unwrap_or(self.data.len());
-        let (chunk, rest) = self.data.split_at(end);
-        self.data = rest.get(1..).unwrap_or_default();
-        chunk
-    }
-
     /// The rest of the input.
     pub(crate) fn rest(&mut self) -> &'a [u8] {
         std::mem::take(&mut self.data)
@@ -232,11 +224,10 @@ mod tests {
 
     #[test]
     fn input_reads_past_the_end_as_zero() {
-        let mut i = Input::new(b"ab\0cd");
-        assert_eq!(i.until(0), b"ab");
+        let mut i = Input::new(b"cd");
         assert_eq!(i.byte(), b'c');
         assert_eq!(i.rest(), b"d");
-        assert_eq!((i.byte(), i.u16(), i.until(0)), (0, 0, &b""[..]));
+        assert_eq!((i.byte(), i.u16(), i.rest()), (0, 0, &b""[..]));
         assert!(i.is_empty());
     }
 }
