@@ -231,10 +231,12 @@ pub struct TurnLimits {
     /// Allocations held by all clients together.
     #[serde(default = "default_max_allocations")]
     pub max_allocations: u32,
-    /// Allocations one username may hold (a browser uses one per transport it gathers over).
+    /// Allocations one username may hold. A browser takes one per TURN URI and local interface for
+    /// each call (three URIs on a laptop with Wi-Fi and a VPN: six), and the network check as many.
     #[serde(default = "default_allocations_per_user")]
     pub per_user: u32,
-    /// Allocations one source address may hold.
+    /// Allocations one source address may hold. An office puts all its agents behind one NAT
+    /// address: size this for the largest office (about six per agent on a call).
     #[serde(default = "default_allocations_per_source")]
     pub per_source: u32,
     /// Longest lifetime granted by one Allocate or Refresh.
@@ -265,10 +267,10 @@ fn default_max_allocations() -> u32 {
     4000
 }
 fn default_allocations_per_user() -> u32 {
-    8
+    24
 }
 fn default_allocations_per_source() -> u32 {
-    32
+    512
 }
 fn default_max_lifetime() -> Duration {
     Duration::secs(3600)
