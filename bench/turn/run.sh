@@ -10,7 +10,9 @@
 #   TRANSPORT=udp|tcp   client <-> server transport (relay side is always UDP)
 #   CHURN=N             N allocate/delete cycles after the relay phase (allocations/s, RSS after)
 #   WINDOW=64           allocations (and deletes, cycles) in flight at once
-#   TARGETS="coturn gatewayd"   COTURN_THREADS=N (coturn's relay-threads; default: one per CPU)
+#   TARGETS="coturn gatewayd"   COTURN_THREADS=N (coturn's relay-threads; default 1, the one
+#                       CPU it is pinned to, as gatewayd sizes its runtime; "default" leaves
+#                       coturn's own choice, one per CPU of the machine)
 #   RECORD=1            append the entry to bench/RESULTS.md once both servers ran;
 #                       RECORD=baseline also records coturn alone when gatewayd fails; 0 never
 #   GATEWAYD=path       another gatewayd build (then nothing is built); GATEWAYD_REV=label
@@ -25,6 +27,9 @@ TRANSPORT=${TRANSPORT:-udp}
 CHURN=${CHURN:-0}
 WINDOW=${WINDOW:-64}
 TARGETS=${TARGETS:-coturn gatewayd}
+# coturn sizes its relay threads by the machine's CPUs, gatewayd's runtime by the CPUs it may
+# run on; pinned to one CPU, coturn gets one relay thread too unless told otherwise.
+COTURN_THREADS=${COTURN_THREADS:-1}
 RECORD=${RECORD:-1}
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
@@ -108,7 +113,7 @@ log-file=$RUN/coturn.log
 simple-log
 no-stdout-log
 EOF
-  [ -n "${COTURN_THREADS:-}" ] && echo "relay-threads=$COTURN_THREADS" >> "$RUN/turnserver.conf"
+  [ "$COTURN_THREADS" = default ] || echo "relay-threads=$COTURN_THREADS" >> "$RUN/turnserver.conf"
   taskset -c 0 turnserver -c "$RUN/turnserver.conf" > "$RUN/coturn.stdout" 2>&1 &
   SERVER=$!; PIDS+=("$SERVER")
   wait_for 20 listening_udp "$COTURN_PORT" || { tail -n 20 "$RUN/coturn.log" "$RUN/coturn.stdout" >&2; stop "$SERVER"; return 1; }
@@ -177,7 +182,7 @@ for t in $TARGETS; do
 done
 
 COTURN_VERSION=$(turnserver --version 2> /dev/null | head -n1 || echo "?")
-THREADS="coturn relay-threads ${COTURN_THREADS:-default (one per CPU: $(nproc))}"
+THREADS="coturn relay-threads=$COTURN_THREADS$([ "$COTURN_THREADS" = default ] && echo " (its default: one per CPU of the machine, $(nproc))")"
 TCP_NOTE=""
 [ "$TRANSPORT" = tcp ] && TCP_NOTE=" Over TCP the client times receipts when it reads them (no kernel timestamps on streams)."
 HEADING="## $(date +%Y-%m-%d) — TURN relay against coturn (\`bench/turn/run.sh $ALLOCS $SECS\`, $TRANSPORT), commit $COMMIT"

@@ -29,6 +29,18 @@ pub fn schedstat(pid: &str) -> (u64, u64) {
     (run, wait)
 }
 
+/// Busy seconds of one CPU (everything but idle and I/O wait) from /proc/stat.
+pub fn cpu_busy_s(cpu: usize) -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let name = format!("cpu{cpu}");
+    let Some(line) = stat.lines().find(|l| l.split_whitespace().next() == Some(name.as_str())) else { return 0.0 };
+    let v: Vec<f64> = line.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+    let total: f64 = v.iter().take(8).sum();
+    // SAFETY: plain sysconf query.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    (total - v.get(3).unwrap_or(&0.0) - v.get(4).unwrap_or(&0.0)) / hz
+}
+
 pub fn threads(pid: &str) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/task")).map(|d| d.count()).unwrap_or(0)
 }

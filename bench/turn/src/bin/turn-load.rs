@@ -998,6 +998,9 @@ fn main() {
     let (mut cpu0, mut sched_w0, mut own0, mut t0) = (0.0, (0, 0), 0.0, 0);
     let (mut cpu1, mut sched_w1, mut own1, mut t1) = (0.0, (0, 0), 0.0, 0);
     let mut rss_loaded = 0;
+    // The server runs pinned to this CPU (run.sh): whatever else kept it busy competed with it.
+    let server_cpu: usize = std::env::var("TURN_SERVER_CPU").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
+    let (mut busy0, mut busy1) = (0.0, 0.0);
     let mut rss_peak = 0;
     let mut next_rss = w0;
     eprintln!("{}: {m} allocations x {} packets/s each way for {} s (+{} s warm-up)", cl.cfg.name, cl.cfg.pps, cl.cfg.secs, cl.cfg.warmup_s);
@@ -1005,6 +1008,7 @@ fn main() {
         let now = wall_ns();
         if !in_window && now >= w0 && t0 == 0 {
             (cpu0, _) = report::proc_stat(&pid);
+            busy0 = report::cpu_busy_s(server_cpu);
             sched_w0 = report::schedstat(&pid);
             (own0, _) = report::proc_stat(&own);
             t0 = wall_ns();
@@ -1014,6 +1018,7 @@ fn main() {
         }
         if in_window && now >= cl.w.end {
             (cpu1, rss_loaded) = report::proc_stat(&pid);
+            busy1 = report::cpu_busy_s(server_cpu);
             sched_w1 = report::schedstat(&pid);
             (own1, _) = report::proc_stat(&own);
             t1 = wall_ns();
@@ -1161,6 +1166,7 @@ fn main() {
         "cpu_ms_per_allocation_s": round(server_cpu_s * 1e3 / alloc_s, 5),
         "cpu_ms_per_allocation_s_schedstat": round((sched_w1.0 - sched_w0.0) as f64 / 1e6 / alloc_s, 5),
         "relayed_per_cpu_s": round(relayed as f64 / server_cpu_s.max(1e-9), 0),
+        "other_work_on_server_cpu_ms_per_s": round(((busy1 - busy0) - server_cpu_s).max(0.0) * 1e3 / window_s, 1),
         "server_runqueue_wait_ms": round((sched_w1.1 - sched_w0.1) as f64 / 1e6, 1),
         "rss_idle_kib": rss_idle, "rss_allocated_kib": rss_allocated, "rss_loaded_kib": rss_loaded, "rss_peak_kib": rss_peak,
         "rss_per_allocation_kib": round((rss_loaded as f64 - rss_idle as f64) / m as f64, 2),

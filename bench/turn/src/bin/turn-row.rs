@@ -107,6 +107,7 @@ fn main() {
     row("one way peer→client p50 / p99", lat(gv, "p2c"), lat(cv, "p2c"), ratio(n(gv, "p2c.ms.p99"), n(cv, "p2c.ms.p99")));
     let per_s = |v: Option<&Value>| v.and_then(|v| Some(num(v, "server_runqueue_wait_ms")? / num(v, "window_s")?));
     row("server threads runnable but waiting for CPU 0 (for each other or for other work), ms/s", fmt(per_s(gv), 1), fmt(per_s(cv), 1), String::new());
+    row("other work on CPU 0 during the window, ms/s (should be ~0)", fmt(n(gv, "other_work_on_server_cpu_ms_per_s"), 1), fmt(n(cv, "other_work_on_server_cpu_ms_per_s"), 1), String::new());
     row("server idle CPU, ms/s; threads", format!("{}; {}", fmt(n(gv, "server_idle_cpu_ms_per_s"), 2), s(gv, "server_threads")), format!("{}; {}", fmt(n(cv, "server_idle_cpu_ms_per_s"), 2), s(cv, "server_threads")), String::new());
     let client = |v: Option<&Value>| if v.is_none() { "—".into() } else { format!("{} % / {} ms", fmt(n(v, "client.cpu_pct"), 0), fmt(n(v, "client.send_lag_ms.p99"), 2)) };
     row("load client CPU / send lateness p99", client(gv), client(cv), String::new());
