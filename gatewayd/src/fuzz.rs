@@ -147,12 +147,20 @@ pub fn mutate(seeds: &[Vec<u8>], mutations: &[u8]) -> Vec<u8> {
     out
 }
 
-/// The seed files of a target in `fuzz/seeds/<target>/`.
-pub fn seeds(target: &str) -> Vec<Vec<u8>> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds").join(target);
+/// The input files of a target in `fuzz/<kind>/<target>/`: `seeds` (collected from the tests by
+/// `fuzz/collect-seeds`) or `regressions` (inputs that once failed, kept by hand).
+pub fn inputs(kind: &str, target: &str) -> Vec<Vec<u8>> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz").join(kind).join(target);
     let mut files: Vec<_> = std::fs::read_dir(&dir).map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect()).unwrap_or_default();
     files.sort();
     files.iter().filter_map(|p| std::fs::read(p).ok()).collect()
+}
+
+/// Seeds and regressions of a target.
+pub fn seeds(target: &str) -> Vec<Vec<u8>> {
+    let mut all = inputs("seeds", target);
+    all.extend(inputs("regressions", target));
+    all
 }
 
 #[cfg(test)]
@@ -220,6 +228,16 @@ mod tests {
     #[test]
     fn fuzz_guard() {
         run("guard");
+    }
+
+    /// Found by `sip_datagram` (fuzz/regressions/sip_datagram/status-000): `parse` accepts a
+    /// response whose status code is not three digits in 100-699 and rsip prints it back as
+    /// `SIP/2.0 0 ...`. RFC 3261 7.2 wants 3DIGIT; the transaction layer ignores the response.
+    #[test]
+    #[ignore = "sip::message::parse accepts status 000; see docs/security.md, Findings"]
+    fn a_status_code_outside_100_to_699_is_refused() {
+        let response = b"SIP/2.0 000 Zero\r\nVia: SIP/2.0/UDP 127.0.0.1:5080;branch=z9hG4bK1\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:c@d>;tag=2\r\nCall-ID: x\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
+        assert!(crate::sip::message::parse(response).is_err());
     }
 
     #[test]
