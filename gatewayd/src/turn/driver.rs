@@ -28,7 +28,8 @@ const PEER_DATAGRAM: usize = 4096;
 /// How a reply or relayed packet reaches a client.
 #[derive(Clone)]
 pub(super) enum Sink {
-    Udp(Arc<UdpSocket>),
+    /// The listener's socket, a plain nonblocking one for sending (see [`Relay`]).
+    Udp(Arc<std::net::UdpSocket>),
     Stream(mpsc::Sender<Bytes>),
 }
 
@@ -36,7 +37,7 @@ impl Sink {
     fn send(&self, to: SocketAddr, data: &[u8]) {
         match self {
             Sink::Udp(sock) => {
-                let _ = sock.try_send_to(data, to);
+                let _ = sock.send_to(data, to);
             }
             Sink::Stream(tx) => {
                 let _ = tx.try_send(Bytes::copy_from_slice(data));
@@ -45,7 +46,15 @@ impl Sink {
     }
 }
 
-pub(super) type Core = Server<Arc<UdpSocket>, Sink>;
+/// A relayed socket: received from by its task through tokio, sent on directly. A send is one
+/// nonblocking syscall that never depends on the reactor having seen the socket writable yet
+/// (a fresh socket's first packets would otherwise be dropped under load).
+pub(super) struct Relay {
+    send: std::net::UdpSocket,
+    recv: UdpSocket,
+}
+
+pub(super) type Core = Server<Arc<Relay>, Sink>;
 
 /// What every task of the TURN server shares.
 pub(super) struct Inner {
@@ -89,12 +98,12 @@ impl Inner {
             Output::Nothing => {}
             Output::Reply(bytes) => sink.send(client.addr, bytes),
             Output::ToPeer { relay, peer, data } => {
-                let _ = relay.try_send_to(data, peer);
+                let _ = relay.send.send_to(data, peer);
             }
             Output::OpenRelay { ip, even_port, reserve } => {
                 let range = *self.relay_ports.lock().unwrap_or_else(|e| e.into_inner());
                 let bound = bind_relay(ip, range, even_port || reserve, reserve);
-                let sockets: Vec<(SocketAddr, Arc<UdpSocket>)> = match &bound {
+                let sockets: Vec<(SocketAddr, Arc<Relay>)> = match &bound {
                     Ok(o) => std::iter::once(o.relay.clone()).chain(o.reserved.clone()).collect(),
                     Err(_) => Vec::new(),
                 };
@@ -148,14 +157,15 @@ impl Inner {
 
 /// Binds a UDP socket on `ip` at a random free port of `range` (an even one when asked; with
 /// `reserve`, the odd port after it too).
-fn bind_relay(ip: IpAddr, range: PortRange, even: bool, reserve: bool) -> std::io::Result<Opened<Arc<UdpSocket>>> {
+fn bind_relay(ip: IpAddr, range: PortRange, even: bool, reserve: bool) -> std::io::Result<Opened<Arc<Relay>>> {
     let span = u32::from(range.last - range.first) + 1;
     let start: u32 = rand::random::<u32>() % span;
-    let bind = |port: u16| -> std::io::Result<(SocketAddr, Arc<UdpSocket>)> {
+    let bind = |port: u16| -> std::io::Result<(SocketAddr, Arc<Relay>)> {
         let sock = std::net::UdpSocket::bind(SocketAddr::new(ip, port))?;
         sock.set_nonblocking(true)?;
         let addr = sock.local_addr()?;
-        Ok((addr, Arc::new(UdpSocket::from_std(sock)?)))
+        let send = sock.try_clone()?;
+        Ok((addr, Arc::new(Relay { send, recv: UdpSocket::from_std(sock)? })))
     };
     for i in 0..span.min(128) {
         let port = range.first + ((start + i * 7919) % span) as u16;
@@ -182,11 +192,11 @@ fn bind_relay(ip: IpAddr, range: PortRange, even: bool, reserve: bool) -> std::i
 }
 
 /// Datagrams from peers to one relayed address, until the allocation ends (aborted).
-async fn relay_loop(inner: Arc<Inner>, relay: SocketAddr, sock: Arc<UdpSocket>) {
+async fn relay_loop(inner: Arc<Inner>, relay: SocketAddr, sock: Arc<Relay>) {
     // One buffer per relayed socket: small, so thousands of allocations cost little memory.
     let mut buf = vec![0u8; PEER_DATAGRAM];
     loop {
-        let Ok((n, peer)) = sock.recv_from(&mut buf).await else { continue };
+        let Ok((n, peer)) = sock.recv.recv_from(&mut buf).await else { continue };
         if n == buf.len() {
             // Possibly truncated, and no media datagram is this large: dropped.
             continue;
@@ -200,8 +210,8 @@ async fn relay_loop(inner: Arc<Inner>, relay: SocketAddr, sock: Arc<UdpSocket>) 
 }
 
 /// Datagrams from clients on one UDP listener.
-async fn udp_listener(inner: Arc<Inner>, listener: SocketAddr, sock: Arc<UdpSocket>) {
-    let sink = Sink::Udp(sock.clone());
+async fn udp_listener(inner: Arc<Inner>, listener: SocketAddr, sock: UdpSocket, send: std::net::UdpSocket) {
+    let sink = Sink::Udp(Arc::new(send));
     let mut buf = vec![0u8; MAX_MESSAGE];
     loop {
         let (n, from) = match sock.recv_from(&mut buf).await {
@@ -262,10 +272,13 @@ impl Listeners {
 async fn spawn_listener(inner: &Arc<Inner>, transport: Transport, addr: SocketAddr) -> std::io::Result<AbortHandle> {
     let task = match transport {
         Transport::Udp => {
-            let sock = Arc::new(UdpSocket::bind(addr).await?);
+            let std_sock = std::net::UdpSocket::bind(addr)?;
+            std_sock.set_nonblocking(true)?;
+            let send = std_sock.try_clone()?;
+            let sock = UdpSocket::from_std(std_sock)?;
             let local = sock.local_addr()?;
             tracing::info!(listener = "turn.listen_udp", %local, "turn: listening");
-            tokio::spawn(udp_listener(inner.clone(), local, sock))
+            tokio::spawn(udp_listener(inner.clone(), local, sock, send))
         }
         Transport::Tcp | Transport::Tls => {
             let listener = tokio::net::TcpListener::bind(addr).await?;
