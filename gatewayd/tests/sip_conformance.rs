@@ -9,7 +9,6 @@ mod common;
 use std::io::{Read, Write};
 use std::net::{TcpStream, UdpSocket};
 use std::process::Command;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
@@ -111,18 +110,10 @@ type Ws = tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tok
 
 async fn connect(lab: &Lab) -> Ws {
     let pem = std::fs::read(lab.dir.path().join("state/web.crt")).unwrap();
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut &pem[..]) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let config = common::tls_trusting(&pem);
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", lab.https)).await.unwrap();
     let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
-    let stream = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await.unwrap();
+    let stream = tokio_rustls::TlsConnector::from(config).connect(name, tcp).await.unwrap();
     let mut request = format!("wss://127.0.0.1:{}/ws", lab.https).into_client_request().unwrap();
     request.headers_mut().insert("Origin", format!("https://127.0.0.1:{}", lab.https).parse().unwrap());
     request.headers_mut().insert("Sec-WebSocket-Protocol", "sip".parse().unwrap());
