@@ -12,7 +12,7 @@
 //! (section 10.3 step 6).
 
 use crate::sip::headers::{
-    header_param, name_addr_uri, split_header_list, split_header_params, split_outside_quotes,
+    header_param, name_addr_uri, name_addr_uri_text, split_header_list, split_header_params, split_outside_quotes,
 };
 use crate::sip::message::response_to;
 use rsip::headers::UntypedHeader;
@@ -104,6 +104,8 @@ pub enum RegisterError {
     BadExpires(String),
     #[error("Contact: * needs Expires: 0 and no other contact")]
     BadWildcard,
+    #[error("unusable Contact URI")]
+    BadContact,
     #[error("expires {requested} below minimum {min}")]
     IntervalTooBrief { requested: u32, min: u32 },
     #[error("DN registered from another connection")]
@@ -117,7 +119,8 @@ impl RegisterError {
         match self {
             RegisterError::BadTo
             | RegisterError::BadExpires(_)
-            | RegisterError::BadWildcard => 400,
+            | RegisterError::BadWildcard
+            | RegisterError::BadContact => 400,
             RegisterError::NotYourAor { .. } | RegisterError::RegisteredElsewhere => 403,
             RegisterError::IntervalTooBrief { .. } => 423,
             // RFC 3261 section 10.3 step 7 says the update "fails"; 500 is what registrars use.
@@ -243,6 +246,11 @@ impl Registrar {
             parse_expires(request_expires.as_deref())?.unwrap_or(self.policy.default_expires);
         let mut granted = Vec::new();
         for contact in &contacts {
+            // Call control sends the agent's INVITEs to this URI: it must be one a request
+            // line can carry.
+            if !usable_contact(contact) {
+                return Err(RegisterError::BadContact);
+            }
             let requested =
                 parse_expires(header_param(contact, "expires").as_deref())?.unwrap_or(default);
             if requested != 0 && requested < self.policy.min_expires {
@@ -509,6 +517,11 @@ fn parse_expires(value: Option<&str>) -> Result<Option<u32>, RegisterError> {
         }
         Some(v) => Err(RegisterError::BadExpires(v.chars().take(20).collect())),
     }
+}
+
+/// A Contact whose URI parses and holds no whitespace or control character.
+fn usable_contact(contact: &str) -> bool {
+    name_addr_uri_text(contact).is_some_and(|uri| !uri.chars().any(|c| c.is_whitespace() || c.is_control()) && rsip::Uri::try_from(uri).is_ok())
 }
 
 /// The contact without its `expires` parameter (the granted value is appended on echo).

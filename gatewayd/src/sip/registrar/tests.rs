@@ -448,3 +448,18 @@ fn closing_a_connection_ends_all_its_bindings_at_once() {
         Some(now + Duration::from_secs(600))
     );
 }
+
+/// Found by the `ws_session` fuzz target: a Contact whose URI holds a space was bound, and the
+/// INVITE call control then built toward it did not parse (call control panicked).
+#[test]
+fn a_contact_uri_a_request_line_cannot_carry_is_refused() {
+    for contact in ["<sip:abc@a.invalid;tran sport=ws>", "<sip:abc@a.invalid\tx>", "<not a uri>", "<>"] {
+        let mut registrar = Registrar::default();
+        let response = registrar.handle_register(&register("5001", contact, None, 1), "5001", A, Instant::now(), "t");
+        assert_eq!(response.status_code.code(), 400, "{contact}");
+        assert!(registrar.bindings_of("5001").is_empty(), "{contact}");
+    }
+    let mut registrar = Registrar::default();
+    let response = registrar.handle_register(&register("5001", CONTACT, None, 1), "5001", A, Instant::now(), "t");
+    assert_eq!(response.status_code.code(), 200);
+}
