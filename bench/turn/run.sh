@@ -182,7 +182,8 @@ for t in $TARGETS; do
 done
 
 COTURN_VERSION=$(turnserver --version 2> /dev/null | head -n1 || echo "?")
-THREADS="coturn relay-threads=$COTURN_THREADS$([ "$COTURN_THREADS" = default ] && echo " (its default: one per CPU of the machine, $(nproc))")"
+THREADS="coturn relay-threads=$COTURN_THREADS"
+[ "$COTURN_THREADS" != default ] || THREADS="$THREADS (its own choice: one per CPU of the machine, $(nproc))"
 TCP_NOTE=""
 [ "$TRANSPORT" = tcp ] && TCP_NOTE=" Over TCP the client times receipts when it reads them (no kernel timestamps on streams)."
 HEADING="## $(date +%Y-%m-%d) — TURN relay against coturn (\`bench/turn/run.sh $ALLOCS $SECS\`, $TRANSPORT), commit $COMMIT"
