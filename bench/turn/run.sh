@@ -15,6 +15,9 @@
 #                       coturn's own choice, one per CPU of the machine)
 #   RECORD=1            append the entry to bench/RESULTS.md once both servers ran;
 #                       RECORD=baseline also records coturn alone when gatewayd fails; 0 never
+#   IDLE_WAIT=S         before each server, wait up to S seconds for both CPUs to be idle (other
+#                       builds and tests on a shared machine skew the figures; the entry shows
+#                       the other work on CPU 0 either way)
 #   GATEWAYD=path       another gatewayd build (then nothing is built); GATEWAYD_REV=label
 #                       names the commit it was built from in the entry
 #
@@ -174,10 +177,26 @@ run_gatewayd() {
   return $rc
 }
 
+cpu_busy_pct() { # share of both CPUs busy over $1 seconds
+  local b0 t0 b1 t1
+  read -r b0 t0 < <(awk '/^cpu / { print $2+$3+$4+$7+$8, $2+$3+$4+$5+$6+$7+$8 }' /proc/stat)
+  sleep "$1"
+  read -r b1 t1 < <(awk '/^cpu / { print $2+$3+$4+$7+$8, $2+$3+$4+$5+$6+$7+$8 }' /proc/stat)
+  echo $(((b1 - b0) * 100 / (t1 - t0 + 1)))
+}
+wait_idle() {
+  [ "${IDLE_WAIT:-0}" -gt 0 ] || return 0
+  local end=$((SECONDS + IDLE_WAIT)) pct
+  while pct=$(cpu_busy_pct 5) && [ "$pct" -ge 5 ]; do
+    [ "$SECONDS" -lt "$end" ] || { echo "machine still $pct % busy after ${IDLE_WAIT}s; running anyway" >&2; return 0; }
+  done
+}
+
 MACHINE_CPU=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
 echo "commit $COMMIT, $(nproc) CPUs ($MACHINE_CPU), $(uptime)" >&2
 STATUS=0
 for t in $TARGETS; do
+  wait_idle
   "run_$t" || { STATUS=1; echo "== $t: FAILED (see above and $RUN)" >&2; }
 done
 
