@@ -120,7 +120,8 @@ impl StreamFramer {
         };
         let body_start = head_end + 4;
         let body_len = content_length(&self.buffer[..head_end])?;
-        let total = body_start + body_len;
+        // Saturating: a Content-Length near usize::MAX must not wrap to a short message.
+        let total = body_start.saturating_add(body_len);
         if total > self.max_message {
             return Err(FramingError::TooLarge {
                 limit: self.max_message,
@@ -161,6 +162,16 @@ mod tests {
     use super::*;
 
     const OPTIONS: &[u8] = b"OPTIONS sip:x SIP/2.0\r\nContent-Length: 4\r\n\r\nbody";
+
+    /// Found by the `sip_stream` fuzz target: `Content-Length: 18446744073709551615` overflowed
+    /// the end of the message (a panic with overflow checks, a message cut inside its header
+    /// without them).
+    #[test]
+    fn a_huge_content_length_is_too_large_not_a_wrap() {
+        let mut f = StreamFramer::new(1024);
+        f.push(b"OPTIONS sip:x SIP/2.0\r\nContent-Length: 18446744073709551615\r\n\r\nbody").unwrap();
+        assert_eq!(f.next_item(), Err(FramingError::TooLarge { limit: 1024 }));
+    }
 
     #[test]
     fn frames_are_classified() {
