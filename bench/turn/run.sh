@@ -18,6 +18,8 @@
 #   IDLE_WAIT=S         before each server, wait up to S seconds for both CPUs to be idle (other
 #                       builds and tests on a shared machine skew the figures; the entry shows
 #                       the other work on CPU 0 either way)
+#   CONTEND=1           a busy loop shares CPU 0 with each server during its run (the same for
+#                       both): how each copes when its CPU stalls
 #   GATEWAYD=path       another gatewayd build (then nothing is built); GATEWAYD_REV=label
 #                       names the commit it was built from in the entry
 #
@@ -72,8 +74,13 @@ FLAGS=(--window "$WINDOW" --relay-ports "$RELAY_FIRST-$RELAY_LAST")
 # Runs the load against the server (PID $SERVER) at $1 as target $2: JSON in $RUN/$2.json.
 load() {
   echo "== $2: $ALLOCS allocations over $TRANSPORT, ${SECS}s, load $(cut -d' ' -f1-3 /proc/loadavg)" >&2
-  local rc=0
+  local rc=0 hog=""
+  if [ "${CONTEND:-0}" = 1 ]; then
+    taskset -c 0 bash -c 'while :; do :; done' &
+    hog=$!; PIDS+=("$hog")
+  fi
   taskset -c 1 "$BIN/turn-load" "$2" "$1" "$SERVER" "$ALLOCS" "$SECS" "${FLAGS[@]}" > "$RUN/$2.json" 2> >(tee "$RUN/$2.load.log" >&2) || rc=$?
+  [ -z "$hog" ] || { kill "$hog"; wait "$hog" 2> /dev/null || true; }
   alive "$SERVER" || { echo "$2 exited during the run; its log: $RUN/$2.log" >&2; rc=1; }
   return $rc
 }
@@ -204,7 +211,8 @@ COTURN_VERSION=$(turnserver --version 2> /dev/null | head -n1 || echo "?")
 THREADS="coturn relay-threads=$COTURN_THREADS"
 [ "$COTURN_THREADS" != default ] || THREADS="$THREADS (its own choice: one per CPU of the machine, $(nproc))"
 TCP_NOTE=""
-[ "$TRANSPORT" = tcp ] && TCP_NOTE=" Over TCP the client times receipts when it reads them (no kernel timestamps on streams)."
+[ "${CONTEND:-0}" = 1 ] && TCP_NOTE=" **A busy loop shared CPU 0 with each server during its run** (CONTEND=1)."
+[ "$TRANSPORT" = tcp ] && TCP_NOTE="$TCP_NOTE Over TCP the client times receipts when it reads them (no kernel timestamps on streams)."
 HEADING="## $(date +%Y-%m-%d) — TURN relay against coturn (\`bench/turn/run.sh $ALLOCS $SECS\`, $TRANSPORT), commit $COMMIT"
 MACHINE="Machine: $(nproc) CPUs ($MACHINE_CPU), $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), Linux $(uname -r | cut -d- -f1); coturn $COTURN_VERSION (Debian), $THREADS. Client and server share the $(nproc) cores: the server is pinned to CPU 0, the load client (all allocations and the echoing peer, one thread) to CPU 1; on loopback the sender's system call also runs the receiver's network stack, so part of each server's receive cost is charged to the client and part of the client's to the server, alike for both. $ALLOCS allocations x 50 packets/s each way x 172-byte payloads, ${SECS} s measured after 2 s of warm-up; 1-min load average at the start: $(cut -d' ' -f1 /proc/loadavg).$TCP_NOTE Run files: \`bench/out/turn/$(basename "$RUN")\`."
 "$BIN/turn-row" "$HEADING" "$MACHINE" "$RUN/coturn.json" "$RUN/gatewayd.json" > "$RUN/entry.md"
