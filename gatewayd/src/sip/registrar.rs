@@ -519,9 +519,19 @@ fn parse_expires(value: Option<&str>) -> Result<Option<u32>, RegisterError> {
     }
 }
 
-/// A Contact whose URI parses and holds no whitespace or control character.
+/// A Contact whose URI holds no whitespace or control character and that a request line can
+/// carry: a request to it parses.
 fn usable_contact(contact: &str) -> bool {
-    name_addr_uri_text(contact).is_some_and(|uri| !uri.chars().any(|c| c.is_whitespace() || c.is_control()) && rsip::Uri::try_from(uri).is_ok())
+    let Some(uri) = name_addr_uri_text(contact) else { return false };
+    if uri.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return false;
+    }
+    let probe = format!(
+        "OPTIONS {uri} SIP/2.0\r\nVia: SIP/2.0/WSS c.invalid;branch=z9hG4bKcontact\r\nMax-Forwards: 70\r\n\
+         From: <sip:c@c.invalid>;tag=c\r\nTo: <sip:c@c.invalid>\r\nCall-ID: contact\r\nCSeq: 1 OPTIONS\r\n\
+         Content-Length: 0\r\n\r\n"
+    );
+    crate::sip::message::parse(probe.as_bytes()).is_ok()
 }
 
 /// The contact without its `expires` parameter (the granted value is appended on echo).

@@ -453,7 +453,7 @@ fn closing_a_connection_ends_all_its_bindings_at_once() {
 /// INVITE call control then built toward it did not parse (call control panicked).
 #[test]
 fn a_contact_uri_a_request_line_cannot_carry_is_refused() {
-    for contact in ["<sip:abc@a.invalid;tran sport=ws>", "<sip:abc@a.invalid\tx>", "<not a uri>", "<>"] {
+    for contact in ["<sip:abc@a.invalid;tran sport=ws>", "<sip:abc@a.invalid;trans,ort=ws>", "<sip:abc@a.invalid\tx>", "<not a uri>", "<>"] {
         let mut registrar = Registrar::default();
         let response = registrar.handle_register(&register("5001", contact, None, 1), "5001", A, Instant::now(), "t");
         assert_eq!(response.status_code.code(), 400, "{contact}");
