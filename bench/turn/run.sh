@@ -43,11 +43,15 @@ mkdir -p "$RUN"
 # Ports of its own, so a lab gateway (or a test) running at the same time cannot collide with
 # the benchmark: gatewayd's listeners are the lab profile's plus PORT_SHIFT (TURN on 13478,
 # admin on 19090, ...), coturn listens on 23478, and both relay from 45000 up (the lab range
-# 43000-43999 moved, widened when the run needs more than 1000 ports).
+# 43000-43999 moved, widened when the run needs more than 1000 ports). The client's sockets
+# live on 127.0.0.2, ports 10000 up.
 PORT_SHIFT=${PORT_SHIFT:-10000}
 COTURN_PORT=${COTURN_PORT:-23478}
 RELAY_FIRST=45000
 RELAY_LAST=$((ALLOCS + WINDOW > 900 ? RELAY_FIRST + 2 * (ALLOCS + WINDOW) : RELAY_FIRST + 999))
+# Churn: a server may hold a deleted allocation's port a while (coturn does, and answers 508
+# when the range runs dry), so churn runs give both servers 20 000 ports.
+[ "$CHURN" = 0 ] || RELAY_LAST=$((RELAY_FIRST + 19999))
 
 [ -n "${GATEWAYD:-}" ] || (cd "$ROOT" && cargo build --release --quiet -p gatewayd)
 GATEWAYD=${GATEWAYD:-$ROOT/target/release/gatewayd}

@@ -32,9 +32,9 @@ pub fn tune(fd: RawFd, buf: i32) {
     }
 }
 
-/// A nonblocking UDP socket on `local` (an ephemeral port) connected to `server`.
-pub fn client_udp(local: Ipv4Addr, server: SocketAddrV4) -> io::Result<UdpSocket> {
-    let s = UdpSocket::bind(SocketAddrV4::new(local, 0))?;
+/// A nonblocking UDP socket on `local` connected to `server`.
+pub fn client_udp(local: SocketAddrV4, server: SocketAddrV4) -> io::Result<UdpSocket> {
+    let s = UdpSocket::bind(local)?;
     s.connect(server)?;
     s.set_nonblocking(true)?;
     tune(s.as_raw_fd(), 0);

@@ -14,7 +14,8 @@
 //!
 //!   turn-load NAME SERVER_ADDR SERVER_PID ALLOCATIONS SECONDS [--tcp] [--window 64]
 //!             [--secret lab-turn-secret] [--lifetime 600] [--pps 50] [--payload 172]
-//!             [--warmup 2] [--churn 0] [--client-ip 127.0.0.2] [--relay-ports 43000-43999]
+//!             [--warmup 2] [--churn 0] [--client-ip 127.0.0.2] [--client-ports-from 10000]
+//!             [--relay-ports 43000-43999]
 //!
 //! Exit status 3 when no allocation could be made (the server does not answer or refuses).
 
@@ -58,6 +59,8 @@ struct Cfg {
     /// Where the client sockets live: not the relay's address, so their ephemeral ports never
     /// take ports from the server's relay range.
     client_ip: Ipv4Addr,
+    /// First source port of the client's connections (on `client_ip`).
+    client_ports_from: u16,
     /// The server's relay range, kept clear of the peer's port.
     relay_ports: (u16, u16),
 }
@@ -102,6 +105,7 @@ fn parse_args() -> Cfg {
         churn: num("--churn", 0) as usize,
         peer: SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0),
         client_ip: flag("--client-ip").map(|v| v.parse().expect("--client-ip: IPv4")).unwrap_or(Ipv4Addr::new(127, 0, 0, 2)),
+        client_ports_from: num("--client-ports-from", 10000) as u16,
         relay_ports: flag("--relay-ports")
             .map(|v| {
                 let (a, b) = v.split_once('-').expect("--relay-ports: FIRST-LAST");
@@ -286,6 +290,7 @@ struct Client {
     scratch: Vec<u8>,
     expiry: u64,
     realm_hint: Vec<u8>,
+    next_port: u32,
 }
 
 fn bump(map: &mut BTreeMap<String, u64>, key: String) {
@@ -335,7 +340,8 @@ impl Client {
     fn start(&mut self, i: usize, name: String, churn: bool) {
         let now = wall_ns();
         let conn = if self.cfg.tcp {
-            match tcp_connect(self.cfg.client_ip, self.cfg.server) {
+            // Streams keep ephemeral ports: TIME_WAIT already stops a 4-tuple's reuse.
+            match tcp_connect(SocketAddrV4::new(self.cfg.client_ip, 0), self.cfg.server) {
                 Ok(s) => {
                     s.set_nodelay(true).unwrap();
                     s.set_nonblocking(true).unwrap();
@@ -349,7 +355,14 @@ impl Client {
                 }
             }
         } else {
-            Conn::Udp(net::client_udp(self.cfg.client_ip, self.cfg.server).expect("client socket"))
+            let conn = loop {
+                match net::client_udp(self.next_client_addr(), self.cfg.server) {
+                    Ok(s) => break s,
+                    Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => continue,
+                    Err(e) => panic!("client socket: {e}"),
+                }
+            };
+            Conn::Udp(conn)
         };
         self.epoll.add(conn.fd(), i as u64);
         let (user, key) = stun::rest_credentials(&self.cfg.secret, self.expiry, &name, "");
@@ -368,6 +381,18 @@ impl Client {
         }
         self.c.in_setup += 1;
         self.send_op(i, Op::Alloc, None);
+    }
+
+    /// Each connection of the run gets a source port of its own, counted up from
+    /// `--client-ports-from`: an allocate/delete cycle never reuses a 5-tuple a server may still
+    /// remember (ephemeral ports would, at random).
+    fn next_client_addr(&mut self) -> SocketAddrV4 {
+        let port = self.cfg.client_ports_from as u32 + self.next_port;
+        self.next_port += 1;
+        if port > 65535 {
+            return SocketAddrV4::new(self.cfg.client_ip, 0); // ran out: ephemeral from here on
+        }
+        SocketAddrV4::new(self.cfg.client_ip, port as u16)
     }
 
     fn new_txid(&mut self, i: usize) -> [u8; 12] {
@@ -820,7 +845,7 @@ impl Client {
     }
 }
 
-fn tcp_connect(local: Ipv4Addr, server: SocketAddrV4) -> std::io::Result<TcpStream> {
+fn tcp_connect(local: SocketAddrV4, server: SocketAddrV4) -> std::io::Result<TcpStream> {
     // SAFETY: plain socket calls on a descriptor we own until TcpStream takes it.
     unsafe {
         use std::os::fd::FromRawFd;
@@ -836,7 +861,7 @@ fn tcp_connect(local: Ipv4Addr, server: SocketAddrV4) -> std::io::Result<TcpStre
             sin_zero: [0; 8],
         };
         let len = std::mem::size_of::<libc::sockaddr_in>() as u32;
-        let l = sa(SocketAddrV4::new(local, 0));
+        let l = sa(local);
         if libc::bind(fd, (&l as *const libc::sockaddr_in).cast(), len) != 0 {
             return Err(std::io::Error::last_os_error());
         }
@@ -908,6 +933,7 @@ fn main() {
         scratch: Vec::with_capacity(2048),
         expiry,
         realm_hint: Vec::new(),
+        next_port: 0,
     };
     let mut buf = vec![0u8; 65536];
     let mut tokens = Vec::with_capacity(512);
