@@ -46,7 +46,7 @@ fn tls(lab: &Lab) -> TlsConnector {
 
 /// Trusts exactly the certificate in `pem`.
 fn tls_trusting(pem: &[u8]) -> TlsConnector {
-    let config = common::tls_trusting(&pem);
+    let config = common::tls_trusting(pem);
     TlsConnector::from(config)
 }
 

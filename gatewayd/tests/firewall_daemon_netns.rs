@@ -127,17 +127,8 @@ async fn wss_from(ns: &str, src: &str, state: &Path) -> Wss {
     });
     let tcp = socket.connect(SocketAddr::new(PUBLIC_GW.parse().unwrap(), 443)).await.expect("connects before the ban");
     let pem = std::fs::read(state.join("web.crt")).expect("generated certificate");
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut &pem[..]) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)).connect(name, tcp).await.expect("TLS");
+    let tls = tokio_rustls::TlsConnector::from(common::tls_trusting(&pem)).connect(name, tcp).await.expect("TLS");
     let mut request = format!("wss://{PUBLIC_GW}/ws").into_client_request().unwrap();
     request.headers_mut().insert("Origin", format!("https://{PUBLIC_GW}").parse().unwrap());
     request.headers_mut().insert("Sec-WebSocket-Protocol", "sip".parse().unwrap());

@@ -73,7 +73,7 @@ impl Reply {
 
 /// One HTTP/1.1 GET over TLS, trusting exactly the certificate in `pem`.
 fn https_get(pem: &[u8], port: u16, path: &str, authorization: Option<&str>) -> Reply {
-    let config = common::tls_trusting(&pem);
+    let config = common::tls_trusting(pem);
     let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
     let conn = rustls::ClientConnection::new(config, name).unwrap();
     let tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
