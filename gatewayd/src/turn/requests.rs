@@ -15,7 +15,7 @@ use super::allocation::{Allocation, Client};
 use super::auth::{self, KeyError};
 use super::credentials::Key;
 use super::reply::Reply;
-use super::server::{AllocRefusal, EndReason, Now, Output, PendingAllocate, Server};
+use super::server::{admit, AllocRefusal, Direction, EndReason, Now, Output, PendingAllocate, Server};
 use crate::profile::FailureKind;
 
 /// The lifetime granted when the client asks for less or nothing (RFC 8656 7.2).
@@ -177,7 +177,7 @@ impl<R, C: Clone> Server<R, C> {
         self.report(client.addr.ip(), FailureKind::TurnAuth, format!("{detail} over {}", client.transport.as_str()));
     }
 
-    fn refuse_allocate(&mut self, why: AllocRefusal, txid: TransactionId, code: u16, reason: &str, key: &Key) -> Output<'_, R> {
+    pub(super) fn refuse_allocate(&mut self, why: AllocRefusal, txid: TransactionId, code: u16, reason: &str, key: &Key) -> Output<'_, R> {
         self.stats.refused[why as usize] += 1;
         self.reply(Reply::error(ALLOCATE, txid, code, reason), Some(key))
     }
@@ -311,9 +311,9 @@ impl<R, C: Clone> Server<R, C> {
             tracing::debug!(%peer, reason = why.as_str(), "turn: channel refused");
             return self.reply(Reply::error(CHANNEL_BIND, txid, 403, "Forbidden"), Some(key));
         }
-        let (permissions, channels) = (self.config.limits.permissions, self.config.limits.channels);
+        let permissions = self.config.limits.permissions;
         let a = &mut self.slots.get_mut(&id).expect("checked by the caller").alloc;
-        if let Err(why) = a.bind(number, peer, now.at, channels) {
+        if let Err(why) = a.bind(number, peer, now.at, permissions) {
             tracing::debug!(number, %peer, why, "turn: ChannelBind refused");
             return self.reply(Reply::error(CHANNEL_BIND, txid, 400, "Bad Request"), Some(key));
         }
@@ -332,7 +332,7 @@ impl<R, C: Clone> Server<R, C> {
             self.refuse_peer(why);
             return Output::Nothing;
         }
-        self.to_peer(now, id, peer, payload)
+        self.relay_to_peer(now, id, peer, payload)
     }
 
     fn channel_data<'a>(&'a mut self, now: Now, client: Client, data: &'a [u8]) -> Output<'a, R> {
@@ -344,25 +344,14 @@ impl<R, C: Clone> Server<R, C> {
         let len = usize::from(u16::from_be_bytes([data[2], data[3]]));
         let Some(payload) = data.get(4..4 + len) else { return Output::Nothing };
         let Some(peer) = self.slots[&id].alloc.channel_by_number(number, now.at).map(|c| c.peer) else { return Output::Nothing };
-        self.to_peer(now, id, peer, payload)
+        self.relay_to_peer(now, id, peer, payload)
     }
 
-    fn to_peer<'a>(&'a mut self, now: Now, id: u64, peer: SocketAddr, payload: &'a [u8]) -> Output<'a, R> {
+    fn relay_to_peer<'a>(&'a mut self, now: Now, id: u64, peer: SocketAddr, payload: &'a [u8]) -> Output<'a, R> {
         let slot = self.slots.get_mut(&id).expect("looked up by the caller");
-        let a = &mut slot.alloc;
-        if !a.permitted(peer.ip(), now.at) {
-            self.stats.unpermitted += 1;
+        if !admit(&mut slot.alloc, &mut self.stats, peer.ip(), payload.len(), Direction::ToPeer, now) {
             return Output::Nothing;
         }
-        if !a.budget.take(payload.len(), now.at) {
-            a.traffic.dropped += 1;
-            self.stats.relayed.dropped += 1;
-            return Output::Nothing;
-        }
-        a.traffic.packets_to_peer += 1;
-        a.traffic.bytes_to_peer += payload.len() as u64;
-        self.stats.relayed.packets_to_peer += 1;
-        self.stats.relayed.bytes_to_peer += payload.len() as u64;
         Output::ToPeer { relay: &slot.relay_handle, peer, data: payload }
     }
 }

@@ -35,8 +35,8 @@ pub struct Limits {
     pub per_source: usize,
     pub max_lifetime: Duration,
     pub bytes_per_sec: u64,
+    /// Peers one allocation may hold permissions for; channel bindings are bounded alike.
     pub permissions: usize,
-    pub channels: usize,
 }
 
 /// What the core takes from one profile.
@@ -61,7 +61,6 @@ impl Config {
             max_lifetime: l.max_lifetime.into(),
             bytes_per_sec: u64::from(l.bandwidth_kbps) * 1000 / 8,
             permissions: l.permissions as usize,
-            channels: l.permissions as usize,
         };
         let relay_ips = p.public.addresses.iter().map(|a| (*a, p.public.advertised(*a))).collect();
         Some(Config { credentials: Credentials::new(turn, secret), policy: PeerPolicy::from_profile(p), limits, relay_ips })
@@ -263,12 +262,7 @@ impl<R, C: Clone> Server<R, C> {
         let Some(p) = self.pending.take() else { return Output::Nothing };
         let opened = match bound {
             Ok(b) => b,
-            Err(_) => {
-                self.stats.refused[AllocRefusal::Capacity as usize] += 1;
-                let bytes = reply::Reply::error(turn_types::message::ALLOCATE, p.txid.into(), 508, "Insufficient Capacity").finish(Some(&p.key));
-                self.scratch = bytes;
-                return Output::Reply(&self.scratch);
-            }
+            Err(_) => return self.refuse_allocate(AllocRefusal::Capacity, p.txid.into(), 508, "Insufficient Capacity", &p.key),
         };
         let token = opened.reserved.is_some().then_some(opened.token);
         if let Some((relay, handle)) = opened.reserved {
@@ -321,19 +315,9 @@ impl<R, C: Clone> Server<R, C> {
         let id = *self.by_relay.get(&relay)?;
         let slot = self.slots.get_mut(&id)?;
         let a = &mut slot.alloc;
-        if !a.permitted(peer.ip(), now.at) {
-            self.stats.unpermitted += 1;
+        if !admit(a, &mut self.stats, peer.ip(), data.len(), Direction::FromPeer, now) {
             return None;
         }
-        if !a.budget.take(data.len(), now.at) {
-            a.traffic.dropped += 1;
-            self.stats.relayed.dropped += 1;
-            return None;
-        }
-        a.traffic.packets_from_peer += 1;
-        a.traffic.bytes_from_peer += data.len() as u64;
-        self.stats.relayed.packets_from_peer += 1;
-        self.stats.relayed.bytes_from_peer += data.len() as u64;
         match a.channel_to(peer, now.at) {
             Some(ch) => reply::channel_data(&mut self.scratch, ch, data, a.client.transport.is_stream()),
             None => {
@@ -400,6 +384,40 @@ impl<R, C: Clone> Server<R, C> {
             reason,
         });
     }
+}
+
+/// Which way a relayed packet goes.
+#[derive(Clone, Copy)]
+pub(super) enum Direction {
+    ToPeer,
+    FromPeer,
+}
+
+/// Whether a packet of `len` bytes between the allocation and `peer` may pass (a permission for
+/// the peer, room in the bandwidth budget), counting it either way.
+pub(super) fn admit(a: &mut Allocation, stats: &mut Stats, peer: IpAddr, len: usize, dir: Direction, now: Now) -> bool {
+    if !a.permitted(peer, now.at) {
+        stats.unpermitted += 1;
+        return false;
+    }
+    if !a.budget.take(len, now.at) {
+        a.traffic.dropped += 1;
+        stats.relayed.dropped += 1;
+        return false;
+    }
+    for t in [&mut a.traffic, &mut stats.relayed] {
+        match dir {
+            Direction::ToPeer => {
+                t.packets_to_peer += 1;
+                t.bytes_to_peer += len as u64;
+            }
+            Direction::FromPeer => {
+                t.packets_from_peer += 1;
+                t.bytes_from_peer += len as u64;
+            }
+        }
+    }
+    true
 }
 
 fn decrement<K: std::hash::Hash + Eq>(map: &mut HashMap<K, usize>, key: &K) {
