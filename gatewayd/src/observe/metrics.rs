@@ -37,11 +37,8 @@ fn gauge(registry: &mut Registry, name: &str, help: &str, value: u64) {
 pub fn render(bans: &BanService, calls: &CallGauges) -> String {
     let mut r = Registry::with_prefix("gatewayd");
     let c = bans.counters();
-    let failures = Family::<Vec<(String, String)>, Counter<u64>>::default();
-    for (kind, n) in &c.failures {
-        failures.get_or_create(&vec![("kind".to_owned(), kind.clone())]).inc_by(*n);
-    }
-    r.register("failures", "Failures reported to the guard, by kind", failures);
+    let failures: Vec<(&str, u64)> = c.failures.iter().map(|(kind, n)| (kind.as_str(), *n)).collect();
+    labelled(&mut r, "failures", "Failures reported to the guard, by kind", "kind", &failures);
     counter(&mut r, "bans_by_rule", "Bans imposed by rules", c.bans_by_rule);
     counter(&mut r, "bans_manual", "Bans imposed by operators", c.bans_manual);
     counter(&mut r, "bans_expired", "Bans that ran out", c.bans_expired);
