@@ -264,6 +264,19 @@ fn retransmitted_allocates_get_the_same_answer_and_others_437() {
     let mut h = Harness::new(config(""));
     let mut agent = Agent::rest(50000, h.unix);
     h.allocate(&mut agent);
+    // A second client that already holds a nonce sends one signed Allocate twice.
+    let mut other = Agent::rest(50001, h.unix);
+    other.nonce = agent.nonce.clone();
+    let signed = other.request(ALLOCATE, |m, _| m.add_attribute(&RequestedTransport::new(17)).unwrap());
+    let relayed = |bytes: &[u8]| {
+        let msg = Message::from_bytes(bytes).unwrap();
+        assert_eq!(msg.class(), MessageClass::Success, "{msg}");
+        msg.attribute::<XorRelayedAddress>().unwrap().addr(msg.transaction_id())
+    };
+    let Sent::Reply(first) = h.send(&other, &signed) else { panic!() };
+    let Sent::Reply(again) = h.send(&other, &signed) else { panic!() };
+    assert_eq!(relayed(&first), relayed(&again), "the retransmission is answered alike");
+    assert_eq!(h.server.stats().created, 2, "and allocates nothing more");
     let req = agent.request(ALLOCATE, |m, _| m.add_attribute(&RequestedTransport::new(17)).unwrap());
     let Sent::Reply(first) = h.send(&agent, &req) else { panic!() };
     assert_eq!(code(&Message::from_bytes(&first).unwrap()), 437, "a new Allocate on a 5-tuple that has one");
