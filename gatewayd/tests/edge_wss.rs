@@ -270,7 +270,7 @@ async fn a_reload_keeps_registered_agents_while_new_handshakes_see_the_new_certi
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_source_over_its_sip_request_rate_is_not_served() {
+async fn a_source_over_its_sip_request_rate_is_told_to_retry_later() {
     let lab = lab(&[("GATEWAYD_BANS__RATE_LIMITS__SIP_REQUESTS_PER_SECOND", "1"), ("GATEWAYD_BANS__RATE_LIMITS__BURST", "2")]);
     let mut ws = connect(&lab, &own_origin(&lab)).await.unwrap();
     for n in 0..20 {
@@ -278,15 +278,21 @@ async fn a_source_over_its_sip_request_rate_is_not_served() {
     }
     // Keepalives are not counted; its pong comes after every answer to the flood.
     send(&mut ws, "\r\n\r\n").await;
-    let mut answered = 0;
+    let (mut served, mut limited) = (0, 0);
     loop {
         let text = recv(&mut ws).await;
         if text == "\r\n" {
             break;
         }
-        answered += 1;
+        if text.starts_with("SIP/2.0 200 ") {
+            served += 1;
+        } else {
+            assert!(text.starts_with("SIP/2.0 503 ") && text.contains("\r\nRetry-After: 1\r\n"), "{text}");
+            limited += 1;
+        }
     }
-    assert!((1..=4).contains(&answered), "rate 1/s with burst 2 answers a handful of 20, got {answered}");
+    // Every request is answered: a handful served, the rest told when to come back.
+    assert!((1..=4).contains(&served) && served + limited == 20, "rate 1/s with burst 2: {served} served, {limited} limited of 20");
     // The guard counted it (loopback is never banned, but the failure is recorded).
     tokio::task::block_in_place(|| {
         eventually("rate-limited failure in the metrics", DEADLINE, || {

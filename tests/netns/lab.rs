@@ -152,6 +152,58 @@ impl Drop for Lab {
     }
 }
 
+/// Another network on the internet (an office, an agent's ISP): a namespace behind the
+/// internet namespace, which routes for it. Its hosts are `{net}.5`, `{net}.6`, ...; deleted on drop.
+pub struct Remote {
+    pub ns: String,
+    pub net: String,
+}
+
+impl Remote {
+    /// Host `n` of the network (`n` from 5 up; `.1` is the router in the internet namespace).
+    pub fn host(&self, n: u8) -> String {
+        format!("{}.{n}", self.net)
+    }
+
+    /// Adds address `host(n)` to the network's interface (several hosts in one namespace).
+    pub fn add_host(&self, n: u8) -> Result<(), String> {
+        run(&["ip", "-n", &self.ns, "addr", "add", &format!("{}/24", self.host(n)), "dev", "eth0"]).map(|_| ())
+    }
+}
+
+impl Drop for Remote {
+    fn drop(&mut self) {
+        let _ = run(&["ip", "netns", "del", &self.ns]);
+    }
+}
+
+impl Lab {
+    /// A remote network `net` (three octets, e.g. "203.0.113") with host `.5`, routed through the
+    /// internet namespace to the gateway's public side.
+    pub fn add_remote(&self, tag: &str, net: &str) -> Result<Remote, String> {
+        let id = self.inet.trim_start_matches("gwt-inet-");
+        let remote = Remote { ns: format!("gwt-{tag}-{id}"), net: net.to_owned() };
+        run(&["ip", "netns", "add", &remote.ns])?;
+        let (inet, ns, gw) = (&self.inet, &remote.ns, &self.gw);
+        let link = format!("r{tag}");
+        for c in [
+            format!("ip -n {ns} link set lo up"),
+            format!("ip -n {inet} link add {link} type veth peer name eth0 netns {ns}"),
+            format!("ip -n {inet} addr add {net}.1/24 dev {link}"),
+            format!("ip -n {ns} addr add {net}.5/24 dev eth0"),
+            format!("ip -n {inet} link set {link} up"),
+            format!("ip -n {ns} link set eth0 up"),
+            format!("ip -n {ns} route add default via {net}.1"),
+            format!("ip -n {gw} route add {net}.0/24 via {NEIGHBOUR}"),
+            format!("ip netns exec {inet} sysctl -qw net.ipv4.ip_forward=1"),
+        ] {
+            let args: Vec<&str> = c.split_whitespace().collect();
+            run(&args)?;
+        }
+        Ok(remote)
+    }
+}
+
 /// Runs `f` on a thread that has entered network namespace `ns`; sockets it creates stay there.
 pub fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
     std::thread::scope(|s| {

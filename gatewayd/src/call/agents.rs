@@ -289,6 +289,20 @@ impl AgentEdge {
     }
 }
 
+/// The answer to a request over the source's rate: 503 with Retry-After (RFC 3261 21.5.4),
+/// so that a client backs off instead of timing out and retrying. An ACK, a response or what
+/// does not parse gets nothing (there is nothing to answer, or nothing to answer it with).
+pub fn rate_limited_answer(frame: &[u8], retry_after: std::time::Duration, rng: &mut impl Rng) -> Option<String> {
+    let Ok(SipMessage::Request(request)) = crate::sip::message::parse(frame) else { return None };
+    if request.method == Method::Ack {
+        return None;
+    }
+    let mut response = response_to(&request, 503, Some("Rate Limited"), Some(&new_tag(rng)));
+    let seconds = retry_after.as_secs_f64().ceil().max(1.0) as u64;
+    response.headers.unique_push(rsip::Header::RetryAfter(<rsip::headers::RetryAfter as rsip::headers::UntypedHeader>::new(seconds.to_string())));
+    Some(response.to_string())
+}
+
 fn digest_config(config: &EdgeConfig, secret: Vec<u8>) -> DigestConfig {
     let mut d = DigestConfig::new(config.realm.clone(), secret);
     d.nonce_lifetime_ms = config.nonce_lifetime_ms;
@@ -453,5 +467,15 @@ mod tests {
         let options = "OPTIONS sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/WSS abc.invalid;branch=z9hG4bKo\r\nMax-Forwards: 70\r\nTo: <sip:127.0.0.1>\r\nFrom: <sip:5001@127.0.0.1>;tag=1\r\nCall-ID: o1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
         let out = e.handle_frame(ConnId(1), options.as_bytes(), Instant::now(), 0, &mut rng());
         assert!(sent(&out)[0].starts_with("SIP/2.0 200"), "{out:?}");
+    }
+
+    #[test]
+    fn a_rate_limited_request_gets_503_with_retry_after_and_an_ack_nothing() {
+        let answer = rate_limited_answer(register(3).as_bytes(), std::time::Duration::from_millis(1200), &mut rng()).expect("answered");
+        assert!(answer.starts_with("SIP/2.0 503 Rate Limited\r\n"), "{answer}");
+        assert!(answer.contains("\r\nRetry-After: 2\r\n") && answer.contains("CSeq: 3 REGISTER"), "{answer}");
+        let ack = register(3).replace("REGISTER sip", "ACK sip").replace("3 REGISTER", "3 ACK");
+        assert_eq!(rate_limited_answer(ack.as_bytes(), std::time::Duration::ZERO, &mut rng()), None);
+        assert_eq!(rate_limited_answer(b"SIP/2.0 200 OK\r\n\r\n", std::time::Duration::ZERO, &mut rng()), None);
     }
 }

@@ -81,7 +81,7 @@ pub async fn run<M: MediaControl>(task: CallTask<M>) {
         sender,
         failures,
         cdr_file: loaded.profile.observe.cdr_file.as_ref().map(|p| loaded.resolve(p)),
-        limiter: RateLimiter::new(loaded.profile.bans.rate_limits.clone()),
+        limiter: RateLimiter::new(&loaded.profile.bans),
         gauges,
         rng: StdRng::from_rng(&mut rand::rng()),
     };
@@ -132,7 +132,7 @@ pub async fn run<M: MediaControl>(task: CallTask<M>) {
                 state.edge.reconfigure(EdgeConfig::from_profile(&loaded), secret.clone());
                 state.calls.reconfigure(CallConfig::from_profile(&loaded), &loaded.profile.upstream);
                 state.cdr_file = loaded.profile.observe.cdr_file.as_ref().map(|p| loaded.resolve(p));
-                state.limiter.reconfigure(loaded.profile.bans.rate_limits.clone());
+                state.limiter.reconfigure(&loaded.profile.bans);
             }
         }
     }
@@ -166,12 +166,17 @@ impl<M: MediaControl> Driver<M> {
                 tracing::debug!(conn = id, first_line = %first_line(&data), bytes = data.len(), "SIP from agent");
                 let keepalive = data.iter().all(|b| *b == b'\r' || *b == b'\n');
                 if let Some(ip) = self.peers.get(&conn).copied().filter(|_| !keepalive) {
-                    if let Verdict::Deny { first } = self.limiter.check(ip, Limit::SipRequest, std::time::SystemTime::now()) {
-                        // Dropped unanswered: answering a flood would amplify it. One failure
-                        // per second of excess reaches the guard.
+                    if let Verdict::Deny { first, retry_after } = self.limiter.check(ip, Limit::SipRequest, std::time::SystemTime::now()) {
+                        // Answered 503 with Retry-After, so clients back off instead of timing
+                        // out (a WebSocket's source cannot be spoofed: no reflection). A flood
+                        // that does not read its answers fills its send queue and is closed.
+                        // One failure per second of excess reaches the guard.
                         if first {
                             tracing::info!(source = %ip, "SIP request rate exceeded");
                             let _ = self.failures.try_send(Report { ip, kind: FailureKind::RateLimited, detail: "SIP request rate".into() });
+                        }
+                        if let Some(answer) = super::agents::rate_limited_answer(&data, retry_after, &mut self.rng) {
+                            self.send(conn, Outgoing::Text(answer));
                         }
                         return;
                     }

@@ -35,7 +35,7 @@ fn strict() -> Bans {
         ],
         escalation_factor: 1000,
         max_ban_time: d(10 * 365 * 86_400),
-        rate_limits: crate::profile::RateLimits { new_connections_per_second: 1, sip_requests_per_second: 2, burst: 1 },
+        rate_limits: crate::profile::RateLimits { new_connections_per_second: 1, sip_requests_per_second: 2, burst: 1, offices: Vec::new() },
     }
 }
 

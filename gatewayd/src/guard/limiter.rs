@@ -1,11 +1,14 @@
 //! Per-source rate limits as token buckets (what nginx limit_req and Kamailio pike did).
 //! Drivers ask before accepting a connection or handling a SIP request; time is an argument.
+//! Sources in an office range (`bans.rate_limits.offices`) get the office's limits; the
+//! allowlist is never limited (as it is never banned). Loopback is limited like any source
+//! here (one host's own clients are few); the guard's `admit` exempts it as it does from bans.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
-use crate::profile::RateLimits;
+use crate::profile::{Bans, Cidr, RateLimits};
 
 use super::engine::canonical;
 
@@ -27,7 +30,8 @@ pub enum Verdict {
     Allow,
     /// Over the limit. `first` is true once per second of excess per source, so the driver (or
     /// the guard) counts one `rate-limited` failure per second rather than one per packet.
-    Deny { first: bool },
+    /// `retry_after` is when the next token is due, for a 503's Retry-After.
+    Deny { first: bool, retry_after: Duration },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -42,40 +46,45 @@ struct Bucket {
 #[derive(Debug)]
 pub struct RateLimiter {
     limits: RateLimits,
+    allowlist: Vec<Cidr>,
     buckets: HashMap<(IpAddr, Limit), Bucket>,
 }
 
+/// (rate per second, bucket capacity) for `ip` and `limit` under `limits`.
+fn rate_and_capacity(limits: &RateLimits, ip: IpAddr, limit: Limit) -> (f64, f64) {
+    let (conn, sip, burst) = match limits.office_of(ip) {
+        Some(o) => (o.new_connections_per_second, o.sip_requests_per_second, o.burst),
+        None => (limits.new_connections_per_second, limits.sip_requests_per_second, limits.burst),
+    };
+    let rate = f64::from(match limit {
+        Limit::NewConnection => conn,
+        Limit::SipRequest => sip,
+    });
+    (rate, rate + f64::from(burst))
+}
+
 impl RateLimiter {
-    pub fn new(limits: RateLimits) -> Self {
-        Self { limits, buckets: HashMap::new() }
+    /// The limits of `[bans]`: its rate limits and offices, and its allowlist exempt.
+    pub fn new(bans: &Bans) -> Self {
+        Self { limits: bans.rate_limits.clone(), allowlist: bans.allowlist.clone(), buckets: HashMap::new() }
     }
 
-    pub fn reconfigure(&mut self, limits: RateLimits) {
-        self.limits = limits;
-    }
-
-    fn rate(&self, limit: Limit) -> f64 {
-        f64::from(match limit {
-            Limit::NewConnection => self.limits.new_connections_per_second,
-            Limit::SipRequest => self.limits.sip_requests_per_second,
-        })
-    }
-
-    fn capacity(&self, limit: Limit) -> f64 {
-        self.rate(limit) + f64::from(self.limits.burst)
+    pub fn reconfigure(&mut self, bans: &Bans) {
+        self.limits = bans.rate_limits.clone();
+        self.allowlist = bans.allowlist.clone();
     }
 
     /// Takes one token for `ip`; a rate of 0 means unlimited.
     pub fn check(&mut self, ip: IpAddr, limit: Limit, now: SystemTime) -> Verdict {
-        let rate = self.rate(limit);
-        if rate == 0.0 {
+        let ip = canonical(ip);
+        let (rate, capacity) = rate_and_capacity(&self.limits, ip, limit);
+        if rate == 0.0 || self.allowlist.iter().any(|c| c.contains(&ip)) {
             return Verdict::Allow;
         }
-        let capacity = self.capacity(limit);
         if self.buckets.len() >= MAX_BUCKETS {
             self.prune(now);
         }
-        let bucket = self.buckets.entry((canonical(ip), limit)).or_insert(Bucket { tokens: capacity, updated: now, last_denial_reported: None });
+        let bucket = self.buckets.entry((ip, limit)).or_insert(Bucket { tokens: capacity, updated: now, last_denial_reported: None });
         let elapsed = now.duration_since(bucket.updated).unwrap_or_default().as_secs_f64();
         bucket.tokens = (bucket.tokens + elapsed * rate).min(capacity);
         bucket.updated = now;
@@ -87,22 +96,19 @@ impl RateLimiter {
         if first {
             bucket.last_denial_reported = Some(now);
         }
-        Verdict::Deny { first }
+        let retry_after = Duration::from_secs_f64(((1.0 - bucket.tokens) / rate).clamp(0.0, 3600.0));
+        Verdict::Deny { first, retry_after }
     }
 
     /// Drops buckets that have refilled completely (they hold no information). When every
     /// bucket is busy, the oldest half goes: a fresh bucket is generous, never stricter.
     pub fn prune(&mut self, now: SystemTime) {
-        let limits = self.limits.clone();
-        let full = |limit: Limit, b: &Bucket| {
-            let rate = f64::from(match limit {
-                Limit::NewConnection => limits.new_connections_per_second,
-                Limit::SipRequest => limits.sip_requests_per_second,
-            });
-            let cap = rate + f64::from(limits.burst);
+        let limits = &self.limits;
+        let full = |ip: IpAddr, limit: Limit, b: &Bucket| {
+            let (rate, cap) = rate_and_capacity(limits, ip, limit);
             b.tokens + now.duration_since(b.updated).unwrap_or_default().as_secs_f64() * rate >= cap
         };
-        self.buckets.retain(|(_, limit), b| !full(*limit, b));
+        self.buckets.retain(|(ip, limit), b| !full(*ip, *limit, b));
         if self.buckets.len() >= MAX_BUCKETS {
             let mut ages: Vec<SystemTime> = self.buckets.values().map(|b| b.updated).collect();
             ages.sort_unstable();

@@ -88,13 +88,13 @@ pub struct Guard {
 
 impl Guard {
     pub fn new(config: &Bans) -> Self {
-        Self { engine: BanEngine::new(config.clone()), limiter: RateLimiter::new(config.rate_limits.clone()), counters: GuardCounters::default() }
+        Self { engine: BanEngine::new(config.clone()), limiter: RateLimiter::new(config), counters: GuardCounters::default() }
     }
 
     /// A new profile's `[bans]`; active bans survive.
     pub fn reconfigure(&mut self, config: &Bans) {
         self.engine.reconfigure(config.clone());
-        self.limiter.reconfigure(config.rate_limits.clone());
+        self.limiter.reconfigure(config);
     }
 
     /// Counts a failure from a listener.
@@ -116,7 +116,7 @@ impl Guard {
         }
         match self.limiter.check(ip, limit, now) {
             Verdict::Allow => (true, Vec::new()),
-            Verdict::Deny { first } => {
+            Verdict::Deny { first, .. } => {
                 self.counters.rate_limited += 1;
                 let actions = if first { self.report(Failure { ip, kind: FailureKind::RateLimited }, now) } else { Vec::new() };
                 (false, actions)

@@ -21,7 +21,7 @@ fn config() -> Bans {
         rules: vec![BanRule { name: "auth".into(), events: vec![FailureKind::DigestFailure, FailureKind::TurnAuth], max_retry: 3, find_time: PDuration::secs(60), ban_time: PDuration::secs(100) }],
         escalation_factor: 2,
         max_ban_time: PDuration::secs(350),
-        rate_limits: RateLimits { new_connections_per_second: 2, sip_requests_per_second: 5, burst: 1 },
+        rate_limits: RateLimits { new_connections_per_second: 2, sip_requests_per_second: 5, burst: 1, offices: Vec::new() },
     }
 }
 
@@ -198,22 +198,22 @@ fn reconfigure_keeps_active_bans() {
 
 #[test]
 fn token_buckets_allow_rate_plus_burst_then_refill() {
-    let mut l = RateLimiter::new(RateLimits { new_connections_per_second: 2, sip_requests_per_second: 5, burst: 1 });
+    let mut l = RateLimiter::new(&Bans { rate_limits: RateLimits { new_connections_per_second: 2, sip_requests_per_second: 5, burst: 1, offices: Vec::new() }, ..Bans::default() });
     let a = ip("198.51.100.1");
     let now = t(0);
     for _ in 0..3 {
         assert_eq!(l.check(a, Limit::NewConnection, now), Verdict::Allow);
     }
-    assert_eq!(l.check(a, Limit::NewConnection, now), Verdict::Deny { first: true });
-    assert_eq!(l.check(a, Limit::NewConnection, now), Verdict::Deny { first: false });
+    assert!(matches!(l.check(a, Limit::NewConnection, now), Verdict::Deny { first: true, .. }));
+    assert!(matches!(l.check(a, Limit::NewConnection, now), Verdict::Deny { first: false, .. }));
     // Other sources and other limits have their own buckets.
     assert_eq!(l.check(ip("198.51.100.2"), Limit::NewConnection, now), Verdict::Allow);
     assert_eq!(l.check(a, Limit::SipRequest, now), Verdict::Allow);
     // Half a second refills one token at 2/s.
     assert_eq!(l.check(a, Limit::NewConnection, now + Duration::from_millis(500)), Verdict::Allow);
-    assert_eq!(l.check(a, Limit::NewConnection, now + Duration::from_millis(500)), Verdict::Deny { first: false });
+    assert!(matches!(l.check(a, Limit::NewConnection, now + Duration::from_millis(500)), Verdict::Deny { first: false, .. }));
     assert_eq!(l.check(a, Limit::NewConnection, now + Duration::from_millis(1000)), Verdict::Allow);
-    assert_eq!(l.check(a, Limit::NewConnection, now + Duration::from_millis(1000)), Verdict::Deny { first: true });
+    assert!(matches!(l.check(a, Limit::NewConnection, now + Duration::from_millis(1000)), Verdict::Deny { first: true, .. }));
     l.prune(now + Duration::from_secs(10));
     assert!(l.is_empty(), "refilled buckets are dropped");
 }
@@ -294,4 +294,41 @@ fn upstream_servers_and_the_gateways_own_addresses_are_never_banned() {
         }
         a
     }), Some(3600), "other internal hosts are not exempt");
+}
+
+#[test]
+fn an_office_range_gets_its_own_limits_and_the_allowlist_none() {
+    use crate::profile::{Cidr, Office};
+    let office = Office {
+        name: "hq".into(),
+        networks: vec!["203.0.113.0/24".parse::<Cidr>().unwrap()],
+        new_connections_per_second: 10,
+        sip_requests_per_second: 30,
+        burst: 600,
+        max_connections_per_source: 330,
+    };
+    let bans = Bans {
+        allowlist: vec!["192.0.2.9/32".parse().unwrap()],
+        rate_limits: RateLimits { new_connections_per_second: 2, sip_requests_per_second: 5, burst: 1, offices: vec![office] },
+        ..Bans::default()
+    };
+    let mut l = RateLimiter::new(&bans);
+    let now = t(0);
+    // 300 agents behind one NAT address log in at once: a connection and two REGISTERs each.
+    let nat = ip("203.0.113.5");
+    for _ in 0..300 {
+        assert_eq!(l.check(nat, Limit::NewConnection, now), Verdict::Allow);
+        assert_eq!(l.check(nat, Limit::SipRequest, now), Verdict::Allow);
+        assert_eq!(l.check(nat, Limit::SipRequest, now), Verdict::Allow);
+    }
+    // Outside the office the profile's limits hold; the allowlist is never limited.
+    let other = ip("198.51.100.7");
+    for _ in 0..6 {
+        assert_eq!(l.check(other, Limit::SipRequest, now), Verdict::Allow);
+    }
+    let Verdict::Deny { retry_after, .. } = l.check(other, Limit::SipRequest, now) else { panic!("not limited") };
+    assert!(retry_after > Duration::ZERO && retry_after <= Duration::from_millis(200), "one token at 5/s: {retry_after:?}");
+    for _ in 0..1000 {
+        assert_eq!(l.check(ip("192.0.2.9"), Limit::SipRequest, now), Verdict::Allow);
+    }
 }

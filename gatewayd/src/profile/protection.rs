@@ -186,6 +186,10 @@ pub struct RateLimits {
     /// Short bursts allowed above the rates.
     #[serde(default = "default_burst")]
     pub burst: u32,
+    /// Office networks whose addresses each carry many agents (a NAT address), with their own
+    /// per-source limits instead of the ones above. The first range that holds a source wins.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub offices: Vec<Office>,
 }
 
 impl Default for RateLimits {
@@ -194,7 +198,43 @@ impl Default for RateLimits {
             new_connections_per_second: default_conn_rate(),
             sip_requests_per_second: default_sip_rate(),
             burst: default_burst(),
+            offices: Vec::new(),
         }
+    }
+}
+
+/// Per-source limits for an office range: every address in `networks` gets these limits.
+///
+/// Sizing for N agents behind one address: `max_connections_per_source` at least N plus a
+/// tenth (each softphone holds one WebSocket; a reconnect briefly holds two);
+/// `burst` at least 2 x N, so that every agent can log in at once after a gateway restart
+/// (a login is a REGISTER, its challenge and the authorised REGISTER, and the connection
+/// itself); `new_connections_per_second` at least N / 30 and `sip_requests_per_second` at
+/// least N / 10, so the backlog of a restart clears within 30 s and re-registrations
+/// (two requests per agent per re-registration interval) stay far below the rate.
+/// 300 agents: 330 connections, burst 600, 10 connections/s, 30 requests/s.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Office {
+    /// A name for logs.
+    pub name: String,
+    /// The office's public (NAT) addresses or ranges.
+    pub networks: Vec<Cidr>,
+    /// New TCP/TLS connections per second from one address of the office.
+    pub new_connections_per_second: u32,
+    /// SIP requests per second from one address of the office.
+    pub sip_requests_per_second: u32,
+    /// Short bursts allowed above the rates (connections and requests each).
+    pub burst: u32,
+    /// Concurrent connections allowed from one address of the office (instead of
+    /// `web.max_connections_per_source`).
+    pub max_connections_per_source: u32,
+}
+
+impl RateLimits {
+    /// The office range that holds `ip`, if any.
+    pub fn office_of(&self, ip: std::net::IpAddr) -> Option<&Office> {
+        self.offices.iter().find(|o| o.networks.iter().any(|n| n.contains(&ip)))
     }
 }
 

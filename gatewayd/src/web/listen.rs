@@ -154,7 +154,7 @@ async fn serve_https(tcp: TcpStream, peer: SocketAddr, local: SocketAddr, shared
     }
     let settings = shared.settings();
     let slot = Arc::new(shared.open_slot(peer.ip()));
-    let limit = settings.max_connections_per_source;
+    let limit = settings.max_connections_from(peer.ip());
     if slot.count > limit.saturating_mul(2) {
         // Far over the limit: not even a handshake.
         shared.fail(peer.ip(), FailureKind::RateLimited, format!("{} connections open from this source", slot.count));

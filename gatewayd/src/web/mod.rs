@@ -163,7 +163,7 @@ pub async fn start(
         events,
         failures,
         sources: Mutex::new(HashMap::new()),
-        limiter: Mutex::new(crate::guard::RateLimiter::new(settings.rate_limits.clone())),
+        limiter: Mutex::new(crate::guard::RateLimiter::new(&settings.bans)),
         next_id: AtomicU64::new(1),
         sessions: AtomicUsize::new(0),
         state_dir: state_dir.to_owned(),
@@ -196,7 +196,7 @@ async fn follow_profile(
             tracing::error!(error = %e, "web: cannot bind the new listeners; the previous ones keep serving");
             continue;
         }
-        shared.limiter.lock().expect("limiter lock").reconfigure(settings.rate_limits.clone());
+        shared.limiter.lock().expect("limiter lock").reconfigure(&settings.bans);
         let certificate_sha256 = settings.certificate_sha256.clone();
         shared.settings.send_replace(settings);
         // Said only once it is true: new connections now get these settings.
@@ -251,7 +251,7 @@ impl Shared {
         let verdict = self.limiter.lock().expect("limiter lock").check(ip, crate::guard::Limit::NewConnection, std::time::SystemTime::now());
         match verdict {
             crate::guard::Verdict::Allow => true,
-            crate::guard::Verdict::Deny { first } => {
+            crate::guard::Verdict::Deny { first, .. } => {
                 if first {
                     self.fail(ip, FailureKind::RateLimited, "new connection rate exceeded");
                 }

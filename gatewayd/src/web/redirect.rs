@@ -29,7 +29,7 @@ pub(crate) async fn accept(listener: TcpListener, local: SocketAddr, shared: Arc
         let shared = shared.clone();
         tokio::spawn(async move {
             let slot = shared.open_slot(peer.ip());
-            if slot.count > shared.settings().max_connections_per_source {
+            if slot.count > shared.settings().max_connections_from(peer.ip()) {
                 shared.fail(peer.ip(), FailureKind::RateLimited, format!("{} connections open from this source", slot.count));
                 return;
             }

@@ -39,8 +39,8 @@ pub struct Settings {
     pub softphone: bool,
     pub max_message_bytes: usize,
     pub max_connections_per_source: usize,
-    /// New connections per second per source (`bans.rate_limits`).
-    pub rate_limits: crate::profile::RateLimits,
+    /// `[bans]`: the per-source rate limits, office ranges and the allowlist.
+    pub bans: crate::profile::Bans,
     /// `GET /config.json`, ready to send.
     pub config_json: Bytes,
     pub https: Vec<SocketAddr>,
@@ -78,7 +78,7 @@ impl Settings {
             softphone: p.web.softphone,
             max_message_bytes: p.web.max_message_bytes as usize,
             max_connections_per_source: p.web.max_connections_per_source as usize,
-            rate_limits: p.bans.rate_limits.clone(),
+            bans: p.bans.clone(),
             config_json: Bytes::from(serde_json::to_vec(&config).expect("config.json serializes")),
             https: p.web.https.clone(),
             http_redirect: p.web.http_redirect.clone(),
@@ -131,5 +131,13 @@ pub fn leaf_sha256(pem: &CertifiedPem) -> String {
     match rustls_pemfile::certs(&mut &pem.chain[..]).next() {
         Some(Ok(der)) => hex::encode(Sha256::digest(der.as_ref())),
         _ => String::new(),
+    }
+}
+
+impl Settings {
+    /// Concurrent connections allowed from `ip`: its office's limit, or the profile's.
+    pub fn max_connections_from(&self, ip: std::net::IpAddr) -> usize {
+        let ip = crate::guard::canonical(ip);
+        self.bans.rate_limits.office_of(ip).map_or(self.max_connections_per_source, |o| o.max_connections_per_source as usize)
     }
 }
