@@ -69,6 +69,20 @@ image-test: image
 fuzz seconds="600" *targets="":
     fuzz/run {{seconds}} {{targets}}
 
+# The attack tools and floods against the daemon in network namespaces (root): SIPVicious,
+# nmap, testssl.sh, floods and resource bounds, 300 agents behind one address. Each test runs
+# alone; their FIGURE lines go to target/attack/figures.txt (the record is docs/security.md).
+attack: build
+    mkdir -p target/attack
+    cargo test -p gatewayd --test attack_netns --test attack_long --no-run
+    : > target/attack/figures.txt
+    for t in attack_netns attack_long; do \
+      GATEWAYD_ATTACK=1 timeout 1800 cargo test -q -p gatewayd --test $t -- --nocapture --test-threads 1 2>&1 \
+        | tee -a target/attack/run.log | grep --line-buffered '^FIGURE' | sed 's/^FIGURE //' | tee -a target/attack/figures.txt; \
+      test "${PIPESTATUS[0]}" = 0; \
+    done
+    echo "commit $(git rev-parse --short HEAD)$(git diff --quiet || echo ' (with local changes)')" >> target/attack/figures.txt
+
 # The short fuzz run CI does (within `just test`): each target as a bolero property test,
 # its seeds and a few hundred mutations of them, about a second in all.
 fuzz-smoke:

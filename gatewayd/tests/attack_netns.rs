@@ -84,8 +84,7 @@ async fn enumeration_probe(site: &Site, known: &[&str], unknown: &[&str]) -> (An
     use attack::agent::{request, response};
     use futures::SinkExt;
     use gatewayd::sip::digest::{authorize_request, ClientSecret};
-    let _ = site;
-    let mut ws = wss_from(&site.lab.inet, SCANNER).await.expect("scanner WSS");
+    let mut ws = wss_from(&site.scanner.ns, SCANNER).await.expect("scanner WSS");
     let mut groups = [(Vec::new(), std::collections::BTreeSet::new()), (Vec::new(), std::collections::BTreeSet::new())];
     let mut cseq = 1;
     for round in 0..20 {

@@ -25,8 +25,10 @@ pub const HOST: &str = "voice.example.net";
 pub const AUTH_RETRY: u32 = 5;
 /// A second attacker address in the internet namespace (svwar, scans).
 pub const SCOUT: &str = "198.51.100.4";
-/// An allowlisted scanner (testssl.sh makes hundreds of deliberately failing handshakes).
-pub const SCANNER: &str = "198.51.100.5";
+/// An allowlisted scanner's network, a namespace of its own (testssl.sh makes hundreds of
+/// deliberately failing handshakes, from whatever address the namespace gives it).
+pub const SCANNER_NET: &str = "100.64.1";
+pub const SCANNER: &str = "100.64.1.5";
 /// The legitimate agent's office network.
 pub const OFFICE_NET: &str = "203.0.113";
 
@@ -85,6 +87,7 @@ pub fn write_certificates(dir: &Path) {
 pub struct Site {
     pub daemon: Gateway,
     pub office: Remote,
+    pub scanner: Remote,
     pub lab: Lab,
     pub dir: TempDir,
 }
@@ -94,10 +97,9 @@ impl Site {
     /// and waits until it is ready.
     pub fn start(tag: &str, bans_extra: &str, extra: &str) -> Site {
         let lab = Lab::create(tag).expect("namespaces");
-        for host in [SCOUT, SCANNER] {
-            run(&["ip", "-n", &lab.inet, "addr", "add", &format!("{host}/24"), "dev", "eth0"]).unwrap();
-        }
+        run(&["ip", "-n", &lab.inet, "addr", "add", &format!("{SCOUT}/24"), "dev", "eth0"]).unwrap();
         let office = lab.add_remote(&format!("o{tag}"), OFFICE_NET).expect("office network");
+        let scanner = lab.add_remote(&format!("s{tag}"), SCANNER_NET).expect("scanner network");
         let dir = TempDir::new(&format!("attack-{tag}"));
         let path = dir.path().join("profile.toml");
         std::fs::write(&path, profile(dir.path(), bans_extra, extra)).unwrap();
@@ -106,7 +108,7 @@ impl Site {
         assert!(check.status.success(), "the attack profile is valid: {}", text(&check));
         let mut daemon = Gateway::start_in_netns(&lab.gw, &path, &dir.path().join("state"));
         daemon.wait_for_log("gatewayd ready", Duration::from_secs(60));
-        Site { daemon, office, lab, dir }
+        Site { daemon, office, scanner, lab, dir }
     }
 
     /// The daemon's resident memory in KiB (`ip netns exec` execs the daemon in place).
