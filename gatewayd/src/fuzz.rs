@@ -232,12 +232,16 @@ mod tests {
 
     /// Found by `sip_datagram` (fuzz/regressions/sip_datagram/status-000): `parse` accepts a
     /// response whose status code is not three digits in 100-699 and rsip prints it back as
-    /// `SIP/2.0 0 ...`. RFC 3261 7.2 wants 3DIGIT; the transaction layer ignores the response.
+    /// `SIP/2.0 0 ...`. RFC 3261 7.2 wants 3DIGIT; now refused.
     #[test]
-    #[ignore = "sip::message::parse accepts status 000; see docs/security.md, Findings"]
     fn a_status_code_outside_100_to_699_is_refused() {
-        let response = b"SIP/2.0 000 Zero\r\nVia: SIP/2.0/UDP 127.0.0.1:5080;branch=z9hG4bK1\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:c@d>;tag=2\r\nCall-ID: x\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
-        assert!(crate::sip::message::parse(response).is_err());
+        let with = |code: &str| format!("SIP/2.0 {code} X\r\nVia: SIP/2.0/UDP 127.0.0.1:5080;branch=z9hG4bK1\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:c@d>;tag=2\r\nCall-ID: x\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n");
+        for bad in ["000", "001", "099", "700", "0100", "1000", "20"] {
+            assert!(crate::sip::message::parse(with(bad).as_bytes()).is_err(), "status {bad} accepted");
+        }
+        for good in ["100", "200", "699"] {
+            assert!(crate::sip::message::parse(with(good).as_bytes()).is_ok(), "status {good} refused");
+        }
     }
 
     #[test]

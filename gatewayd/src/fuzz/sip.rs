@@ -26,12 +26,7 @@ pub fn sip_datagram(data: &[u8]) {
 /// message `parse` accepts again.
 fn check_accepted(parsed: &SipMessage) {
     if let SipMessage::Response(r) = parsed {
-        // Known: `parse` accepts a status code outside 100-699 (`SIP/2.0 000 ...`) and rsip
-        // prints it back as `0`, which no parser takes. The transaction layer ignores such a
-        // response (no class 1-6). See docs/security.md, "Findings".
-        if !(100..=699).contains(&r.status_code.code()) {
-            return;
-        }
+        assert!((100..=699).contains(&r.status_code.code()), "accepted status {}", r.status_code.code());
     }
     let text = parsed.to_string();
     if let Err(e) = message::parse(text.as_bytes()) {

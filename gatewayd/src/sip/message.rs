@@ -104,9 +104,21 @@ pub fn parse(bytes: &[u8]) -> Result<SipMessage, ParseError> {
         Some(method) => ParseError::UnknownMethod(method),
         None => ParseError::Syntax(short_error(&e)),
     })?;
+    if matches!(message, SipMessage::Response(_)) && !status_code_is_3digit(bytes) {
+        return Err(ParseError::Syntax("status code is not three digits in 100-699".into()));
+    }
     expand_compact_headers(message_headers_mut(&mut message));
     validate(&mut message)?;
     Ok(message)
+}
+
+/// Whether a status line's code is three digits in 100-699 (RFC 3261 7.2, Status-Code is
+/// 3DIGIT and the first digit is the class). rsip reads `000` or `0100` as numbers.
+fn status_code_is_3digit(bytes: &[u8]) -> bool {
+    let line = bytes.split(|b| *b == b'\n').next().unwrap_or_default();
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let code = line.split(|b| *b == b' ').nth(1).unwrap_or_default();
+    code.len() == 3 && code.iter().all(u8::is_ascii_digit) && (b'1'..=b'6').contains(&code[0])
 }
 
 /// The method of a request line whose method rsip does not know (it refuses the message).
