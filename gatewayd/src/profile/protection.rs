@@ -188,6 +188,14 @@ pub struct RateLimits {
     pub burst: u32,
     /// Office networks whose addresses each carry many agents (a NAT address), with their own
     /// per-source limits instead of the ones above. The first range that holds a source wins.
+    /// Sizing for N agents behind one address: `max_connections_per_source` at least N plus a
+    /// tenth (each softphone holds one WebSocket; a reconnect briefly holds two);
+    /// `burst` at least 2 x N, so that every agent can log in at once after a gateway restart
+    /// (a login is a REGISTER, its challenge and the authorised REGISTER, and the connection
+    /// itself); `new_connections_per_second` at least N / 30 and `sip_requests_per_second` at
+    /// least N / 10, so the backlog of a restart clears within 30 s and re-registrations
+    /// (two requests per agent per re-registration interval) stay far below the rate.
+    /// 300 agents: 330 connections, burst 600, 10 connections/s, 30 requests/s.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub offices: Vec<Office>,
 }
@@ -203,16 +211,8 @@ impl Default for RateLimits {
     }
 }
 
-/// Per-source limits for an office range: every address in `networks` gets these limits.
-///
-/// Sizing for N agents behind one address: `max_connections_per_source` at least N plus a
-/// tenth (each softphone holds one WebSocket; a reconnect briefly holds two);
-/// `burst` at least 2 x N, so that every agent can log in at once after a gateway restart
-/// (a login is a REGISTER, its challenge and the authorised REGISTER, and the connection
-/// itself); `new_connections_per_second` at least N / 30 and `sip_requests_per_second` at
-/// least N / 10, so the backlog of a restart clears within 30 s and re-registrations
-/// (two requests per agent per re-registration interval) stay far below the rate.
-/// 300 agents: 330 connections, burst 600, 10 connections/s, 30 requests/s.
+/// Per-source limits for an office range: every address in `networks` gets these limits
+/// (see `RateLimits::offices` for how to size them).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Office {
