@@ -77,5 +77,5 @@ fn turn_metrics(r: &mut Registry, t: &crate::turn::metrics::Snapshot) {
     let rel = &t.relayed;
     labelled(r, "turn_relayed_packets", "Packets relayed by TURN, by direction", "direction", &[("to_peer", rel.packets_to_peer), ("from_peer", rel.packets_from_peer)]);
     labelled(r, "turn_relayed_bytes", "Payload bytes relayed by TURN, by direction", "direction", &[("to_peer", rel.bytes_to_peer), ("from_peer", rel.bytes_from_peer)]);
-    labelled(r, "turn_dropped_packets", "Packets TURN did not relay, by reason", "reason", &[("bandwidth", rel.dropped), ("no_permission", t.unpermitted)]);
+    labelled(r, "turn_dropped_packets", "Packets TURN did not relay, by reason", "reason", &[("bandwidth", rel.dropped), ("no_permission", t.unpermitted), ("client_busy", t.unsent)]);
 }
