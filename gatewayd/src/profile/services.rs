@@ -180,10 +180,10 @@ pub enum Codec {
     PCMA,
 }
 
-/// A codec toward the browser.
+/// A codec toward the browser: `opus` (48 kHz, RFC 7587, in-band FEC on, DTX off; transcoded
+/// to G.711) or a G.711 codec passed through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 pub enum AgentCodec {
-    /// Opus at 48 kHz (RFC 7587), in-band FEC on, DTX off; transcoded to G.711.
     #[serde(rename = "opus")]
     Opus,
     PCMU,
