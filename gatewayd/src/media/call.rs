@@ -485,3 +485,57 @@ fn downlink(slot: &mut Option<G711ToOpus>) -> Option<&mut G711ToOpus> {
     }
     slot.as_mut()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use str0m::config::DtlsCert;
+    use str0m::IceCreds;
+
+    fn core(agent: &[AudioCodec]) -> CallCore {
+        let generated = rcgen::generate_simple_self_signed(vec!["gatewayd".to_owned()]).unwrap();
+        let cert = DtlsCert { certificate: generated.cert.der().to_vec(), private_key: generated.signing_key.serialize_der() };
+        let browser = BrowserSetup { candidates: vec!["198.51.100.1:40000".parse().unwrap()], cert, ice: IceCreds::new(), telephone_event: true };
+        let internal = InternalSetup { local: "192.0.2.1:41000".parse().unwrap(), telephone_event: true, ssrc: 7, origin_id: 1 };
+        let seeds = Seeds { browser_seq: 1, browser_ts: 2, internal_seq: 3, internal_ts: 4 };
+        let g711 = vec![AudioCodec::Pcmu, AudioCodec::Pcma];
+        CallCore::new(Instant::now(), browser, Some(internal), g711, agent.to_vec(), Duration::from_secs(30), seeds)
+    }
+
+    const SERVER_PCMA: &str = "v=0\r\no=- 1 1 IN IP4 192.0.2.80\r\ns=-\r\nc=IN IP4 192.0.2.80\r\nt=0 0\r\nm=audio 20000 RTP/AVP 8 96\r\na=rtpmap:96 telephone-event/8000\r\n";
+
+    fn rtpmaps(sdp: &str) -> Vec<String> {
+        sdp.lines().filter_map(|l| l.strip_prefix("a=rtpmap:")).map(|l| l.split_once(' ').unwrap().1.to_owned()).collect()
+    }
+
+    #[test]
+    fn inbound_offers_the_browser_opus_first_and_the_servers_g711_for_passthrough() {
+        let mut c = core(&[AudioCodec::Opus, AudioCodec::Pcmu, AudioCodec::Pcma]);
+        let answer = c.internal_answer(Instant::now(), SERVER_PCMA).unwrap();
+        assert!(answer.contains("RTP/AVP 8 96"), "the server leg stays G.711: {answer}");
+        let offer = c.browser_create_offer(Instant::now(), SystemTime::now()).unwrap();
+        let maps = rtpmaps(&offer);
+        assert_eq!(maps.first().map(String::as_str), Some("opus/48000/2"), "{offer}");
+        assert!(maps.contains(&"PCMA/8000".to_owned()) && !maps.contains(&"PCMU/8000".to_owned()), "only the server's G.711 besides Opus: {maps:?}");
+        assert!(maps.contains(&"telephone-event/48000".to_owned()) && maps.contains(&"telephone-event/8000".to_owned()), "{maps:?}");
+        assert!(offer.contains("useinbandfec=1") && !offer.contains("usedtx=1"), "{offer}");
+    }
+
+    #[test]
+    fn without_opus_the_browser_gets_the_servers_codec_only() {
+        let mut c = core(&[AudioCodec::Pcmu, AudioCodec::Pcma]);
+        c.internal_answer(Instant::now(), SERVER_PCMA).unwrap();
+        let offer = c.browser_create_offer(Instant::now(), SystemTime::now()).unwrap();
+        assert_eq!(rtpmaps(&offer), vec!["PCMA/8000", "telephone-event/8000"], "{offer}");
+    }
+
+    #[test]
+    fn the_server_is_offered_g711_only_whatever_the_browser_side_lists() {
+        let mut c = core(&[AudioCodec::Opus]);
+        let offer = c.internal_create_offer().unwrap();
+        assert!(offer.contains("m=audio 41000 RTP/AVP 0 8 101\r\n"), "{offer}");
+        // Only G.711 toward the browser, and the server may use either: each passes through.
+        let mut c = core(&[AudioCodec::Pcma]);
+        assert!(c.internal_create_offer().unwrap().contains("RTP/AVP 8 101\r\n"));
+    }
+}
