@@ -8,7 +8,7 @@ use std::path::Path;
 
 use super::diag::{Diagnostic, SourceMap};
 use super::values::{Cidr, PortRange};
-use super::{Profile, TlsSource, Transport};
+use super::{AgentCodec, Codec, Profile, TlsSource, Transport};
 
 pub(crate) fn validate(p: &Profile, map: &SourceMap<'_>, dir: &Path) -> Vec<Diagnostic> {
     let mut v = Validator { p, map, out: Vec::new() };
@@ -95,6 +95,18 @@ impl Validator<'_> {
         }
         if m.codecs.is_empty() {
             self.error("media.codecs", "at least one codec is needed");
+        }
+        for (i, c) in m.agent_codecs.iter().enumerate() {
+            let g711 = match c {
+                AgentCodec::Opus => None,
+                AgentCodec::PCMU => Some(Codec::PCMU),
+                AgentCodec::PCMA => Some(Codec::PCMA),
+            };
+            if m.agent_codecs[..i].contains(c) {
+                self.error(format!("media.agent_codecs[{i}]"), format!("{c:?} is listed twice"));
+            } else if let Some(g) = g711.filter(|g| !m.codecs.contains(g)) {
+                self.error(format!("media.agent_codecs[{i}]"), format!("{g:?} toward the browser is not in media.codecs: only opus is transcoded, G.711 passes through"));
+            }
         }
     }
 
