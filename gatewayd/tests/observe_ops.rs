@@ -219,7 +219,7 @@ struct Exercised {
 async fn exercised(tag: &str) -> Exercised {
     let lab = lab(tag);
     let mut failing = connect(&lab).await;
-    assert_eq!(register(&mut failing, "5002", "not-the-password").await, 401);
+    assert_eq!(register(&mut failing, "5002", "not-the-password").await, 403);
     let mut ws = connect(&lab).await;
     assert_eq!(register(&mut ws, "5001", "pass5001").await, 200);
     let peer = BrowserPeer::spawn(SrtpProtectionProfile::Srtp_Aead_Aes_128_Gcm);
@@ -243,7 +243,7 @@ fn metrics_are_negotiated_by_accept_and_promtool_accepts_the_text_format() {
         let (content_type, body) = scrape(lab.admin, accept);
         assert_eq!(content_type, "text/plain; version=0.0.4; charset=utf-8", "Accept {accept:?}");
         assert!(!body.contains("# EOF") && !body.contains("# UNIT"), "{body}");
-        assert!(body.contains("# HELP gatewayd_failures_total ") && body.contains("# TYPE gatewayd_failures_total counter"), "{body}");
+        assert!(body.contains("# HELP gatewayd_bans_total ") && body.contains("# TYPE gatewayd_bans_total counter"), "{body}");
         let (ok, said) = promtool(&body);
         assert!(ok && said.trim().is_empty(), "promtool check metrics on Accept {accept:?}:\n{said}\n{body}");
     }
@@ -252,7 +252,7 @@ fn metrics_are_negotiated_by_accept_and_promtool_accepts_the_text_format() {
     let (content_type, body) = scrape(lab.admin, Some(prometheus));
     assert_eq!(content_type, "application/openmetrics-text; version=1.0.0; charset=utf-8");
     assert!(body.ends_with("# EOF\n"), "{body}");
-    assert!(body.contains("# TYPE gatewayd_failures counter") && body.contains("# UNIT gatewayd_call_setup_seconds seconds"), "{body}");
+    assert!(body.contains("# TYPE gatewayd_bans counter") && body.contains("# UNIT gatewayd_start_time_seconds seconds"), "{body}");
     // The reason for negotiating: read as 0.0.4, OpenMetrics text has counters without help.
     let (_, said) = promtool(&body);
     assert!(said.contains("no help text"), "{said}");

@@ -53,7 +53,7 @@ pub fn render(bans: &BanService, calls: &CallGauges) -> String {
     r.register("calls_ended", "Calls ended, by direction and cause", calls.calls_ended.clone());
     r.register_with_unit("call_setup", "Time from INVITE to answer of answered calls, by direction (observed when the call ends)", Unit::Seconds, calls.setup_seconds.clone());
     r.register("call_mos", "Estimated listening quality (MOS) of what each leg received over a call, by leg", calls.mos.clone());
-    r.register_with_unit("call_packet_loss", "Fraction of packets lost on each leg over a call, by leg", Unit::Ratios, calls.loss_ratio.clone());
+    r.register_with_unit("call_packet_loss", "Fraction of packets lost on each leg over a call, by leg", Unit::Other("ratio".into()), calls.loss_ratio.clone());
     r.register_with_unit("call_jitter", "Interarrival jitter of each leg at the end of a call, by leg", Unit::Seconds, calls.jitter_seconds.clone());
     upstream(&mut r, calls);
     if let Some(turn) = calls.turn.get() {

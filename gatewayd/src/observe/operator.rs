@@ -65,8 +65,16 @@ fn fetch(admin: &str, path: &str) -> Result<Value, String> {
 
 fn table(header: &[&str]) -> Table {
     let mut t = Table::new();
-    t.load_style(presets::NOTHING).set_header(header.iter().copied());
+    t.load_style(presets::NOTHING);
+    if !header.is_empty() {
+        t.set_header(header.iter().copied());
+    }
     t
+}
+
+/// A table's lines without the padding after the last column.
+fn lines(t: &Table) -> String {
+    t.lines().map(|l| l.trim_end().to_owned() + "\n").collect()
 }
 
 fn text(v: &Value) -> String {
@@ -109,8 +117,7 @@ fn status(s: &Value) -> String {
         _ => "-".into(),
     };
     let turn = s["turn_allocations"].as_u64().map_or("off".to_owned(), |n| n.to_string());
-    let mut facts = table(&["", ""]);
-    facts.set_header(Vec::<String>::new());
+    let mut facts = table(&[]);
     for (k, v) in [
         ("site", format!("{}{lab}", text(&s["site"]))),
         ("version", text(&s["version"])),
@@ -127,12 +134,14 @@ fn status(s: &Value) -> String {
     ] {
         facts.add_row([k.to_owned(), v]);
     }
-    out.push_str(&format!("{facts}\n\n"));
+    out.push_str(&lines(&facts));
+    out.push('\n');
     let mut listeners = table(&["LISTENER", "ADDRESS"]);
     for l in s["listeners"].as_array().into_iter().flatten() {
         listeners.add_row([text(&l["service"]), text(&l["address"])]);
     }
-    out.push_str(&format!("{listeners}\n\n"));
+    out.push_str(&lines(&listeners));
+    out.push('\n');
     out.push_str(&upstream(&s["upstream"]));
     out
 }
@@ -143,7 +152,7 @@ fn upstream(list: &Value) -> String {
         let state = if u["up"].as_bool() == Some(true) { "up" } else { "down" };
         t.add_row([text(&u["address"]), text(&u["transport"]), text(&u["priority"]), text(&u["weight"]), state.to_owned(), text(&u["failures"])]);
     }
-    format!("{t}\n")
+    lines(&t)
 }
 
 fn agents(list: &Value, now: SystemTime) -> String {
@@ -155,7 +164,7 @@ fn agents(list: &Value, now: SystemTime) -> String {
         let expires = a["expires_in_s"].as_u64().map_or("-".into(), span);
         t.add_row([text(&a["dn"]), state.to_owned(), text(&a["contact"]), text(&a["source"]), text(&a["user_agent"]), since(now, &a["since_ms"]), expires, last, failures.len().to_string()]);
     }
-    format!("{t}\n")
+    lines(&t)
 }
 
 /// A leg's quality so far: MOS, loss and jitter.
@@ -175,7 +184,7 @@ fn calls(list: &Value, now: SystemTime) -> String {
         let media = &c["media"];
         t.add_row([text(&c["call"]), text(&c["dn"]), text(&c["direction"]), text(&c["peer"]), time_ms(&c["started_ms"]), time_ms(&c["answered_ms"]), since(now, &c["started_ms"]), quality(&media["browser"]), quality(&media["internal"])]);
     }
-    format!("{t}\n")
+    lines(&t)
 }
 
 #[cfg(test)]
