@@ -141,8 +141,12 @@ mod tests {
 
     #[test]
     fn user_agents_are_bounded_and_on_one_line() {
-        let text = format!("REGISTER sip:x SIP/2.0\r\nVia: SIP/2.0/WSS h;branch=z9hG4bK1\r\nUser-Agent: JsSIP 3.10 {}\r\nContent-Length: 0\r\n\r\n", "a".repeat(400));
-        let Ok(rsip::SipMessage::Request(r)) = crate::sip::message::parse(text.as_bytes()) else { panic!() };
+        let text = format!(
+            "REGISTER sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/WSS h.invalid;branch=z9hG4bK1\r\nMax-Forwards: 70\r\nTo: <sip:5001@127.0.0.1>\r\n\
+             From: <sip:5001@127.0.0.1>;tag=t\r\nCall-ID: c\r\nCSeq: 1 REGISTER\r\nUser-Agent: JsSIP 3.10 {}\u{7}\r\nContent-Length: 0\r\n\r\n",
+            "a".repeat(400)
+        );
+        let Ok(rsip::SipMessage::Request(r)) = crate::sip::message::parse(text.as_bytes()) else { panic!("{text}") };
         let ua = user_agent(&r).unwrap();
         assert!(ua.starts_with("JsSIP 3.10 ") && ua.len() == MAX_USER_AGENT, "{ua}");
     }
