@@ -31,7 +31,9 @@ pub struct UpstreamHealth {
     pub failures: u32,
 }
 
-/// Call control's live figures, updated by its task and read at scrape time.
+/// Live figures: call control's (registrations, calls, quality, upstream health), the reload
+/// loop's and the web side's certificate; written as things happen, read at scrape time and by
+/// the admin endpoint.
 pub struct CallGauges {
     pub registrations: AtomicU64,
     pub active_calls: AtomicU64,
