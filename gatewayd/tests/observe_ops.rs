@@ -201,6 +201,12 @@ async fn operator_commands_show_the_daemon_its_agents_calls_and_upstream_in_both
     }));
     assert_eq!(calls, Value::Array(vec![]));
 
+    // Without --admin the profile's observe.admin is used.
+    let profile = x.lab.dir.path().join("profile.toml");
+    let out = common::gatewayd().args(["upstream", "--json", "--profile"]).arg(&profile).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(serde_json::from_slice::<Value>(&out.stdout).unwrap()[0]["address"], format!("127.0.0.1:{}", x.lab.upstream));
+
     // An unreachable endpoint is an error that names it, not an empty table.
     let out = common::gatewayd().args(["status", "--admin", "127.0.0.1:1"]).output().unwrap();
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("cannot reach the admin endpoint at 127.0.0.1:1"));
