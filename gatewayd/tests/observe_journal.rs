@@ -79,6 +79,13 @@ impl Drop for Group {
         // SAFETY: kill(2) on the process group this test started.
         unsafe { libc::kill(-pgid, libc::SIGTERM) };
         let _ = self.0.wait();
+        // The leader's children too (the gateway writes its bans as it stops): gone before the
+        // temporary directory is removed.
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        // SAFETY: signal 0 only asks whether the group still has members.
+        while unsafe { libc::kill(-pgid, 0) } == 0 && std::time::Instant::now() < end {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
     }
 }
 
