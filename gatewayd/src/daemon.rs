@@ -93,6 +93,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     });
     let web = crate::web::start(&state_dir, profile_rx.clone(), conn_tx, web_failures).await.context("cannot start the web side")?;
     let bound = web.bound();
+    let _ = call_gauges.web.set(web.settings_watch());
     let turn = crate::turn::start(profile_rx.clone(), web.settings_watch(), turn_failures).await.context("cannot start TURN")?;
     if let Some(turn) = turn {
         web.share_with_turn(Arc::new(turn.clone()));
@@ -108,7 +109,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
 
     loop {
         tokio::select! {
-            _ = hangup.recv() => reload(&opts, &profile_tx, &log, &notifier, &bans).await,
+            _ = hangup.recv() => reload(&opts, &profile_tx, &log, &notifier, &bans, &call_gauges).await,
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
             _ = watchdog_tick.tick(), if watchdog.is_some() => notifier.watchdog(),
@@ -121,7 +122,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
 }
 
 /// Re-reads the profile; a valid one replaces the running one, an invalid one is refused.
-async fn reload(opts: &RunOptions, tx: &watch::Sender<Arc<LoadedProfile>>, log: &LogHandle, notifier: &Notifier, bans: &BanService) {
+async fn reload(opts: &RunOptions, tx: &watch::Sender<Arc<LoadedProfile>>, log: &LogHandle, notifier: &Notifier, bans: &BanService, gauges: &observe::metrics::CallGauges) {
     notifier.reloading();
     let old = tx.borrow().clone();
     match profile::load(&opts.profile) {
@@ -130,6 +131,7 @@ async fn reload(opts: &RunOptions, tx: &watch::Sender<Arc<LoadedProfile>>, log: 
                 tracing::error!("{d}");
             }
             tracing::error!(problems = diagnostics.0.len(), profile_sha256 = %old.sha256, "reload refused: the profile is invalid; still running the previous profile");
+            gauges.reload(false);
             notifier.ready(&format!("reload refused; running profile {}", &old.sha256[..12]));
         }
         Ok(new) => {
@@ -149,6 +151,7 @@ async fn reload(opts: &RunOptions, tx: &watch::Sender<Arc<LoadedProfile>>, log: 
             }
             let sha = new.sha256.clone();
             tx.send_replace(Arc::new(new));
+            gauges.reload(true);
             tracing::info!(profile_sha256 = %sha, changed = changes.len(), "profile reloaded");
             notifier.ready(&format!("running profile {}", &sha[..12]));
         }

@@ -48,8 +48,13 @@ fn wall_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
-/// A question from the admin endpoint: the calls in progress, answered on the oneshot.
-pub type CallsQuery = tokio::sync::oneshot::Sender<Vec<super::active::CallSummary>>;
+/// A question from the admin endpoint, answered on its oneshot between two events.
+pub enum AdminQuery {
+    /// The calls in progress.
+    Calls(tokio::sync::oneshot::Sender<Vec<super::active::CallSummary>>),
+    /// Registered agents and recent authentication failures.
+    Agents(tokio::sync::oneshot::Sender<Vec<super::agent_view::AgentInfo>>),
+}
 
 /// Everything call control's task is given at start.
 pub struct CallTask<M> {
@@ -64,8 +69,8 @@ pub struct CallTask<M> {
     /// Live figures for metrics.
     pub gauges: Arc<CallGauges>,
     pub media: M,
-    /// `GET /calls` from the admin endpoint.
-    pub queries: mpsc::Receiver<CallsQuery>,
+    /// `GET /calls` and `GET /agents` from the admin endpoint.
+    pub queries: mpsc::Receiver<AdminQuery>,
 }
 
 /// Runs call control until the agent event channel closes.
@@ -85,6 +90,7 @@ pub async fn run<M: MediaControl>(task: CallTask<M>) {
         gauges,
         rng: StdRng::from_rng(&mut rand::rng()),
     };
+    state.publish_upstream();
     // Media events (a dead browser leg) are looked at once a second.
     let mut media_check = tokio::time::interval(std::time::Duration::from_secs(1));
     media_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -118,9 +124,14 @@ pub async fn run<M: MediaControl>(task: CallTask<M>) {
                 state.calls.check_media(Instant::now(), wall_ms(), &mut state.rng);
                 state.flush_calls();
             }
-            Some(reply) = queries.recv() => {
-                let _ = reply.send(state.calls.active());
-            }
+            Some(query) = queries.recv() => match query {
+                AdminQuery::Calls(reply) => {
+                    let _ = reply.send(state.calls.active());
+                }
+                AdminQuery::Agents(reply) => {
+                    let _ = reply.send(state.edge.agents(Instant::now(), wall_ms()));
+                }
+            },
             banned = closures.recv() => match banned {
                 Ok(ip) => state.close_source(ip),
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
@@ -204,6 +215,11 @@ impl<M: MediaControl> Driver<M> {
                 }
                 EdgeOutput::Registration(event) => {
                     log_registration(&event);
+                    self.gauges.registration_event(match event {
+                        RegistrarEvent::Registered { .. } => "registered",
+                        RegistrarEvent::Unregistered { .. } => "unregistered",
+                        RegistrarEvent::Replaced { .. } => "replaced",
+                    });
                     let dn = match &event {
                         RegistrarEvent::Registered { dn, .. } | RegistrarEvent::Unregistered { dn, .. } | RegistrarEvent::Replaced { dn, .. } => dn.clone(),
                     };
@@ -246,6 +262,7 @@ impl<M: MediaControl> Driver<M> {
 
     fn flush_calls(&mut self) {
         use std::sync::atomic::Ordering;
+        self.publish_upstream();
         self.gauges.active_calls.store(self.calls.active_calls() as u64, Ordering::Relaxed);
         self.gauges.registrations.store(self.edge.registrar().len() as u64, Ordering::Relaxed);
         while let Some(o) = self.calls.poll_output() {
@@ -255,12 +272,23 @@ impl<M: MediaControl> Driver<M> {
                     Destination::Addr(addr) => self.sender.send(addr, target.transport, message.to_string().into_bytes()),
                 },
                 CallOutput::Ended(record) => {
-                    self.gauges.calls_ended.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.gauges.call_ended(&record);
                     self.gauges.active_calls.store(self.calls.active_calls() as u64, std::sync::atomic::Ordering::Relaxed);
                     self.record(&record);
                 }
             }
         }
+    }
+
+    /// Upstream health as the checks left it, for metrics and the admin endpoint.
+    fn publish_upstream(&self) {
+        let u = self.calls.upstreams();
+        let servers = u
+            .servers()
+            .iter()
+            .map(|s| crate::observe::live::UpstreamHealth { address: s.address, transport: s.transport, priority: s.priority, weight: s.weight, up: s.is_up(u.threshold()), failures: s.failures })
+            .collect();
+        self.gauges.set_upstream(servers);
     }
 
     /// One structured record per call: journald fields, and a JSON line when a CDR file is set.
