@@ -130,6 +130,8 @@ pub(crate) struct Call {
     pub session_expires: u32,
     pub started_ms: u64,
     pub answered_ms: Option<u64>,
+    /// What the call's record carries from the peers' messages.
+    pub notes: super::active::Notes,
 }
 
 /// The B2BUA state.
@@ -405,6 +407,7 @@ impl<M: MediaControl> CallControl<M> {
         let Some((call, side)) = self.by_dialog.get(&(id.call_id.clone(), id.local_tag.clone())).copied() else {
             return self.respond(tx, &request, 481, None, now, rng);
         };
+        self.note_headers(call, side, &request.headers);
         let check = self.leg_mut(call, side).and_then(|l| l.dialog.as_mut()).map(|d| d.on_request(&request));
         if let Some(Err(e)) = check {
             return self.respond(tx, &request, e.status_code(), None, now, rng);
@@ -444,7 +447,16 @@ impl<M: MediaControl> CallControl<M> {
     pub(crate) fn new_call(&mut self, call: Call) -> CallRef {
         let id = CallRef(self.next_call);
         self.next_call += 1;
+        // The INVITE that started the call came from the agent (outbound, echo) or the server.
+        let first = match (&call.agent, &call.upstream) {
+            (Some(leg), _) => Some((Side::Agent, leg.invite.headers.clone())),
+            (None, Some(leg)) => Some((Side::Upstream, leg.invite.headers.clone())),
+            (None, None) => None,
+        };
         self.calls.insert(id, call);
+        if let Some((side, headers)) = first {
+            self.note_headers(id, side, &headers);
+        }
         id
     }
 

@@ -100,6 +100,7 @@ impl Harness {
             token: None,
             registration: None,
             session_expires: 1800,
+            record_headers: vec!["X-Genesys-CallUUID".into()],
         };
         let mut cc = CallControl::new(config, Upstreams::from_profile(&upstream), FakeMedia::default());
         cc.set_binding("5001", Some((CONN, "<sip:abc@xyz.invalid;transport=ws>".into())));

@@ -19,6 +19,8 @@ pub struct CallGauges {
     pub calls_ended: AtomicU64,
     /// The TURN server once it runs; its figures are read at scrape time.
     pub turn: std::sync::OnceLock<crate::turn::TurnHandle>,
+    /// HEP capture, for its counters and the admin API's `/capture`.
+    pub hep: std::sync::OnceLock<super::hep::HepCapture>,
 }
 
 fn counter(registry: &mut Registry, name: &str, help: &str, value: u64) {
@@ -50,6 +52,11 @@ pub fn render(bans: &BanService, calls: &CallGauges) -> String {
     counter(&mut r, "calls_ended", "Calls ended", calls.calls_ended.load(Ordering::Relaxed));
     if let Some(turn) = calls.turn.get() {
         turn_metrics(&mut r, &turn.metrics());
+    }
+    if let Some(hep) = calls.hep.get() {
+        let h = hep.snapshot();
+        counter(&mut r, "hep_packets_sent", "HEP packets sent to the collector", h.sent);
+        labelled(&mut r, "hep_packets_dropped", "HEP captures not delivered, by reason", "reason", &[("queue_full", h.queue_full), ("send_error", h.send_errors), ("too_large", h.too_large)]);
     }
     let mut out = String::new();
     encode(&mut out, &r).expect("text encoding into a String cannot fail");

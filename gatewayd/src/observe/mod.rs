@@ -1,7 +1,9 @@
 //! Observability: logging to journald or stderr, metrics, call detail records, the admin
-//! endpoint. It reads state from the other modules and never changes it.
+//! endpoint, HEP capture. It reads state from the other modules and never changes it.
 
 pub mod admin;
+pub mod hep;
+mod hep_encode;
 mod journal;
 mod logging;
 pub mod metrics;
