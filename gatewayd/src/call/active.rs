@@ -71,6 +71,16 @@ const MAX_NOTE: usize = 256;
 /// At most this many upstream ids per call.
 const MAX_IDS: usize = 8;
 
+/// Ended calls remembered for capture; a BYE's answer comes within a transaction's lifetime.
+const ENDED_REMEMBERED: usize = 512;
+
+/// An ended call's Call-IDs and what its capture was tied to.
+#[derive(Debug, Clone)]
+pub(crate) struct EndedCall {
+    call_ids: [Option<String>; 2],
+    context: CaptureContext,
+}
+
 /// What HEP capture needs to know of the call a message belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CaptureContext {
@@ -116,28 +126,65 @@ impl<M: MediaControl> CallControl<M> {
                 }
             }
             Side::Agent if c.notes.user_agent.is_none() => {
-                c.notes.user_agent = build::header(headers, "User-Agent").or_else(|| build::header(headers, "Server")).map(clip);
+                // Softphones often name themselves only when registering (JsSIP's answers do not).
+                let conn = c.agent.as_ref().and_then(|l| match l.target.destination {
+                    crate::sip::transaction::Destination::Conn(conn) => Some(conn),
+                    crate::sip::transaction::Destination::Addr(_) => None,
+                });
+                let registered = conn.and_then(|conn| self.conn_agents.get(&conn).cloned());
+                let own = build::header(headers, "User-Agent").or_else(|| build::header(headers, "Server"));
+                c.notes.user_agent = own.or(registered).map(clip);
             }
             Side::Agent => {}
         }
     }
 
-    /// The call a Call-ID belongs to, as HEP capture ties it to its other leg.
+    /// The call a Call-ID belongs to (or belonged to, just before it ended), as HEP capture ties
+    /// it to its other leg.
     pub fn capture_context(&self, call_id: &str) -> Option<CaptureContext> {
-        self.calls.values().find_map(|c| {
+        let live = self.calls.values().find_map(|c| {
             let (agent, upstream) = (c.call_id(Side::Agent), c.call_id(Side::Upstream));
             if agent.as_deref() != Some(call_id) && upstream.as_deref() != Some(call_id) {
                 return None;
             }
-            let (first, second) = if c.direction == Direction::Inbound { (upstream, agent) } else { (agent, upstream) };
-            let correlation = first.clone().unwrap_or_else(|| call_id.to_owned());
-            let other_call_id = if first.as_deref() == Some(call_id) { second } else { first };
-            Some(CaptureContext { correlation, other_call_id, dn: c.dn.clone() })
+            Some(context_of(c, call_id, agent, upstream))
+        });
+        live.or_else(|| {
+            let ended = self.ended.iter().rev().find(|e| e.call_ids.iter().any(|id| id.as_deref() == Some(call_id)))?;
+            let mut context = ended.context.clone();
+            if context.other_call_id.as_deref() == Some(call_id) {
+                context.other_call_id = Some(context.correlation.clone());
+            }
+            Some(context)
         })
+    }
+
+    /// Keeps an ending call's capture ties for the messages that follow its end.
+    pub(crate) fn remember_ended(&mut self, c: &Call) {
+        let (agent, upstream) = (c.call_id(Side::Agent), c.call_id(Side::Upstream));
+        let Some(first) = (if c.direction == Direction::Inbound { upstream.clone() } else { agent.clone() }).or_else(|| agent.clone().or(upstream.clone())) else { return };
+        let context = context_of(c, &first, agent.clone(), upstream.clone());
+        if self.ended.len() >= ENDED_REMEMBERED {
+            self.ended.pop_front();
+        }
+        self.ended.push_back(EndedCall { call_ids: [agent, upstream], context });
+    }
+
+    /// The User-Agent an agent connection registered with.
+    pub fn agent_software(&mut self, conn: crate::sip::registrar::ConnId, user_agent: &str) {
+        self.conn_agents.insert(conn, user_agent.chars().take(MAX_NOTE).collect());
     }
 
     /// The DN an agent connection proved, if it has.
     pub fn conn_user(&self, conn: crate::sip::registrar::ConnId) -> Option<&str> {
         self.conn_users.get(&conn).map(String::as_str)
     }
+}
+
+/// How `call_id`, a Call-ID of call `c`, is tied: to the first leg's Call-ID, with the other leg's.
+fn context_of(c: &Call, call_id: &str, agent: Option<String>, upstream: Option<String>) -> CaptureContext {
+    let (first, second) = if c.direction == Direction::Inbound { (upstream, agent) } else { (agent, upstream) };
+    let correlation = first.clone().unwrap_or_else(|| call_id.to_owned());
+    let other_call_id = if first.as_deref() == Some(call_id) { second } else { first };
+    CaptureContext { correlation, other_call_id, dn: c.dn.clone() }
 }

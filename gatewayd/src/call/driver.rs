@@ -193,6 +193,11 @@ impl<M: MediaControl> Driver<M> {
                 if !keepalive {
                     self.capture_agent_side(conn, &data, true);
                 }
+                if data.starts_with(b"REGISTER ") {
+                    if let Some(ua) = hep::header_value(&data, "User-Agent") {
+                        self.calls.agent_software(conn, ua);
+                    }
+                }
                 let out = self.edge.handle_frame(conn, &data, Instant::now(), wall_ms(), &mut self.rng);
                 self.apply(out);
                 self.log_rejections();
