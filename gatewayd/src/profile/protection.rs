@@ -223,8 +223,8 @@ pub struct Observe {
     /// Also append call detail records as JSON lines to this file (they always go to the log).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cdr_file: Option<PathBuf>,
-    /// Mirror SIP of both sides (the WSS side decrypted), RTCP reports and call quality
-    /// summaries to a HEP v3 collector (Homer's heplify-server, `sngrep -L`).
+    /// Mirror SIP of both sides (the WSS side decrypted) and each call's quality summary to a
+    /// HEP v3 collector (Homer's heplify-server, `sngrep -L`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hep: Option<Hep>,
     /// SIP headers whose values, when the SIP server sends them on a call, go into the call's
@@ -268,7 +268,7 @@ pub struct Hep {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum CaptureMode {
-    /// Every SIP message, RTCP report and quality summary.
+    /// Every SIP message and call quality summary.
     #[default]
     All,
     /// Only those of the agents (DNs) and Call-IDs selected through the admin API.
