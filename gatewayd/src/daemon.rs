@@ -64,8 +64,10 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let media = Arc::new(crate::media::MediaEngine::start(media_settings).context("cannot start the media bridge")?);
     tracing::info!(fingerprint = %media.fingerprint(), "media bridge started");
 
+    let hep = observe::hep::HepCapture::start(profile_rx.clone());
+    let _ = call_gauges.hep.set(hep.clone());
     let listen = profile_rx.borrow().profile.sip.listen.clone();
-    let (sip_sender, sip_inbound) = call::internal::bind(&listen, call::driver::EVENT_QUEUE)
+    let (sip_sender, sip_inbound) = call::internal::bind(&listen, call::driver::EVENT_QUEUE, hep.clone())
         .await
         .with_context(|| "cannot listen on sip.listen")?;
     let (conn_tx, conn_rx) = mpsc::channel(call::driver::EVENT_QUEUE);
@@ -84,6 +86,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         gauges: call_gauges.clone(),
         media: call::media_bridge::BridgeMedia::new(media.clone()),
         queries: calls_query_rx,
+        hep,
     }));
     let guard = bans.clone();
     tokio::spawn(async move {

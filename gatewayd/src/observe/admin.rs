@@ -1,8 +1,9 @@
 //! The admin endpoint on the management side: health and the running profile's identity
 //! (`GET /health`), the daemon at a glance (`GET /status`), agents (`GET /agents`), the calls in
 //! progress (`GET /calls`), upstream health (`GET /upstream`), bans (`GET /bans`, `DELETE
-//! /bans/{ip}`) and metrics (`GET /metrics`, format by `Accept`). Views of daemon state; only a
-//! ban can be lifted here.
+//! /bans/{ip}`), HEP capture (`GET /capture`, `PUT /capture/mode/{mode}`, `PUT|DELETE
+//! /capture/agents/{dn}` and `/capture/calls/{call_id}`) and metrics (`GET /metrics`, format by
+//! `Accept`). Views of daemon state; only a ban can be lifted and capture switched here.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -99,6 +100,7 @@ pub async fn bind(
             .route("/upstream", get(upstream))
             .route("/bans", get(list_bans))
             .route("/bans/{ip}", axum::routing::delete(remove_ban));
+        app = app.merge(capture_routes());
     }
     let app = app.with_state(AdminState { profile, bans, calls, queries });
     let serve = async move {
@@ -212,4 +214,69 @@ async fn metrics(State(state): State<AdminState>, headers: HeaderMap) -> ([(head
     let format = super::exposition::negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
     let text = super::exposition::encode(super::metrics::render(&state.bans, &state.calls), format);
     ([(header::CONTENT_TYPE, format.content_type())], text)
+}
+
+fn capture_routes() -> Router<AdminState> {
+    use axum::routing::put;
+    Router::new()
+        .route("/capture", get(capture_status))
+        .route("/capture/mode/{mode}", put(capture_mode))
+        .route("/capture/agents/{dn}", put(|s: State<AdminState>, p: CapturePath| capture_select(s, p, Selection::Agent, true)).delete(|s: State<AdminState>, p: CapturePath| capture_select(s, p, Selection::Agent, false)))
+        .route("/capture/calls/{call_id}", put(|s: State<AdminState>, p: CapturePath| capture_select(s, p, Selection::Call, true)).delete(|s: State<AdminState>, p: CapturePath| capture_select(s, p, Selection::Call, false)))
+}
+
+type CapturePath = axum::extract::Path<String>;
+
+type Answer = (StatusCode, String);
+
+fn capture_of(state: &AdminState) -> Result<&super::hep::HepCapture, Answer> {
+    state.calls.hep.get().filter(|h| h.status().configured).ok_or((StatusCode::CONFLICT, "HEP capture is not configured (observe.hep)\n".into()))
+}
+
+async fn capture_status(State(state): State<AdminState>) -> Result<Json<super::hep::Status>, Answer> {
+    Ok(Json(capture_of(&state)?.status()))
+}
+
+async fn capture_mode(State(state): State<AdminState>, axum::extract::Path(mode): axum::extract::Path<String>) -> Result<Answer, Answer> {
+    use crate::profile::CaptureMode;
+    let capture = capture_of(&state)?;
+    let mode = match mode.as_str() {
+        "all" => CaptureMode::All,
+        "selected" => CaptureMode::Selected,
+        "off" => CaptureMode::Off,
+        other => return Err((StatusCode::BAD_REQUEST, format!("{other:?} is not a capture mode (all, selected, off)\n"))),
+    };
+    capture.set_mode(mode);
+    tracing::info!(mode = ?mode, "HEP capture mode switched");
+    Ok((StatusCode::OK, format!("capture mode {}\n", mode_name(mode))))
+}
+
+fn mode_name(mode: crate::profile::CaptureMode) -> &'static str {
+    match mode {
+        crate::profile::CaptureMode::All => "all",
+        crate::profile::CaptureMode::Selected => "selected",
+        crate::profile::CaptureMode::Off => "off",
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Selection {
+    Agent,
+    Call,
+}
+
+async fn capture_select(State(state): State<AdminState>, axum::extract::Path(item): CapturePath, which: Selection, on: bool) -> Result<Answer, Answer> {
+    let capture = capture_of(&state)?;
+    let valid = !item.is_empty() && item.len() <= 256 && item.bytes().all(|b| b.is_ascii_graphic());
+    if !valid {
+        return Err((StatusCode::BAD_REQUEST, "not a DN or Call-ID\n".into()));
+    }
+    let (result, what) = match which {
+        Selection::Agent => (capture.select_agent(&item, on), "agent"),
+        Selection::Call => (capture.select_call(&item, on), "call"),
+    };
+    result.map_err(|e| (StatusCode::INSUFFICIENT_STORAGE, format!("{e}\n")))?;
+    tracing::info!(what, item = %item, captured = on, "HEP capture selection changed");
+    let verb = if on { "selected for" } else { "removed from" };
+    Ok((StatusCode::OK, format!("{what} {item} {verb} capture (mode {})\n", mode_name(capture.status().mode))))
 }

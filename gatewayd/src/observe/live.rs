@@ -56,6 +56,8 @@ pub struct CallGauges {
     pub upstream: Mutex<Vec<UpstreamHealth>>,
     /// The TURN server once it runs; its figures are read at scrape time.
     pub turn: OnceLock<crate::turn::TurnHandle>,
+    /// HEP capture, for its counters and the admin API's `/capture`.
+    pub hep: OnceLock<super::hep::HepCapture>,
     /// The web side's settings in effect (certificate), once it runs.
     pub web: OnceLock<tokio::sync::watch::Receiver<std::sync::Arc<crate::web::Settings>>>,
 }
@@ -93,6 +95,7 @@ impl Default for CallGauges {
             profile_applied: AtomicU64::new(unix_seconds(started)),
             upstream: Mutex::new(Vec::new()),
             turn: OnceLock::new(),
+            hep: OnceLock::new(),
             web: OnceLock::new(),
         }
     }

@@ -59,6 +59,11 @@ pub fn render(bans: &BanService, calls: &CallGauges) -> String {
     if let Some(turn) = calls.turn.get() {
         turn_metrics(&mut r, &turn.metrics());
     }
+    if let Some(hep) = calls.hep.get() {
+        let h = hep.snapshot();
+        counter(&mut r, "hep_packets_sent", "HEP packets sent to the collector", h.sent);
+        labelled(&mut r, "hep_packets_dropped", "HEP captures not delivered, by reason", "reason", &[("queue_full", h.queue_full), ("send_error", h.send_errors), ("too_large", h.too_large)]);
+    }
     let mut out = String::new();
     encode(&mut out, &r).expect("text encoding into a String cannot fail");
     out

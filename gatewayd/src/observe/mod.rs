@@ -1,9 +1,12 @@
 //! Observability: logging to journald or stderr, the live figures and their metrics (OpenMetrics
-//! or Prometheus text by `Accept`), call detail records, the admin endpoint, and the operator
-//! commands that read it. It reads state from the other modules and never changes it.
+//! or Prometheus text by `Accept`), call detail records, the admin endpoint, HEP capture, and the
+//! operator commands that read the admin endpoint. It reads state from the other modules and
+//! never changes it.
 
 pub mod admin;
 pub mod exposition;
+pub mod hep;
+mod hep_encode;
 mod journal;
 mod logging;
 pub mod live;
