@@ -7,7 +7,9 @@
 # the peer) on CPU 1. Loopback only.
 #
 #   bench/turn/run.sh [ALLOCATIONS=500] [SECONDS=30]
-#   TRANSPORT=udp|tcp   client <-> server transport (relay side is always UDP)
+#   TRANSPORT=udp|tcp|tls  client <-> server transport (relay side is always UDP); tls: TURN
+#                       over TLS (coturn's tls-listening-port, gatewayd's turn.listen_tls),
+#                       both serving the same throwaway P-256 certificate made for the run
 #   CHURN=N             N allocate/delete cycles after the relay phase (allocations/s, RSS after)
 #   WINDOW=64           allocations (and deletes, cycles) in flight at once
 #   TARGETS="coturn gatewayd"   COTURN_THREADS=N (coturn's relay-threads; default 1, the one
@@ -47,6 +49,7 @@ mkdir -p "$RUN"
 # live on 127.0.0.2, ports 10000 up.
 PORT_SHIFT=${PORT_SHIFT:-10000}
 COTURN_PORT=${COTURN_PORT:-23478}
+COTURN_TLS_PORT=${COTURN_TLS_PORT:-25349}
 RELAY_FIRST=45000
 RELAY_LAST=$((ALLOCS + WINDOW > 900 ? RELAY_FIRST + 2 * (ALLOCS + WINDOW) : RELAY_FIRST + 999))
 # Churn: a server may hold a deleted allocation's port a while (coturn does, and answers 508
@@ -73,6 +76,11 @@ port_free() { # port_free PORT WHO: refuse to start over someone else's listener
 }
 FLAGS=(--window "$WINDOW" --relay-ports "$RELAY_FIRST-$RELAY_LAST")
 [ "$TRANSPORT" = tcp ] && FLAGS+=(--tcp)
+[ "$TRANSPORT" = tls ] && FLAGS+=(--tls)
+if [ "$TRANSPORT" = tls ]; then
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=localhost \
+    -addext subjectAltName=DNS:localhost,IP:127.0.0.1 -keyout "$RUN/key.pem" -out "$RUN/cert.pem" 2> /dev/null
+fi
 [ "$CHURN" != 0 ] && FLAGS+=(--churn "$CHURN")
 
 # Runs the load against the server (PID $SERVER) at $1 as target $2: JSON in $RUN/$2.json.
@@ -128,11 +136,19 @@ simple-log
 no-stdout-log
 EOF
   [ "$COTURN_THREADS" = default ] || echo "relay-threads=$COTURN_THREADS" >> "$RUN/turnserver.conf"
+  local port=$COTURN_PORT
+  if [ "$TRANSPORT" = tls ]; then
+    port=$COTURN_TLS_PORT
+    port_free "$port" "coturn's TLS" || return 1
+    sed -i '/^no-tls$/d' "$RUN/turnserver.conf"
+    printf 'tls-listening-port=%s\ncert=%s\npkey=%s\nno-tlsv1\nno-tlsv1_1\n' "$port" "$RUN/cert.pem" "$RUN/key.pem" >> "$RUN/turnserver.conf"
+  fi
   taskset -c 0 turnserver -c "$RUN/turnserver.conf" > "$RUN/coturn.stdout" 2>&1 &
   SERVER=$!; PIDS+=("$SERVER")
   wait_for 20 listening_udp "$COTURN_PORT" || { tail -n 20 "$RUN/coturn.log" "$RUN/coturn.stdout" >&2; stop "$SERVER"; return 1; }
   local rc=0
-  load "127.0.0.1:$COTURN_PORT" coturn || rc=$?
+  [ "$TRANSPORT" != tls ] || wait_for 5 listening_tcp "$port" || { tail -n 20 "$RUN/coturn.log" >&2; stop "$SERVER"; return 1; }
+  load "127.0.0.1:$port" coturn || rc=$?
   stop "$SERVER"
   return $rc
 }
@@ -143,9 +159,12 @@ EOF
 # default.
 make_profile() {
   local room=$(((ALLOCS + WINDOW) * 2 > 4000 ? (ALLOCS + WINDOW) * 2 : 4000))
-  perl -pe "s/127\.0\.0\.1:(\d+)/'127.0.0.1:' . (\$1 + $PORT_SHIFT)/ge" "$ROOT/profiles/lab.toml" | awk -v relay="\"$RELAY_FIRST-$RELAY_LAST\"" -v room="$room" '
+  perl -pe "s/127\.0\.0\.1:(\d+)/'127.0.0.1:' . (\$1 + $PORT_SHIFT)/ge" "$ROOT/profiles/lab.toml" | awk -v relay="\"$RELAY_FIRST-$RELAY_LAST\"" -v room="$room" -v tls_files="$([ "$TRANSPORT" = tls ] && echo 1 || echo 0)" '
+    function tls() { print "source = \"files\""; print "certificate = \"cert.pem\""; print "key = \"key.pem\"" }
     function limits() { print "max_allocations = " room; print "per_source = " room }
     /^\[/ { section = $0 }
+    tls_files && /^\[tls\]$/ { print; tls(); next }
+    tls_files && section == "[tls]" && /^(source|certificate|key)[ =]/ { next }
     /^\[turn\]$/ { print; print "allowed_peers = [\"127.0.0.1/32\"]"; print "relay_ports = " relay; next }
     /^\[turn\.limits\]$/ { print; limits(); had_limits = 1; next }
     section == "[turn]" && /^(allowed_peers|relay_ports)[ =]/ { next }
@@ -156,6 +175,7 @@ make_profile() {
   # Where the daemon will answer: its first TURN listener and the admin endpoint (readiness).
   TURN_ADDR=$(awk -F'"' '/^listen_udp *=/ { print $2; exit }' "$RUN/gatewayd.toml")
   [ "$TRANSPORT" = tcp ] && TURN_ADDR=$(awk -F'"' '/^listen_tcp *=/ { print $2; exit }' "$RUN/gatewayd.toml")
+  [ "$TRANSPORT" = tls ] && TURN_ADDR=$(awk -F'"' '/^listen_tls *=/ { print $2; exit }' "$RUN/gatewayd.toml")
   ADMIN=$(awk -F'"' '/^admin *=/ { print $2; exit }' "$RUN/gatewayd.toml")
   [ -n "$TURN_ADDR" ] && [ -n "$ADMIN" ]
 }
@@ -175,7 +195,7 @@ run_gatewayd() {
     stop "$SERVER"
     return 1
   fi
-  local proto=udp; [ "$TRANSPORT" = tcp ] && proto=tcp
+  local proto=udp; [ "$TRANSPORT" = udp ] || proto=tcp
   if ! wait_for 5 "listening_$proto" "${TURN_ADDR##*:}"; then
     echo "gatewayd's TURN does not listen on $TURN_ADDR/$proto (the daemon runs; [turn] has no server yet?)" >&2
     printf '{"server":"gatewayd","error":"TURN does not listen on %s/%s"}\n' "$TURN_ADDR" "$proto" > "$RUN/gatewayd.json"
@@ -216,7 +236,8 @@ THREADS="coturn relay-threads=$COTURN_THREADS"
 [ "$COTURN_THREADS" != default ] || THREADS="$THREADS (its own choice: one per CPU of the machine, $(nproc))"
 TCP_NOTE=""
 [ "${CONTEND:-0}" = 1 ] && TCP_NOTE=" **A busy loop shared CPU 0 with each server during its run** (CONTEND=1)."
-[ "$TRANSPORT" = tcp ] && TCP_NOTE="$TCP_NOTE Over TCP the client times receipts when it reads them (no kernel timestamps on streams)."
+[ "$TRANSPORT" = udp ] || TCP_NOTE="$TCP_NOTE Over $TRANSPORT the client times receipts when it reads them (no kernel timestamps on streams)."
+[ "$TRANSPORT" = tls ] && TCP_NOTE="$TCP_NOTE TLS: the same throwaway P-256 certificate for both servers, a fresh full handshake per allocation (no resumption); negotiated: coturn $(grep -o '"tls": *"[^"]*"' "$RUN/coturn.json" 2> /dev/null | cut -d'"' -f4), gatewayd $(grep -o '"tls": *"[^"]*"' "$RUN/gatewayd.json" 2> /dev/null | cut -d'"' -f4)."
 HEADING="## $(date +%Y-%m-%d) — TURN relay against coturn (\`bench/turn/run.sh $ALLOCS $SECS\`, $TRANSPORT), commit $COMMIT"
 MACHINE="Machine: $(nproc) CPUs ($MACHINE_CPU), $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), Linux $(uname -r | cut -d- -f1); coturn $COTURN_VERSION (Debian), $THREADS. Client and server share the $(nproc) cores: the server is pinned to CPU 0, the load client (all allocations and the echoing peer, one thread) to CPU 1; on loopback the sender's system call also runs the receiver's network stack, so part of each server's receive cost is charged to the client and part of the client's to the server, alike for both. $ALLOCS allocations x 50 packets/s each way x 172-byte payloads, ${SECS} s measured after 2 s of warm-up; 1-min load average at the start: $(cut -d' ' -f1 /proc/loadavg).$TCP_NOTE Run files: \`bench/out/turn/$(basename "$RUN")\`."
 "$BIN/turn-row" "$HEADING" "$MACHINE" "$RUN/coturn.json" "$RUN/gatewayd.json" > "$RUN/entry.md"

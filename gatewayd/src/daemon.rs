@@ -64,8 +64,10 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let media = Arc::new(crate::media::MediaEngine::start(media_settings).context("cannot start the media bridge")?);
     tracing::info!(fingerprint = %media.fingerprint(), "media bridge started");
 
+    let hep = observe::hep::HepCapture::start(profile_rx.clone());
+    let _ = call_gauges.hep.set(hep.clone());
     let listen = profile_rx.borrow().profile.sip.listen.clone();
-    let (sip_sender, sip_inbound) = call::internal::bind(&listen, call::driver::EVENT_QUEUE)
+    let (sip_sender, sip_inbound) = call::internal::bind(&listen, call::driver::EVENT_QUEUE, hep.clone())
         .await
         .with_context(|| "cannot listen on sip.listen")?;
     let (conn_tx, conn_rx) = mpsc::channel(call::driver::EVENT_QUEUE);
@@ -84,6 +86,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         gauges: call_gauges.clone(),
         media: call::media_bridge::BridgeMedia::new(media.clone()),
         queries: calls_query_rx,
+        hep,
     }));
     let guard = bans.clone();
     tokio::spawn(async move {
@@ -93,6 +96,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     });
     let web = crate::web::start(&state_dir, profile_rx.clone(), conn_tx, web_failures).await.context("cannot start the web side")?;
     let bound = web.bound();
+    let _ = call_gauges.web.set(web.settings_watch());
     let turn = crate::turn::start(profile_rx.clone(), web.settings_watch(), turn_failures).await.context("cannot start TURN")?;
     if let Some(turn) = turn {
         web.share_with_turn(Arc::new(turn.clone()));
@@ -108,7 +112,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
 
     loop {
         tokio::select! {
-            _ = hangup.recv() => reload(&opts, &profile_tx, &log, &notifier, &bans).await,
+            _ = hangup.recv() => reload(&opts, &profile_tx, &log, &notifier, &bans, &call_gauges).await,
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
             _ = watchdog_tick.tick(), if watchdog.is_some() => notifier.watchdog(),
@@ -121,7 +125,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
 }
 
 /// Re-reads the profile; a valid one replaces the running one, an invalid one is refused.
-async fn reload(opts: &RunOptions, tx: &watch::Sender<Arc<LoadedProfile>>, log: &LogHandle, notifier: &Notifier, bans: &BanService) {
+async fn reload(opts: &RunOptions, tx: &watch::Sender<Arc<LoadedProfile>>, log: &LogHandle, notifier: &Notifier, bans: &BanService, gauges: &observe::metrics::CallGauges) {
     notifier.reloading();
     let old = tx.borrow().clone();
     match profile::load(&opts.profile) {
@@ -130,6 +134,7 @@ async fn reload(opts: &RunOptions, tx: &watch::Sender<Arc<LoadedProfile>>, log: 
                 tracing::error!("{d}");
             }
             tracing::error!(problems = diagnostics.0.len(), profile_sha256 = %old.sha256, "reload refused: the profile is invalid; still running the previous profile");
+            gauges.reload(false);
             notifier.ready(&format!("reload refused; running profile {}", &old.sha256[..12]));
         }
         Ok(new) => {
@@ -149,6 +154,7 @@ async fn reload(opts: &RunOptions, tx: &watch::Sender<Arc<LoadedProfile>>, log: 
             }
             let sha = new.sha256.clone();
             tx.send_replace(Arc::new(new));
+            gauges.reload(true);
             tracing::info!(profile_sha256 = %sha, changed = changes.len(), "profile reloaded");
             notifier.ready(&format!("running profile {}", &sha[..12]));
         }

@@ -1,4 +1,5 @@
-//! The `gatewayd` command: run the daemon, validate profiles, print the schema, hash passwords.
+//! The `gatewayd` command: run the daemon, validate profiles, print the schema, hash passwords,
+//! and the operator commands that read the running daemon through its admin endpoint.
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -6,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use gatewayd::observe::operator::View;
 use gatewayd::{daemon, profile, sip};
 
 #[derive(Parser)]
@@ -58,6 +60,15 @@ enum Command {
         #[arg(long, global = true)]
         admin: Option<String>,
     },
+    /// The running daemon at a glance: profile checksum, uptime, listeners, counts, upstream
+    /// health, certificate expiry.
+    Status(Operator),
+    /// Registered agents (DN, contact, user agent, since) and their last authentication failures.
+    Agents(Operator),
+    /// Calls in progress with each leg's quality so far.
+    Calls(Operator),
+    /// Upstream SIP servers and their health.
+    Upstream(Operator),
     /// Read a password from stdin and print the digest HA1 lines for the profile.
     HashPassword {
         /// The DN (digest user name).
@@ -67,6 +78,20 @@ enum Command {
         #[arg(long)]
         realm: String,
     },
+}
+
+/// How an operator command reaches the running daemon, and how it prints.
+#[derive(clap::Args)]
+struct Operator {
+    /// The running daemon's profile (its observe.admin is used).
+    #[arg(long, short, env = "GATEWAYD_PROFILE", default_value = "/etc/gatewayd/profile.toml")]
+    profile: PathBuf,
+    /// The admin endpoint, instead of the profile's observe.admin.
+    #[arg(long)]
+    admin: Option<String>,
+    /// Print the admin endpoint's JSON instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Subcommand)]
@@ -110,6 +135,10 @@ fn main() -> ExitCode {
         Command::HashPassword { user, realm } => hash_password(&user, &realm),
         Command::Firewall { command: FirewallCommand::Show { profile } } => gatewayd::firewall::cli_show(&profile),
         Command::Bans { command, profile, admin } => bans(command, &profile, admin),
+        Command::Status(o) => operator(View::Status, o),
+        Command::Agents(o) => operator(View::Agents, o),
+        Command::Calls(o) => operator(View::Calls, o),
+        Command::Upstream(o) => operator(View::Upstream, o),
         Command::System { command: SystemCommand::Render { profile, out } } => gatewayd::system::render::cli_render(&profile, &out),
         Command::Run { profile, state_dir } => {
             let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -164,17 +193,29 @@ fn hash_password(user: &str, realm: &str) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn bans(command: BansCommand, profile_path: &std::path::Path, admin: Option<String>) -> ExitCode {
-    let admin = match admin {
-        Some(a) => a,
+/// `--admin`, else the profile's `observe.admin`; a profile that does not load is reported.
+fn admin_address(profile_path: &std::path::Path, admin: Option<String>) -> Option<String> {
+    match admin {
+        Some(a) => Some(a),
         None => match profile::load(profile_path) {
-            Ok(p) => p.profile.observe.admin.to_string(),
+            Ok(p) => Some(p.profile.observe.admin.to_string()),
             Err(d) => {
                 eprintln!("{d}");
-                return ExitCode::FAILURE;
+                None
             }
         },
-    };
+    }
+}
+
+fn operator(view: View, o: Operator) -> ExitCode {
+    match admin_address(&o.profile, o.admin) {
+        Some(admin) => gatewayd::observe::operator::run(view, &admin, o.json),
+        None => ExitCode::FAILURE,
+    }
+}
+
+fn bans(command: BansCommand, profile_path: &std::path::Path, admin: Option<String>) -> ExitCode {
+    let Some(admin) = admin_address(profile_path, admin) else { return ExitCode::FAILURE };
     let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
     let result = match command {
         BansCommand::List => agent.get(format!("http://{admin}/bans")).call(),

@@ -178,6 +178,72 @@ export async function waitForAudio(page, { above = null, below = null, minPacket
   });
 }
 
+/**
+ * Keeps every RTCPeerConnection the page makes in `window.__peerConnections`, so a test can
+ * reach the received audio track. Call before the page loads (an init script: the page's CSP
+ * does not govern it).
+ */
+export function capturePeerConnections(page) {
+  return page.addInitScript(() => {
+    const Original = window.RTCPeerConnection;
+    window.__peerConnections = [];
+    const Capturing = function (...args) {
+      const pc = new Original(...args);
+      window.__peerConnections.push(pc);
+      return pc;
+    };
+    Capturing.prototype = Original.prototype;
+    Object.setPrototypeOf(Capturing, Original);
+    window.RTCPeerConnection = Capturing;
+  });
+}
+
+/**
+ * The spectrum of what the page receives on its last peer connection's audio track, through
+ * a WebAudio analyser (FFT of 8192 points at the context's rate, averaged over `ms`): the
+ * strongest frequency between `fromHz` and `toHz`, and the level in dB at each of `probes`
+ * (Hz) relative to that peak band's median. Needs capturePeerConnections before the page loads
+ * and chromium started with --autoplay-policy=no-user-gesture-required.
+ */
+export function receivedSpectrum(page, { ms = 1500, fromHz = 100, toHz = 3800, probes = [] } = {}) {
+  return page.evaluate(async ({ ms, fromHz, toHz, probes }) => {
+    const pc = window.__peerConnections.at(-1);
+    const receiver = pc && pc.getReceivers().find((r) => r.track && r.track.kind === 'audio');
+    if (!receiver) throw new Error('no audio receiver');
+    const ctx = window.__spectrumContext || (window.__spectrumContext = new AudioContext());
+    await ctx.resume();
+    const source = ctx.createMediaStreamSource(new MediaStream([receiver.track]));
+    const analyser = ctx.createAnalyser();
+    analyser.fftSize = 8192;
+    analyser.smoothingTimeConstant = 0;
+    source.connect(analyser);
+    const bins = new Float32Array(analyser.frequencyBinCount);
+    const sum = new Float64Array(bins.length);
+    let frames = 0;
+    const until = performance.now() + ms;
+    while (performance.now() < until) {
+      await new Promise((r) => setTimeout(r, 100));
+      analyser.getFloatFrequencyData(bins);
+      for (let i = 0; i < bins.length; i++) sum[i] += 10 ** (bins[i] / 10);
+      frames += 1;
+    }
+    source.disconnect();
+    const hzPerBin = ctx.sampleRate / analyser.fftSize;
+    const db = Array.from(sum, (p) => 10 * Math.log10(p / frames + 1e-30));
+    const lo = Math.ceil(fromHz / hzPerBin);
+    const hi = Math.floor(toHz / hzPerBin);
+    let peak = lo;
+    for (let i = lo; i <= hi; i++) if (db[i] > db[peak]) peak = i;
+    const band = db.slice(lo, hi + 1).sort((a, b) => a - b);
+    const floor = band[Math.floor(band.length / 2)];
+    const at = (hz) => {
+      const i = Math.round(hz / hzPerBin);
+      return Math.max(db[i - 1], db[i], db[i + 1]) - floor;
+    };
+    return { peakHz: peak * hzPerBin, peakDb: db[peak] - floor, floorDb: floor, probes: Object.fromEntries(probes.map((hz) => [hz, at(hz)])), frames };
+  }, { ms, fromHz, toHz, probes });
+}
+
 export async function login(page, dn, password) {
   await page.locator('#login').waitFor({ state: 'visible' });
   await waitFor(() => page.locator('#login').isEnabled(), { what: '#login to be enabled' });
@@ -220,7 +286,7 @@ export function probeHttps(url, { timeout = 1000 } = {}) {
  * Starts `gatewayd run --profile profiles/lab.toml` with a fresh state directory and waits
  * until https://127.0.0.1:8443/ answers. stop() ends it and removes the state directory.
  */
-export async function startGateway({ profile = 'profiles/lab.toml', timeout = 30_000 } = {}) {
+export async function startGateway({ profile = 'profiles/lab.toml', timeout = 30_000, env = {} } = {}) {
   // Another gateway answering already would make this test talk to the wrong process.
   const busy = await probeHttps(`${GATEWAY_URL}/`).then(() => true, () => false);
   if (busy) throw new Error(`${GATEWAY_URL} already answers: stop the other gateway first`);
@@ -230,7 +296,7 @@ export async function startGateway({ profile = 'profiles/lab.toml', timeout = 30
   const proc = spawn(gatewayBinary(), ['run', '--profile', profile, '--state-dir', stateDir], {
     cwd: ROOT,
     stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info' },
+    env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info', ...env },
   });
   const keep = (chunk) => {
     output.push(chunk.toString());
@@ -317,6 +383,35 @@ export function ulaw(sample) {
   for (let mask = 0x4000; (s & mask) === 0 && exponent > 0; mask >>= 1) exponent--;
   const mantissa = (s >> (exponent + 3)) & 0x0f;
   return ~(sign | (exponent << 4) | mantissa) & 0xff;
+}
+
+/** One G.711 u-law byte back to a 16-bit sample. */
+export function ulawDecode(code) {
+  const c = ~code & 0xff;
+  const magnitude = ((((c & 0x0f) << 3) + 0x84) << ((c >> 4) & 0x07)) - 0x84;
+  return c & 0x80 ? -magnitude : magnitude;
+}
+
+/**
+ * The strongest frequency of `samples` (at `rate`) between `fromHz` and `toHz`, by a DFT in
+ * `stepHz` steps, and how far above the median of that band it stands (dB).
+ */
+export function peakFrequency(samples, rate, { fromHz = 100, toHz = 3800, stepHz = 5 } = {}) {
+  const power = [];
+  for (let f = fromHz; f <= toHz; f += stepHz) {
+    const w = (2 * Math.PI * f) / rate;
+    let re = 0;
+    let im = 0;
+    for (let i = 0; i < samples.length; i++) {
+      re += samples[i] * Math.cos(w * i);
+      im += samples[i] * Math.sin(w * i);
+    }
+    power.push([f, re * re + im * im]);
+  }
+  const peak = power.reduce((a, b) => (b[1] > a[1] ? b : a));
+  const sorted = power.map((p) => p[1]).sort((a, b) => a - b);
+  const median = sorted[Math.floor(sorted.length / 2)] || 1e-30;
+  return { hz: peak[0], aboveMedianDb: 10 * Math.log10(peak[1] / median) };
 }
 
 /** Writes headerless 8 kHz G.711 u-law with a steady tone, for sipp's rtp_stream. */

@@ -130,6 +130,8 @@ export class RtpPeer {
     this.byPt = {};
     this.tones = []; // one entry per DTMF event (RTP timestamp): {digit, end, duration, volume}
     this.remote = null;
+    this.pcmu = []; // the last PCMU payloads received (about 4 s), for checking what they carry
+    this.digit = null; // an RFC 4733 event being sent in place of the tone
     this.sending = true;
     this.sent = 0;
     this.seq = randomBytes(2).readUInt16BE();
@@ -152,7 +154,13 @@ export class RtpPeer {
     this.byPt[pt] = (this.byPt[pt] || 0) + 1;
     const cc = msg[0] & 0x0f;
     const offset = 12 + 4 * cc + (msg[0] & 0x10 ? 4 + 4 * msg.readUInt16BE(14 + 4 * cc) : 0);
-    if (pt === 0 || pt === 8) this.audio += 1;
+    if (pt === 0 || pt === 8) {
+      this.audio += 1;
+      if (pt === 0) {
+        this.pcmu.push(Buffer.from(msg.subarray(offset)));
+        if (this.pcmu.length > 200) this.pcmu.shift();
+      }
+    }
     else if (pt === this.telephoneEvent) {
       this.events += 1;
       const e = decodeTelephoneEvent(msg.subarray(offset));
@@ -165,8 +173,39 @@ export class RtpPeer {
     } else this.other += 1;
   }
 
+  /**
+   * Sends `digit` as RFC 4733 events for `ms` in place of the tone (every 20 ms, the duration
+   * growing, the end packet three times), as a SIP server sends DTMF toward the agent.
+   */
+  sendDigit(digit, { ms = 800, volume = 10 } = {}) {
+    this.digit = { event: DTMF_EVENTS.indexOf(digit), ts: this.ts >>> 0, steps: Math.round(ms / 20), sent: 0, volume };
+  }
+
+  tickDigit() {
+    const d = this.digit;
+    const pkt = Buffer.alloc(12 + 4);
+    pkt[0] = 0x80;
+    pkt[1] = this.telephoneEvent | (d.sent === 0 ? 0x80 : 0);
+    pkt.writeUInt16BE(this.seq, 2);
+    pkt.writeUInt32BE(d.ts, 4);
+    pkt.writeUInt32BE(this.ssrc, 8);
+    const end = d.sent >= d.steps - 1;
+    pkt[12] = d.event;
+    pkt[13] = (end ? 0x80 : 0) | d.volume;
+    pkt.writeUInt16BE(Math.min(d.sent + 1, d.steps) * 160, 14);
+    d.sent += 1;
+    if (d.sent >= d.steps + 2) this.digit = null;
+    this.seq = (this.seq + 1) & 0xffff;
+    this.ts = (this.ts + 160) >>> 0;
+    this.sock.send(pkt, this.remote.port, this.remote.address);
+  }
+
   tick() {
     if (!this.sending || !this.remote) return;
+    if (this.digit) {
+      this.tickDigit();
+      return;
+    }
     const pkt = Buffer.alloc(12 + 160);
     pkt[0] = 0x80;
     pkt[1] = 0; // PCMU

@@ -2,3 +2,4 @@
 pub mod net;
 pub mod report;
 pub mod stun;
+pub mod tls;

@@ -19,6 +19,7 @@ use crate::sip::framing::{classify_frame, Frame, PONG};
 use crate::sip::message::{new_tag, response_to};
 use crate::sip::registrar::{ConnId, DuplicatePolicy, Registrar, RegistrarEvent, RegistrarPolicy};
 use crate::sip::rejects::{RejectLog, Summary};
+use super::agent_view::{user_agent, AgentFailure, FailureLog};
 
 /// Messages that could not be answered (no request, no readable Via) tolerated on one connection
 /// before it is closed. Refused requests that were answered do not count: the sender was told
@@ -110,6 +111,8 @@ struct Connection {
     malformed: u32,
     /// The DN this connection proved with digest authentication.
     user: Option<String>,
+    /// The User-Agent of its last REGISTER.
+    user_agent: Option<String>,
 }
 
 /// The agent edge state: one per daemon.
@@ -121,13 +124,14 @@ pub struct AgentEdge {
     out: Vec<EdgeOutput>,
     rejects: RejectLog,
     summaries: VecDeque<Summary>,
+    failures: FailureLog,
 }
 
 impl AgentEdge {
     pub fn new(config: EdgeConfig, digest_secret: Vec<u8>) -> Self {
         let digest = DigestServer::new(digest_config(&config, digest_secret));
         let registrar = Registrar::new(config.registrar.clone());
-        AgentEdge { config, digest, registrar, connections: HashMap::new(), out: Vec::new(), rejects: RejectLog::default(), summaries: VecDeque::new() }
+        AgentEdge { config, digest, registrar, connections: HashMap::new(), out: Vec::new(), rejects: RejectLog::default(), summaries: VecDeque::new(), failures: FailureLog::default() }
     }
 
     /// A new profile: credentials and policies change; bindings and connections stay.
@@ -135,6 +139,7 @@ impl AgentEdge {
         // Replay tracking survives the reload: a nonce-count used before stays used.
         self.digest.set_config(digest_config(&config, digest_secret));
         self.registrar.set_policy(config.registrar.clone());
+        self.failures.retain(|dn| config.credentials.contains_key(dn));
         self.config = config;
     }
 
@@ -143,7 +148,16 @@ impl AgentEdge {
     }
 
     pub fn connection_opened(&mut self, conn: ConnId, peer: SocketAddr) {
-        self.connections.insert(conn, Connection { peer, malformed: 0, user: None });
+        self.connections.insert(conn, Connection { peer, malformed: 0, user: None, user_agent: None });
+    }
+
+    /// A connection's source and the User-Agent of its last REGISTER.
+    pub(crate) fn connection(&self, conn: ConnId) -> Option<(SocketAddr, Option<&str>)> {
+        self.connections.get(&conn).map(|c| (c.peer, c.user_agent.as_deref()))
+    }
+
+    pub(crate) fn failure_log(&self) -> &FailureLog {
+        &self.failures
     }
 
     /// The socket is gone: its bindings end at once.
@@ -221,6 +235,9 @@ impl AgentEdge {
             }
             Method::Register => {
                 let Some(user) = self.authenticate(conn, peer, &request, now, now_ms, rng) else { return };
+                if let Some(c) = self.connections.get_mut(&conn) {
+                    c.user_agent = user_agent(&request);
+                }
                 let response = self.registrar.handle_register(&request, &user, conn, now, &new_tag(rng));
                 self.send(conn, response.to_string());
                 self.drain_registrar();
@@ -248,6 +265,10 @@ impl AgentEdge {
         let credentials = &self.config.credentials;
         let verdict = self.digest.verify_request(request, now_ms, |user| credentials.get(user).cloned());
         if let Some(failure) = verdict.failure() {
+            // Only DNs of the profile get a history: made-up names must not grow it.
+            if credentials.contains_key(&failure.user) {
+                self.failures.record(&failure.user, AgentFailure { at_ms: now_ms, reason: digest_reason(failure.reason), source: peer.ip() });
+            }
             tracing::debug!(conn = conn.0, source = %peer, reason = ?failure.reason, user = %failure.user, "digest failure");
             self.count(peer.ip(), digest_reason(failure.reason), now);
             self.out.push(EdgeOutput::Failure {

@@ -28,6 +28,8 @@ pub struct CallConfig {
     pub registration: Option<RegistrationConfig>,
     /// Session-Expires we ask of the SIP server on outbound calls.
     pub session_expires: u32,
+    /// Headers of the SIP server's messages that go into call records (`observe.record_headers`).
+    pub record_headers: Vec<String>,
 }
 
 /// How outbound tokens are checked.
@@ -63,6 +65,7 @@ impl CallConfig {
             token: token_policy(loaded),
             registration: RegistrationConfig::from_profile(loaded),
             session_expires: u32::try_from(p.upstream.session_expires.as_secs()).unwrap_or(u32::MAX),
+            record_headers: p.observe.record_headers.clone(),
         }
     }
 }

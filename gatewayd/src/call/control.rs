@@ -130,6 +130,8 @@ pub(crate) struct Call {
     pub session_expires: u32,
     pub started_ms: u64,
     pub answered_ms: Option<u64>,
+    /// What the call's record carries from the peers' messages.
+    pub notes: super::active::Notes,
 }
 
 /// The B2BUA state.
@@ -146,6 +148,8 @@ pub struct CallControl<M: MediaControl> {
     pub(crate) bindings: HashMap<String, (ConnId, String)>,
     /// The DN each agent connection proved.
     pub(crate) conn_users: HashMap<ConnId, String>,
+    /// The User-Agent each agent connection registered with, for call records.
+    pub(crate) conn_agents: HashMap<ConnId, String>,
     pub(crate) registrations: Registrations,
     /// In-dialog requests relayed to the other leg: our client transaction -> the server
     /// transaction (and its request) waiting for the answer.
@@ -155,6 +159,8 @@ pub struct CallControl<M: MediaControl> {
     invite_keys: HashMap<(String, String, u32), TxId>,
     invite_key_of: HashMap<TxId, (String, String, u32)>,
     pub(crate) next_call: u64,
+    /// Calls that just ended, for the capture of their last messages (BYE and its answer).
+    pub(crate) ended: VecDeque<super::active::EndedCall>,
     pub(crate) out: VecDeque<CallOutput>,
     pub(crate) wall_ms: u64,
 }
@@ -173,11 +179,13 @@ impl<M: MediaControl> CallControl<M> {
             health_checks: HashMap::new(),
             bindings: HashMap::new(),
             conn_users: HashMap::new(),
+            conn_agents: HashMap::new(),
             registrations: Registrations::default(),
             relays: HashMap::new(),
             invite_keys: HashMap::new(),
             invite_key_of: HashMap::new(),
             next_call: 1,
+            ended: VecDeque::new(),
             out: VecDeque::new(),
             wall_ms: 0,
         }
@@ -232,6 +240,7 @@ impl<M: MediaControl> CallControl<M> {
     pub fn agent_gone(&mut self, conn: ConnId, now: Instant, wall_ms: u64, rng: &mut impl Rng) {
         self.wall_ms = wall_ms;
         self.conn_users.remove(&conn);
+        self.conn_agents.remove(&conn);
         let gone: Vec<CallRef> = self
             .calls
             .iter()
@@ -405,6 +414,7 @@ impl<M: MediaControl> CallControl<M> {
         let Some((call, side)) = self.by_dialog.get(&(id.call_id.clone(), id.local_tag.clone())).copied() else {
             return self.respond(tx, &request, 481, None, now, rng);
         };
+        self.note_headers(call, side, &request.headers);
         let check = self.leg_mut(call, side).and_then(|l| l.dialog.as_mut()).map(|d| d.on_request(&request));
         if let Some(Err(e)) = check {
             return self.respond(tx, &request, e.status_code(), None, now, rng);
@@ -444,7 +454,16 @@ impl<M: MediaControl> CallControl<M> {
     pub(crate) fn new_call(&mut self, call: Call) -> CallRef {
         let id = CallRef(self.next_call);
         self.next_call += 1;
+        // The INVITE that started the call came from the agent (outbound, echo) or the server.
+        let first = match (&call.agent, &call.upstream) {
+            (Some(leg), _) => Some((Side::Agent, leg.invite.headers.clone())),
+            (None, Some(leg)) => Some((Side::Upstream, leg.invite.headers.clone())),
+            (None, None) => None,
+        };
         self.calls.insert(id, call);
+        if let Some((side, headers)) = first {
+            self.note_headers(id, side, &headers);
+        }
         id
     }
 
@@ -517,6 +536,7 @@ impl<M: MediaControl> CallControl<M> {
     /// Drops a call's state and emits its record.
     pub(crate) fn finish(&mut self, call: CallRef, status: u16, cause: &str) {
         let Some(c) = self.calls.remove(&call) else { return };
+        self.remember_ended(&c);
         self.by_dialog.retain(|_, (r, _)| *r != call);
         let mut summary = c.summary(call);
         summary.media = self.media.close(call);

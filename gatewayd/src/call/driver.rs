@@ -3,7 +3,7 @@
 //! call; each connection has one small task that only forwards frames.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -20,6 +20,7 @@ use super::upstream::Upstreams;
 use crate::sip::transaction::Destination;
 use crate::web::{Outgoing, WsEvent};
 use crate::guard::{Limit, RateLimiter, Verdict};
+use crate::observe::hep::{self, HepCapture, IpProto, ProtoType, Selected};
 use crate::observe::metrics::CallGauges;
 use crate::guard::Report;
 use crate::profile::{FailureKind, LoadedProfile};
@@ -48,8 +49,13 @@ fn wall_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
-/// A question from the admin endpoint: the calls in progress, answered on the oneshot.
-pub type CallsQuery = tokio::sync::oneshot::Sender<Vec<super::active::CallSummary>>;
+/// A question from the admin endpoint, answered on its oneshot between two events.
+pub enum AdminQuery {
+    /// The calls in progress.
+    Calls(tokio::sync::oneshot::Sender<Vec<super::active::CallSummary>>),
+    /// Registered agents and recent authentication failures.
+    Agents(tokio::sync::oneshot::Sender<Vec<super::agent_view::AgentInfo>>),
+}
 
 /// Everything call control's task is given at start.
 pub struct CallTask<M> {
@@ -64,13 +70,15 @@ pub struct CallTask<M> {
     /// Live figures for metrics.
     pub gauges: Arc<CallGauges>,
     pub media: M,
-    /// `GET /calls` from the admin endpoint.
-    pub queries: mpsc::Receiver<CallsQuery>,
+    /// `GET /calls` and `GET /agents` from the admin endpoint.
+    pub queries: mpsc::Receiver<AdminQuery>,
+    /// HEP capture of both sides' SIP and of call quality.
+    pub hep: HepCapture,
 }
 
 /// Runs call control until the agent event channel closes.
 pub async fn run<M: MediaControl>(task: CallTask<M>) {
-    let CallTask { mut events, mut internal, sender, mut profile, secret, failures, mut closures, gauges, media, mut queries } = task;
+    let CallTask { mut events, mut internal, sender, mut profile, secret, failures, mut closures, gauges, media, mut queries, hep } = task;
     let loaded = profile.borrow_and_update().clone();
     let calls = CallControl::new(CallConfig::from_profile(&loaded), Upstreams::from_profile(&loaded.profile.upstream), media);
     let mut state = Driver {
@@ -78,13 +86,16 @@ pub async fn run<M: MediaControl>(task: CallTask<M>) {
         calls,
         conns: HashMap::new(),
         peers: HashMap::new(),
+        endpoints: HashMap::new(),
         sender,
         failures,
         cdr_file: loaded.profile.observe.cdr_file.as_ref().map(|p| loaded.resolve(p)),
         limiter: RateLimiter::new(&loaded.profile.bans),
         gauges,
         rng: StdRng::from_rng(&mut rand::rng()),
+        hep,
     };
+    state.publish_upstream();
     // Media events (a dead browser leg) are looked at once a second.
     let mut media_check = tokio::time::interval(std::time::Duration::from_secs(1));
     media_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -102,7 +113,12 @@ pub async fn run<M: MediaControl>(task: CallTask<M>) {
                 None => break,
             },
             Some(msg) = internal.recv() => {
+                let at = SystemTime::now();
                 state.calls.from_upstream(msg.message, msg.source, msg.transport, Instant::now(), wall_ms(), &mut state.rng);
+                // Captured once call control knows the call, before what it answers goes out.
+                if let Some(c) = state.capture_selection(&msg.raw, None) {
+                    state.hep.sip(&c, msg.source, msg.local, ip_proto(msg.transport), &msg.raw, at);
+                }
                 state.flush_calls();
             }
             () = sleep => {
@@ -118,9 +134,14 @@ pub async fn run<M: MediaControl>(task: CallTask<M>) {
                 state.calls.check_media(Instant::now(), wall_ms(), &mut state.rng);
                 state.flush_calls();
             }
-            Some(reply) = queries.recv() => {
-                let _ = reply.send(state.calls.active());
-            }
+            Some(query) = queries.recv() => match query {
+                AdminQuery::Calls(reply) => {
+                    let _ = reply.send(state.calls.active());
+                }
+                AdminQuery::Agents(reply) => {
+                    let _ = reply.send(state.edge.agents(Instant::now(), wall_ms()));
+                }
+            },
             banned = closures.recv() => match banned {
                 Ok(ip) => state.close_source(ip),
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
@@ -143,6 +164,8 @@ struct Driver<M: MediaControl> {
     calls: CallControl<M>,
     conns: HashMap<ConnId, mpsc::Sender<Outgoing>>,
     peers: HashMap<ConnId, IpAddr>,
+    /// Each agent connection's (peer, local) addresses, for capture.
+    endpoints: HashMap<ConnId, (SocketAddr, SocketAddr)>,
     sender: InternalSender,
     failures: mpsc::Sender<Report>,
     cdr_file: Option<std::path::PathBuf>,
@@ -150,6 +173,7 @@ struct Driver<M: MediaControl> {
     limiter: RateLimiter,
     gauges: Arc<CallGauges>,
     rng: StdRng,
+    hep: HepCapture,
 }
 
 impl<M: MediaControl> Driver<M> {
@@ -159,6 +183,7 @@ impl<M: MediaControl> Driver<M> {
                 let conn = ConnId(session.id);
                 self.conns.insert(conn, outbound);
                 self.peers.insert(conn, session.peer.ip());
+                self.endpoints.insert(conn, (session.peer, session.local));
                 self.edge.connection_opened(conn, session.peer);
             }
             WsEvent::Message { id, data } => {
@@ -181,6 +206,14 @@ impl<M: MediaControl> Driver<M> {
                         return;
                     }
                 }
+                if !keepalive {
+                    self.capture_agent_side(conn, &data, true);
+                }
+                if data.starts_with(b"REGISTER ") {
+                    if let Some(ua) = hep::header_value(&data, "User-Agent") {
+                        self.calls.agent_software(conn, ua);
+                    }
+                }
                 let out = self.edge.handle_frame(conn, &data, Instant::now(), wall_ms(), &mut self.rng);
                 self.apply(out);
                 self.log_rejections();
@@ -189,6 +222,7 @@ impl<M: MediaControl> Driver<M> {
                 let conn = ConnId(id);
                 self.conns.remove(&conn);
                 self.peers.remove(&conn);
+                self.endpoints.remove(&conn);
                 let out = self.edge.connection_closed(conn);
                 self.apply(out);
                 self.calls.agent_gone(conn, Instant::now(), wall_ms(), &mut self.rng);
@@ -209,6 +243,11 @@ impl<M: MediaControl> Driver<M> {
                 }
                 EdgeOutput::Registration(event) => {
                     log_registration(&event);
+                    self.gauges.registration_event(match event {
+                        RegistrarEvent::Registered { .. } => "registered",
+                        RegistrarEvent::Unregistered { .. } => "unregistered",
+                        RegistrarEvent::Replaced { .. } => "replaced",
+                    });
                     let dn = match &event {
                         RegistrarEvent::Registered { dn, .. } | RegistrarEvent::Unregistered { dn, .. } | RegistrarEvent::Replaced { dn, .. } => dn.clone(),
                     };
@@ -251,21 +290,37 @@ impl<M: MediaControl> Driver<M> {
 
     fn flush_calls(&mut self) {
         use std::sync::atomic::Ordering;
+        self.publish_upstream();
         self.gauges.active_calls.store(self.calls.active_calls() as u64, Ordering::Relaxed);
         self.gauges.registrations.store(self.edge.registrar().len() as u64, Ordering::Relaxed);
         while let Some(o) = self.calls.poll_output() {
             match o {
                 CallOutput::Send { target, message } => match target.destination {
                     Destination::Conn(conn) => self.send(conn, Outgoing::Text(message.to_string())),
-                    Destination::Addr(addr) => self.sender.send(addr, target.transport, message.to_string().into_bytes()),
+                    Destination::Addr(addr) => {
+                        let bytes = message.to_string().into_bytes();
+                        let capture = self.capture_selection(&bytes, None);
+                        self.sender.send(addr, target.transport, bytes, capture);
+                    }
                 },
                 CallOutput::Ended(record) => {
-                    self.gauges.calls_ended.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.gauges.call_ended(&record);
                     self.gauges.active_calls.store(self.calls.active_calls() as u64, std::sync::atomic::Ordering::Relaxed);
                     self.record(&record);
                 }
             }
         }
+    }
+
+    /// Upstream health as the checks left it, for metrics and the admin endpoint.
+    fn publish_upstream(&self) {
+        let u = self.calls.upstreams();
+        let servers = u
+            .servers()
+            .iter()
+            .map(|s| crate::observe::live::UpstreamHealth { address: s.address, transport: s.transport, priority: s.priority, weight: s.weight, up: s.is_up(u.threshold()), failures: s.failures })
+            .collect();
+        self.gauges.set_upstream(servers);
     }
 
     /// One structured record per call: journald fields, and a JSON line when a CDR file is set.
@@ -279,6 +334,8 @@ impl<M: MediaControl> Driver<M> {
             peer = %r.summary.peer,
             agent_call_id = r.summary.agent_call_id.as_deref().unwrap_or(""),
             upstream_call_id = r.summary.upstream_call_id.as_deref().unwrap_or(""),
+            upstream_ids = %serde_json::to_string(&r.summary.upstream_ids).unwrap_or_default(),
+            user_agent = r.summary.user_agent.as_deref().unwrap_or(""),
             started_ms = r.summary.started_ms,
             answered_ms = r.summary.answered_ms.unwrap_or(0),
             ended_ms = r.ended_ms,
@@ -287,6 +344,7 @@ impl<M: MediaControl> Driver<M> {
             media = %media,
             "call ended"
         );
+        self.capture_quality(r);
         if let Some(path) = &self.cdr_file {
             let line = serde_json::to_string(r).unwrap_or_default() + "\n";
             let written = std::fs::OpenOptions::new().create(true).append(true).open(path).and_then(|mut f| std::io::Write::write_all(&mut f, line.as_bytes()));
@@ -301,12 +359,84 @@ impl<M: MediaControl> Driver<M> {
         if let Outgoing::Text(text) = &msg {
             tracing::debug!(conn = conn.0, first_line = %first_line(text.as_bytes()), "SIP to agent");
         }
-        if tx.try_send(msg).is_err() {
+        let text = match &msg {
+            Outgoing::Text(text) if self.hep.active() => Some(text.clone()),
+            _ => None,
+        };
+        if tx.try_send(msg).is_ok() {
+            if let Some(text) = text {
+                self.capture_agent_side(conn, text.as_bytes(), false);
+            }
+        } else {
             // Too slow or gone: drop it rather than queue without bound.
             tracing::warn!(conn = conn.0, "connection cannot keep up; closing it");
             let _ = tx.try_send(Outgoing::Close("send queue full"));
             self.conns.remove(&conn);
         }
+    }
+}
+
+impl<M: MediaControl> Driver<M> {
+    /// Whether HEP capture wants a SIP message, tied to its call. `agent` is the connection a
+    /// message came from (`true`) or goes to (`false`) on the agent side.
+    fn capture_selection(&self, bytes: &[u8], agent: Option<(ConnId, bool)>) -> Option<Selected> {
+        if !self.hep.active() {
+            return None;
+        }
+        let call_id = hep::header_value(bytes, "Call-ID")?;
+        let call = self.calls.capture_context(call_id);
+        // Outside calls (registrations, OPTIONS), the agent is the connection's proven DN, else
+        // the agent's own URI: From of what it sends, To of what it is sent.
+        let dn = match (&call, agent) {
+            (Some(c), _) => Some(c.dn.as_str()),
+            (None, Some((conn, from_agent))) => {
+                let own = if hep::is_request(bytes) == from_agent { "From" } else { "To" };
+                self.calls.conn_user(conn).or_else(|| hep::header_user(bytes, own))
+            }
+            (None, None) => hep::header_user(bytes, "To"),
+        };
+        let ctx = hep::Context {
+            call_id,
+            correlation: call.as_ref().map(|c| c.correlation.as_str()),
+            other_call_id: call.as_ref().and_then(|c| c.other_call_id.as_deref()),
+            dn,
+        };
+        self.hep.select(&ctx)
+    }
+
+    /// Captures a message on an agent's connection as the gateway sees it inside TLS.
+    fn capture_agent_side(&self, conn: ConnId, bytes: &[u8], from_agent: bool) {
+        let Some(&(peer, local)) = self.endpoints.get(&conn) else { return };
+        if let Some(c) = self.capture_selection(bytes, Some((conn, from_agent))) {
+            let (src, dst) = if from_agent { (peer, local) } else { (local, peer) };
+            self.hep.sip(&c, src, dst, IpProto::Tcp, bytes, SystemTime::now());
+        }
+    }
+
+    /// A call's record, quality included, as a HEP JSON report correlated with its SIP.
+    fn capture_quality(&self, r: &CallRecord) {
+        if !self.hep.active() {
+            return;
+        }
+        let s = &r.summary;
+        let (first, second) = match s.direction {
+            super::control::Direction::Inbound => (&s.upstream_call_id, &s.agent_call_id),
+            _ => (&s.agent_call_id, &s.upstream_call_id),
+        };
+        let Some(call_id) = first.as_deref().or(second.as_deref()) else { return };
+        let ctx = hep::Context { call_id, correlation: Some(call_id), other_call_id: second.as_deref(), dn: Some(&s.dn) };
+        if let Some(c) = self.hep.select(&ctx) {
+            let at = self.sender.local_addr().unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+            let json = serde_json::to_vec(r).unwrap_or_default();
+            self.hep.report(&c, ProtoType::QualityReport, at, at, &json, SystemTime::now());
+        }
+    }
+}
+
+fn ip_proto(transport: crate::sip::transaction::Transport) -> IpProto {
+    match transport {
+        crate::sip::transaction::Transport::Udp => IpProto::Udp,
+        _ => IpProto::Tcp,
     }
 }
 

@@ -42,6 +42,7 @@ impl<M: MediaControl> CallControl<M> {
             session_expires: self.config.session_expires,
             started_ms: self.wall_ms,
             answered_ms: None,
+            notes: Default::default(),
         };
 
         if self.config.echo_number.as_deref() == Some(dest.as_str()) {
@@ -173,6 +174,7 @@ impl<M: MediaControl> CallControl<M> {
             session_expires: self.config.session_expires,
             started_ms: self.wall_ms,
             answered_ms: None,
+            notes: Default::default(),
         });
         self.by_tx.insert(tx, (id, Side::Upstream));
         self.index_leg(id, Side::Upstream);
@@ -254,6 +256,7 @@ impl<M: MediaControl> CallControl<M> {
             return;
         }
         let Some((call, side)) = self.by_tx.get(&tx).copied() else { return };
+        self.note_headers(call, side, &response.headers);
         let is_invite = self.leg_mut(call, side).is_some_and(|l| l.invite_tx == tx);
         if !is_invite {
             return;

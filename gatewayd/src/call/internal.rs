@@ -2,7 +2,9 @@
 //! Received messages go to call control through one bounded channel; call control's messages go
 //! out through `InternalSender`. Framing and `conformance::screen` are the sans-IO `sip` helpers:
 //! what they refuse is answered here, statelessly, and counted in one `RejectLog` for the side,
-//! whose summaries are the only log lines a flood of bad input produces.
+//! whose summaries are the only log lines a flood of bad input produces. Messages sent are
+//! handed to HEP capture here, where the real local address (a TCP connection's port too) is
+//! known; received ones carry their bytes and local address to call control for the same.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -18,6 +20,7 @@ use crate::sip::conformance::{refusal_for, screen, Rejection};
 use crate::sip::framing::{classify_frame, Frame, FramingError, StreamFramer, StreamItem, PONG};
 use crate::sip::message::{new_tag, refusal};
 use crate::sip::rejects::RejectLog;
+use crate::observe::hep::{HepCapture, IpProto, Selected};
 use crate::sip::transaction::Transport;
 
 /// Largest SIP message accepted on the internal side.
@@ -69,38 +72,55 @@ pub struct Inbound {
     pub message: rsip::SipMessage,
     pub source: SocketAddr,
     pub transport: Transport,
+    /// The address it arrived on.
+    pub local: SocketAddr,
+    /// The message as received, for capture.
+    pub raw: Vec<u8>,
 }
+
+/// Bytes queued toward a TCP connection, with their capture when selected.
+type TcpItem = (Vec<u8>, Option<Selected>);
 
 /// Sends call control's messages on the internal side.
 #[derive(Clone)]
 pub struct InternalSender {
     udp: Vec<Arc<UdpSocket>>,
-    tcp: Arc<Mutex<HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>>>,
+    tcp: Arc<Mutex<HashMap<SocketAddr, mpsc::Sender<TcpItem>>>>,
     inbound: mpsc::Sender<Inbound>,
     rejects: Rejects,
+    hep: HepCapture,
 }
 
 impl InternalSender {
     /// Sends without waiting: a full socket buffer or queue drops the message, and the
-    /// transaction layer's retransmissions (UDP) or the peer's timers recover.
-    pub fn send(&self, to: SocketAddr, transport: Transport, bytes: Vec<u8>) {
+    /// transaction layer's retransmissions (UDP) or the peer's timers recover. `capture`, when
+    /// given, is the message's HEP capture, made once it is on its way.
+    pub fn send(&self, to: SocketAddr, transport: Transport, bytes: Vec<u8>, capture: Option<Selected>) {
         match transport {
-            Transport::Tcp | Transport::Tls => self.send_tcp(to, bytes),
+            Transport::Tcp | Transport::Tls => self.send_tcp(to, (bytes, capture)),
             _ => {
                 let socket = self.udp.iter().find(|s| s.local_addr().is_ok_and(|a| a.is_ipv4() == to.is_ipv4())).or(self.udp.first());
                 match socket {
-                    Some(s) => {
-                        if let Err(e) = s.try_send_to(&bytes, to) {
-                            tracing::debug!(to = %to, error = %e, "SIP datagram not sent");
+                    Some(s) => match s.try_send_to(&bytes, to) {
+                        Ok(_) => {
+                            if let (Some(c), Ok(local)) = (capture, s.local_addr()) {
+                                self.hep.sip(&c, local, to, IpProto::Udp, &bytes, std::time::SystemTime::now());
+                            }
                         }
-                    }
+                        Err(e) => tracing::debug!(to = %to, error = %e, "SIP datagram not sent"),
+                    },
                     None => tracing::warn!(to = %to, "no internal UDP listener to send from"),
                 }
             }
         }
     }
 
-    fn send_tcp(&self, to: SocketAddr, bytes: Vec<u8>) {
+    /// The first internal UDP listener's address.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.udp.first().and_then(|s| s.local_addr().ok())
+    }
+
+    fn send_tcp(&self, to: SocketAddr, bytes: TcpItem) {
         let mut conns = self.tcp.lock().expect("tcp map");
         if let Some(tx) = conns.get(&to) {
             if tx.try_send(bytes.clone()).is_ok() {
@@ -111,10 +131,10 @@ impl InternalSender {
         let (tx, rx) = mpsc::channel(TCP_QUEUE);
         let _ = tx.try_send(bytes);
         conns.insert(to, tx);
-        let (map, inbound, rejects) = (self.tcp.clone(), self.inbound.clone(), self.rejects.clone());
+        let (map, inbound, rejects, hep) = (self.tcp.clone(), self.inbound.clone(), self.rejects.clone(), self.hep.clone());
         tokio::spawn(async move {
             match TcpStream::connect(to).await {
-                Ok(stream) => serve_tcp(stream, to, rx, inbound, rejects).await,
+                Ok(stream) => serve_tcp(stream, to, rx, inbound, rejects, hep).await,
                 Err(e) => tracing::warn!(to = %to, error = %e, "cannot connect to the SIP server over TCP"),
             }
             map.lock().expect("tcp map").remove(&to);
@@ -123,9 +143,9 @@ impl InternalSender {
 }
 
 /// Binds every internal SIP listener; messages arrive on the returned receiver.
-pub async fn bind(listen: &[SipListen], queue: usize) -> std::io::Result<(InternalSender, mpsc::Receiver<Inbound>)> {
+pub async fn bind(listen: &[SipListen], queue: usize, hep: HepCapture) -> std::io::Result<(InternalSender, mpsc::Receiver<Inbound>)> {
     let (inbound_tx, inbound_rx) = mpsc::channel(queue);
-    let tcp_conns: Arc<Mutex<HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>>> = Arc::default();
+    let tcp_conns: Arc<Mutex<HashMap<SocketAddr, mpsc::Sender<TcpItem>>>> = Arc::default();
     let rejects = Rejects::default();
     tokio::spawn(rejects.clone().flush());
     let mut udp = Vec::new();
@@ -138,15 +158,15 @@ pub async fn bind(listen: &[SipListen], queue: usize) -> std::io::Result<(Intern
             }
             ProfileTransport::Tcp => {
                 let listener = TcpListener::bind(l.address).await?;
-                let (conns, inbound, rejects) = (tcp_conns.clone(), inbound_tx.clone(), rejects.clone());
+                let (conns, inbound, rejects, hep) = (tcp_conns.clone(), inbound_tx.clone(), rejects.clone(), hep.clone());
                 tokio::spawn(async move {
                     loop {
                         let Ok((stream, peer)) = listener.accept().await else { continue };
                         let (tx, rx) = mpsc::channel(TCP_QUEUE);
                         conns.lock().expect("tcp map").insert(peer, tx);
-                        let (conns, inbound, rejects) = (conns.clone(), inbound.clone(), rejects.clone());
+                        let (conns, inbound, rejects, hep) = (conns.clone(), inbound.clone(), rejects.clone(), hep.clone());
                         tokio::spawn(async move {
-                            serve_tcp(stream, peer, rx, inbound, rejects).await;
+                            serve_tcp(stream, peer, rx, inbound, rejects, hep).await;
                             conns.lock().expect("tcp map").remove(&peer);
                         });
                     }
@@ -154,10 +174,11 @@ pub async fn bind(listen: &[SipListen], queue: usize) -> std::io::Result<(Intern
             }
         }
     }
-    Ok((InternalSender { udp, tcp: tcp_conns, inbound: inbound_tx, rejects }, inbound_rx))
+    Ok((InternalSender { udp, tcp: tcp_conns, inbound: inbound_tx, rejects, hep }, inbound_rx))
 }
 
 async fn serve_udp(socket: Arc<UdpSocket>, inbound: mpsc::Sender<Inbound>, rejects: Rejects) {
+    let Ok(local) = socket.local_addr() else { return };
     let mut buf = vec![0u8; MAX_MESSAGE];
     loop {
         let (n, source) = match socket.recv_from(&mut buf).await {
@@ -175,7 +196,7 @@ async fn serve_udp(socket: Arc<UdpSocket>, inbound: mpsc::Sender<Inbound>, rejec
             Frame::Pong => {}
             Frame::Message(bytes) => match check(bytes, source, &rejects) {
                 Ok(message) => {
-                    if inbound.try_send(Inbound { message, source, transport: Transport::Udp }).is_err() {
+                    if inbound.try_send(Inbound { message, source, transport: Transport::Udp, local, raw: bytes.to_vec() }).is_err() {
                         // Counted, not logged one by one: a flood is what fills the queue.
                         rejects.record(source.ip(), "dropped: call control saturated");
                     }
@@ -189,7 +210,8 @@ async fn serve_udp(socket: Arc<UdpSocket>, inbound: mpsc::Sender<Inbound>, rejec
     }
 }
 
-async fn serve_tcp(stream: TcpStream, peer: SocketAddr, mut outgoing: mpsc::Receiver<Vec<u8>>, inbound: mpsc::Sender<Inbound>, rejects: Rejects) {
+async fn serve_tcp(stream: TcpStream, peer: SocketAddr, mut outgoing: mpsc::Receiver<TcpItem>, inbound: mpsc::Sender<Inbound>, rejects: Rejects, hep: HepCapture) {
+    let Ok(local) = stream.local_addr() else { return };
     let (mut reader, mut writer) = stream.into_split();
     let mut framer = StreamFramer::new(MAX_MESSAGE);
     let mut buf = vec![0u8; 16 * 1024];
@@ -204,7 +226,8 @@ async fn serve_tcp(stream: TcpStream, peer: SocketAddr, mut outgoing: mpsc::Rece
                     match framer.next_item() {
                         Ok(Some(StreamItem::Message(bytes))) => match check(&bytes, peer, &rejects) {
                             Ok(message) => {
-                                if inbound.send(Inbound { message, source: peer, transport: Transport::Tcp }).await.is_err() {
+                                let raw = bytes.to_vec();
+                                if inbound.send(Inbound { message, source: peer, transport: Transport::Tcp, local, raw }).await.is_err() {
                                     return;
                                 }
                             }
@@ -223,7 +246,12 @@ async fn serve_tcp(stream: TcpStream, peer: SocketAddr, mut outgoing: mpsc::Rece
                 }
             }
             out = outgoing.recv() => match out {
-                Some(bytes) => if writer.write_all(&bytes).await.is_err() { return },
+                Some((bytes, capture)) => {
+                    if writer.write_all(&bytes).await.is_err() { return }
+                    if let Some(c) = capture {
+                        hep.sip(&c, local, peer, IpProto::Tcp, &bytes, std::time::SystemTime::now());
+                    }
+                }
                 None => return,
             },
         }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use super::media_port::{CallRef, MediaControl, MediaFailure};
 use crate::media::{AudioCodec, CallMedia, CallStats, DtlsIdentity, EchoCall, LegStats, MediaConfig, MediaEngine, MediaError, MediaEvent, PublicAddr, Side};
-use crate::profile::{Codec, LoadedProfile};
+use crate::profile::{AgentCodec, Codec, LoadedProfile};
 
 /// The bridge's settings from the profile; the DTLS identity lives in the state directory so
 /// browsers see the same fingerprint across restarts.
@@ -31,6 +31,16 @@ pub fn media_config(loaded: &LoadedProfile, state_dir: &Path) -> MediaConfig {
             .map(|c| match c {
                 Codec::PCMU => AudioCodec::Pcmu,
                 Codec::PCMA => AudioCodec::Pcma,
+            })
+            .collect(),
+        agent_codecs: p
+            .media
+            .agent_codecs
+            .iter()
+            .map(|c| match c {
+                AgentCodec::Opus => AudioCodec::Opus,
+                AgentCodec::PCMU => AudioCodec::Pcmu,
+                AgentCodec::PCMA => AudioCodec::Pcma,
             })
             .collect(),
         telephone_event: p.media.telephone_event,
@@ -173,6 +183,8 @@ fn leg_json(l: &LegStats) -> serde_json::Value {
         "jitter_ms": l.jitter_ms,
         "rtt_ms": l.rtt_ms,
         "mos": l.mos,
+        "codec": l.codec,
+        "fec_recovered": l.fec_recovered,
     })
 }
 

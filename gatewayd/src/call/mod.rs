@@ -3,6 +3,7 @@
 //! handles RTP itself.
 
 pub mod active;
+pub mod agent_view;
 pub mod agents;
 mod build;
 pub mod config;

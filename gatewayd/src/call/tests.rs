@@ -100,6 +100,7 @@ impl Harness {
             token: None,
             registration: None,
             session_expires: 1800,
+            record_headers: vec!["X-Genesys-CallUUID".into()],
         };
         let mut cc = CallControl::new(config, Upstreams::from_profile(&upstream), FakeMedia::default());
         cc.set_binding("5001", Some((CONN, "<sip:abc@xyz.invalid;transport=ws>".into())));
@@ -431,3 +432,41 @@ fn a_call_whose_browser_media_died_is_ended_on_both_legs() {
 
 #[path = "session_tests.rs"]
 mod session;
+
+#[test]
+fn capture_ties_both_legs_to_the_first_and_the_record_keeps_the_servers_ids() {
+    let mut h = Harness::new();
+    h.cc.agent_software(CONN, "JsSIP 3.13.8");
+    let out = h.agent(&agent_invite("1234", &sdp("browser")));
+    let invite = to_server(&out, SERVER).into_iter().find(|m| m.starts_with("INVITE sip:1234@")).expect("INVITE upstream");
+    let upstream_id = header(&invite, "Call-ID");
+    let mut ringing = server_response(&invite, 180, "Ringing", None);
+    ringing = ringing.replacen("\r\n", "\r\nX-Genesys-CallUUID: 01ABC\r\n", 1);
+    h.upstream(SERVER, &ringing);
+
+    let agent_side = h.cc.capture_context("agentcall").expect("the agent leg is a call's");
+    assert_eq!(agent_side.correlation, "agentcall", "an outbound call's first leg is the agent's");
+    assert_eq!(agent_side.other_call_id.as_deref(), Some(upstream_id.as_str()));
+    let server_side = h.cc.capture_context(&upstream_id).expect("the server leg is the same call's");
+    assert_eq!(server_side.correlation, "agentcall");
+    assert_eq!(server_side.other_call_id.as_deref(), Some("agentcall"));
+    assert_eq!(server_side.dn, "5001");
+    assert!(h.cc.capture_context("unrelated").is_none());
+
+    let summary = &h.cc.active()[0];
+    assert_eq!(summary.upstream_ids.get("X-Genesys-CallUUID").map(String::as_str), Some("01ABC"));
+    assert_eq!(summary.user_agent.as_deref(), Some("JsSIP 3.13.8"), "from the registration, the INVITE naming none");
+}
+
+#[test]
+fn an_ended_calls_last_messages_are_still_tied_to_it() {
+    let mut h = Harness::new();
+    let out = h.agent(&agent_invite("600", &sdp("browser")));
+    let ok = to_agent(&out).into_iter().find(|m| m.starts_with("SIP/2.0 200")).expect("200 OK");
+    let tag = header(&ok, "To").split("tag=").nth(1).unwrap().to_owned();
+    let bye = format!("BYE sip:gatewayd@gw.lab;transport=ws SIP/2.0\r\nVia: SIP/2.0/WSS b.invalid;branch=z9hG4bKb1\r\nMax-Forwards: 70\r\nFrom: <sip:5001@lab>;tag=ag1\r\nTo: <sip:600@lab>;tag={tag}\r\nCall-ID: agentcall\r\nCSeq: 3 BYE\r\nContent-Length: 0\r\n\r\n");
+    h.agent(&bye);
+    assert_eq!(h.cc.active_calls(), 0);
+    let ended = h.cc.capture_context("agentcall").expect("remembered after the end");
+    assert_eq!((ended.correlation.as_str(), ended.dn.as_str()), ("agentcall", "5001"));
+}

@@ -57,6 +57,11 @@ impl Upstreams {
         *self = next;
     }
 
+    /// Consecutive failures at which a server counts as down.
+    pub fn threshold(&self) -> u32 {
+        self.threshold
+    }
+
     pub fn servers(&self) -> &[Server] {
         &self.servers
     }

@@ -59,6 +59,7 @@ pub struct BrowserLeg {
 
 /// RFC 4733 payload type we offer the browser; an offering browser's own number is used instead.
 const TELEPHONE_EVENT_PT: u8 = 101;
+const TELEPHONE_EVENT_48K_PT: u8 = 110;
 
 impl BrowserLeg {
     pub fn new(setup: BrowserSetup) -> BrowserLeg {
@@ -102,14 +103,26 @@ impl BrowserLeg {
                 .clear_codecs()
                 .clear_extension_map();
             let cc = cfg.codec_config();
-            cc.enable_pcmu(codecs.contains(&AudioCodec::Pcmu), false);
-            cc.enable_pcma(codecs.contains(&AudioCodec::Pcma), false);
+            // Added in preference order: our offers list them so, and our answers pick so.
+            for c in codecs {
+                match c {
+                    AudioCodec::Pcmu => cc.enable_pcmu(true, false),
+                    // opus/48000/2, minptime=10;useinbandfec=1 and no usedtx: DTX stays off, so
+                    // Chrome keeps sending through silence (as it does for G.711 without CN).
+                    AudioCodec::Opus => cc.enable_opus(true, false),
+                    AudioCodec::Pcma => cc.enable_pcma(true, false),
+                }
+            }
             // No comfort noise: with CN negotiated Chrome turns on VAD/DTX for G.711 and stops
             // sending while it hears no speech, and CN is not relayed to the SIP server, which
             // then gets no RTP at all (media timeouts there, and a steady tone never arrives).
             cc.enable_comfort_noise(false);
             if self.setup.telephone_event {
                 cc.add_config(Pt::from(TELEPHONE_EVENT_PT), None, Codec::Tele, Frequency::EIGHT_KHZ, None, FormatParams::parse_line("0-16"));
+                // Beside Opus the events run on its 48 kHz clock (RFC 4733 §2.3.1).
+                if codecs.contains(&AudioCodec::Opus) {
+                    cc.add_config(Pt::from(TELEPHONE_EVENT_48K_PT), None, Codec::Tele, Frequency::FORTY_EIGHT_KHZ, None, FormatParams::parse_line("0-16"));
+                }
             }
             let mut rtc = cfg.build(now);
             for c in &self.setup.candidates {
@@ -183,7 +196,7 @@ impl BrowserLeg {
         if self.mid.is_none() {
             return Err(MediaError::Sdp("browser offer has no usable audio stream".into()));
         }
-        if self.tx_pt_of(Payload::Audio(AudioCodec::Pcmu)).is_none() && self.tx_pt_of(Payload::Audio(AudioCodec::Pcma)).is_none() {
+        if self.primary_audio().is_none() {
             return Err(MediaError::Sdp("no common audio codec with the browser".into()));
         }
         self.note_local_sdp(&text);
@@ -208,7 +221,18 @@ impl BrowserLeg {
     pub fn payload_of(&self, pt: u8) -> Option<Payload> {
         let rtc = self.rtc.as_ref()?;
         let p = rtc.codec_config().find(|p| p.pt() == Pt::from(pt))?;
-        payload_of_codec(p.spec().codec)
+        payload_of_codec(p.spec().codec, p.spec().clock_rate.get())
+    }
+
+    /// The audio codec we send the browser: the first of ours, in our preference order, that
+    /// the browser negotiated.
+    pub fn primary_audio(&self) -> Option<AudioCodec> {
+        let rtc = self.rtc.as_ref()?;
+        let remote = rtc.media(self.mid?)?.remote_pts();
+        rtc.codec_config().params().iter().filter(|p| remote.contains(&p.pt())).find_map(|p| match payload_of_codec(p.spec().codec, p.spec().clock_rate.get()) {
+            Some(Payload::Audio(c)) => Some(c),
+            _ => None,
+        })
     }
 
     /// The payload type to send `payload` with, if the browser negotiated it.
@@ -220,7 +244,7 @@ impl BrowserLeg {
             .params()
             .iter()
             .filter(|p| remote.contains(&p.pt()))
-            .find(|p| payload_of_codec(p.spec().codec) == Some(payload))
+            .find(|p| payload_of_codec(p.spec().codec, p.spec().clock_rate.get()) == Some(payload))
             .map(|p| *p.pt())
     }
 
@@ -364,11 +388,13 @@ fn mids_of(sdp: &str) -> Vec<String> {
     sdp.lines().filter_map(|l| l.trim_end().strip_prefix("a=mid:")).map(str::to_owned).collect()
 }
 
-fn payload_of_codec(c: Codec) -> Option<Payload> {
+fn payload_of_codec(c: Codec, clock_rate: u32) -> Option<Payload> {
     match c {
         Codec::PCMU => Some(Payload::Audio(AudioCodec::Pcmu)),
         Codec::PCMA => Some(Payload::Audio(AudioCodec::Pcma)),
-        Codec::Tele => Some(Payload::TelephoneEvent),
+        Codec::Opus => Some(Payload::Audio(AudioCodec::Opus)),
+        Codec::Tele if clock_rate == 48_000 => Some(Payload::TelephoneEvent48k),
+        Codec::Tele if clock_rate == 8000 => Some(Payload::TelephoneEvent),
         Codec::CN => Some(Payload::ComfortNoise),
         _ => None,
     }

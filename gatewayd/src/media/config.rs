@@ -15,32 +15,45 @@ pub struct PublicAddr {
     pub advertise: IpAddr,
 }
 
-/// G.711 codecs the bridge passes through untouched.
+/// Audio codecs of the bridge. G.711 passes through untouched when both legs use it; Opus is
+/// for the browser leg only and is transcoded to the SIP server's G.711.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum AudioCodec {
     Pcmu,
     Pcma,
+    Opus,
 }
 
 impl AudioCodec {
+    /// The static payload type, or for Opus the dynamic one we offer.
     pub fn static_pt(self) -> u8 {
         match self {
             AudioCodec::Pcmu => 0,
             AudioCodec::Pcma => 8,
+            AudioCodec::Opus => 111,
         }
     }
     pub fn name(self) -> &'static str {
         match self {
             AudioCodec::Pcmu => "PCMU",
             AudioCodec::Pcma => "PCMA",
+            AudioCodec::Opus => "opus",
         }
     }
     pub fn from_name(name: &str) -> Option<AudioCodec> {
         match name.to_ascii_uppercase().as_str() {
             "PCMU" => Some(AudioCodec::Pcmu),
             "PCMA" => Some(AudioCodec::Pcma),
+            "OPUS" => Some(AudioCodec::Opus),
             _ => None,
         }
+    }
+    pub fn is_g711(self) -> bool {
+        matches!(self, AudioCodec::Pcmu | AudioCodec::Pcma)
+    }
+    /// RTP clock rate (RFC 7587: Opus always 48 kHz).
+    pub fn clock_rate(self) -> u32 {
+        if self == AudioCodec::Opus { 48_000 } else { 8000 }
     }
 }
 
@@ -65,8 +78,11 @@ pub struct MediaConfig {
     pub internal_ports: RangeInclusive<u16>,
     /// All browser media on this one port, demultiplexed by ICE ufrag and source address.
     pub single_public_port: Option<u16>,
-    /// Offered and accepted codecs, in preference order.
+    /// Codecs toward the SIP server (G.711 only), in preference order.
     pub codecs: Vec<AudioCodec>,
+    /// Codecs toward the browser, in preference order; empty means the same as `codecs`.
+    /// Opus here is transcoded to the SIP server's G.711; a G.711 entry must also be in `codecs`.
+    pub agent_codecs: Vec<AudioCodec>,
     /// RFC 4733 telephone-event on both legs.
     pub telephone_event: bool,
     /// DSCP code point for sent packets (46 = EF).
@@ -86,6 +102,12 @@ impl MediaConfig {
         }
         if self.codecs.is_empty() {
             return bad("at least one codec is required");
+        }
+        if self.codecs.iter().any(|c| !c.is_g711()) {
+            return bad("the SIP server side speaks G.711 only (PCMU, PCMA)");
+        }
+        if self.agent_codecs.iter().any(|c| c.is_g711() && !self.codecs.contains(c)) {
+            return bad("a G.711 codec toward the browser must also be allowed toward the SIP server (only Opus is transcoded)");
         }
         if self.public_ports.is_empty() && self.single_public_port.is_none() {
             return bad("public port range is empty");
@@ -108,6 +130,11 @@ impl MediaConfig {
     }
 
     /// A configuration for tests and benchmarks on loopback.
+    /// The browser side's codecs in preference order.
+    pub fn browser_codecs(&self) -> Vec<AudioCodec> {
+        if self.agent_codecs.is_empty() { self.codecs.clone() } else { self.agent_codecs.clone() }
+    }
+
     pub fn loopback(dtls: DtlsIdentity) -> MediaConfig {
         let lo: IpAddr = [127, 0, 0, 1].into();
         MediaConfig {
@@ -117,6 +144,7 @@ impl MediaConfig {
             internal_ports: 30000..=39999,
             single_public_port: None,
             codecs: vec![AudioCodec::Pcmu, AudioCodec::Pcma],
+            agent_codecs: Vec::new(),
             telephone_event: true,
             dscp: Some(46),
             no_media_timeout: Duration::from_secs(30),

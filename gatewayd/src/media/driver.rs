@@ -332,7 +332,7 @@ impl Worker {
         });
         let seeds = Seeds { browser_seq: rand::random(), browser_ts: rand::random(), internal_seq: rand::random(), internal_ts: rand::random() };
         let now = Instant::now();
-        let core = CallCore::new(now, browser, internal_setup, self.cfg.codecs.clone(), self.cfg.no_media_timeout, seeds);
+        let core = CallCore::new(now, browser, internal_setup, self.cfg.codecs.clone(), self.cfg.browser_codecs(), self.cfg.no_media_timeout, seeds);
         let mut public = Vec::new();
         for (i, mut s) in public_socks.into_iter().enumerate() {
             let t = self.token();

@@ -108,6 +108,11 @@ impl Rewriter {
         }
     }
 
+    /// The RTP clock of what is sent from now on (8 kHz for G.711, 48 kHz for Opus).
+    pub fn set_clock_rate(&mut self, clock_rate: u32) {
+        self.clock_rate = clock_rate;
+    }
+
     /// The next packet will continue from the last sent one, whatever its input numbers
     /// (after packets were dropped on purpose: hold, inactive direction).
     pub fn pause(&mut self) {
@@ -146,7 +151,7 @@ impl Rewriter {
         let out_ts = match self.last_sent {
             // Continue the timeline by the wall-clock time that passed, at least one frame.
             Some(t) => {
-                let samples = elapsed_samples(now.saturating_duration_since(t), self.clock_rate).max(160);
+                let samples = elapsed_samples(now.saturating_duration_since(t), self.clock_rate).max(self.clock_rate / 50);
                 self.out_ts.wrapping_add(samples)
             }
             None => self.out_ts,
@@ -223,5 +228,15 @@ mod tests {
         let late = r.rewrite(t0, 7, 0, 160, false).unwrap();
         assert_eq!(late.seq, a.seq + 1);
         assert_eq!(late.seq as u16, (a.seq + 1) as u16);
+    }
+
+    #[test]
+    fn a_new_source_continues_on_the_streams_own_clock() {
+        let t0 = Instant::now();
+        let mut r = Rewriter::new(8000, 1, 0);
+        r.set_clock_rate(48_000);
+        r.rewrite(t0, 1, 10, 0, false).unwrap();
+        let b = r.rewrite(t0, 2, 500, 77, false).unwrap();
+        assert_eq!(b.ts, 960, "at least one 20 ms frame at 48 kHz");
     }
 }

@@ -58,7 +58,10 @@ impl Direction {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Payload {
     Audio(AudioCodec),
+    /// RFC 4733 events at 8 kHz, beside G.711.
     TelephoneEvent,
+    /// RFC 4733 events at 48 kHz, beside Opus (browser leg only).
+    TelephoneEvent48k,
     ComfortNoise,
 }
 
@@ -216,6 +219,7 @@ pub fn build(origin: Origin, addr: IpAddr, port: u16, formats: &[Format], direct
         match f.payload {
             Payload::Audio(c) => { let _ = write!(s, "a=rtpmap:{} {}/8000\r\n", f.pt, c.name()); }
             Payload::TelephoneEvent => { let _ = write!(s, "a=rtpmap:{} telephone-event/8000\r\na=fmtp:{} 0-16\r\n", f.pt, f.pt); }
+            Payload::TelephoneEvent48k => { let _ = write!(s, "a=rtpmap:{} telephone-event/48000\r\na=fmtp:{} 0-16\r\n", f.pt, f.pt); }
             Payload::ComfortNoise => { let _ = write!(s, "a=rtpmap:{} CN/8000\r\n", f.pt); }
         }
     }

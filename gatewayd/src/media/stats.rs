@@ -1,5 +1,5 @@
 //! Per-leg counters, RFC 3550 loss and jitter, and a MOS estimate from the simplified E-model
-//! (ITU-T G.107) for G.711.
+//! (ITU-T G.107) with the impairment factors of the leg's codec (G.711 or Opus).
 
 use std::time::{Duration, Instant};
 
@@ -20,6 +20,10 @@ pub struct LegStats {
     pub rtt_ms: Option<f32>,
     /// Estimated listening quality of what this leg received, 1..=4.5.
     pub mos: f32,
+    /// The audio codec this leg received ("PCMU", "PCMA", "opus"), once known.
+    pub codec: Option<&'static str>,
+    /// Lost packets the bridge rebuilt from Opus in-band FEC before passing audio on.
+    pub fec_recovered: u64,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -123,13 +127,36 @@ impl ReceiveStats {
     }
 }
 
+/// A codec's E-model figures: equipment impairment Ie, packet-loss robustness Bpl, and the
+/// delay the codec itself adds (frame plus look-ahead).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Impairment {
+    pub ie: f32,
+    pub bpl: f32,
+    pub codec_delay_ms: f32,
+}
+
+/// G.711 with packet loss concealment (ITU-T G.113 Appendix I: Ie 0, Bpl 25.1), 20 ms frames.
+pub const G711: Impairment = Impairment { ie: 0.0, bpl: 25.1, codec_delay_ms: 20.0 };
+
+/// Narrowband Opus at 24 kbit/s as the bridge encodes it. G.113 publishes no narrowband Opus
+/// values; these are those of the comparable G.729A (Ie 11, Bpl 19), applied to the loss left
+/// after in-band FEC. Delay: 20 ms frames plus 6.5 ms look-ahead.
+pub const OPUS: Impairment = Impairment { ie: 11.0, bpl: 19.0, codec_delay_ms: 26.5 };
+
 /// MOS-CQE from the E-model for G.711 with packet loss concealment (Ie = 0, Bpl = 25.1):
 /// one-way delay is half the RTT plus a jitter buffer of twice the jitter plus packetization.
 pub fn mos(loss_fraction: f32, jitter_ms: f32, rtt_ms: f32) -> f32 {
-    let d = rtt_ms / 2.0 + 2.0 * jitter_ms + 20.0;
+    mos_with(G711, loss_fraction, jitter_ms, rtt_ms)
+}
+
+/// MOS-CQE from the E-model with a codec's figures (ITU-T G.107 Ie,eff = Ie + (95 - Ie) ·
+/// Ppl / (Ppl + Bpl)).
+pub fn mos_with(codec: Impairment, loss_fraction: f32, jitter_ms: f32, rtt_ms: f32) -> f32 {
+    let d = rtt_ms / 2.0 + 2.0 * jitter_ms + codec.codec_delay_ms;
     let id = 0.024 * d + if d > 177.3 { 0.11 * (d - 177.3) } else { 0.0 };
     let ppl = (loss_fraction * 100.0).clamp(0.0, 100.0);
-    let ie_eff = 95.0 * ppl / (ppl + 25.1);
+    let ie_eff = codec.ie + (95.0 - codec.ie) * ppl / (ppl + codec.bpl);
     let r = (93.2 - id - ie_eff).clamp(0.0, 100.0);
     let m = 1.0 + 0.035 * r + r * (r - 60.0) * (100.0 - r) * 7.0e-6;
     m.clamp(1.0, 4.5)
@@ -246,5 +273,14 @@ mod tests {
         let lossy = mos(0.05, 10.0, 100.0);
         assert!(lossy < clean && lossy > 2.5, "{lossy}");
         assert!(mos(0.5, 50.0, 800.0) < 2.0);
+    }
+
+    #[test]
+    fn opus_costs_a_little_when_clean_and_matches_g711_formula_for_g711() {
+        assert_eq!(mos_with(G711, 0.03, 5.0, 40.0), mos(0.03, 5.0, 40.0));
+        let (g, o) = (mos_with(G711, 0.0, 1.0, 20.0), mos_with(OPUS, 0.0, 1.0, 20.0));
+        assert!(o < g && o > 3.9, "clean narrowband Opus {o} vs G.711 {g}");
+        // 10 % raw loss: G.711 conceals all of it; Opus with FEC leaves about 1 % of it.
+        assert!(mos_with(OPUS, 0.01, 5.0, 40.0) > mos_with(G711, 0.10, 5.0, 40.0));
     }
 }

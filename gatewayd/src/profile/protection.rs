@@ -263,25 +263,64 @@ pub struct Observe {
     /// Also append call detail records as JSON lines to this file (they always go to the log).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cdr_file: Option<PathBuf>,
-    /// Mirror SIP to a HEP collector (Homer).
+    /// Mirror SIP of both sides (the WSS side decrypted) and each call's quality summary to a
+    /// HEP v3 collector (Homer's heplify-server, `sngrep -L`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hep: Option<Hep>,
+    /// SIP headers whose values, when the SIP server sends them on a call, go into the call's
+    /// record (`upstream_ids`), so it can be matched with the server's own records.
+    #[serde(default = "default_record_headers")]
+    pub record_headers: Vec<String>,
 }
 
 fn default_log_level() -> String {
     "info".into()
 }
 
-/// HEP v3 capture target.
+fn default_record_headers() -> Vec<String> {
+    vec!["X-Genesys-CallUUID".into()]
+}
+
+/// HEP v3 capture target. Packets go over UDP through a bounded queue: a collector that is
+/// down or slow costs dropped captures (counted in metrics), never call handling.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Hep {
+    /// The collector's UDP address.
     pub collector: SocketAddr,
-    /// Capture agent id.
+    /// Capture agent id (HEP chunk 0x000c), telling this gateway's packets apart at the collector.
     #[serde(default = "default_hep_id")]
     pub id: u32,
+    /// The password the collector expects (HEP chunk 0x000e). HEP carries it in the clear.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_key: Option<String>,
+    /// What is captured at start; the admin API (`/capture`) switches it at run time.
+    #[serde(default)]
+    pub capture: CaptureMode,
+    /// Header naming a call's first-leg Call-ID in the captured copies of its second leg's
+    /// messages, which is how sngrep and Homer join two dialogs into one flow. It is added to
+    /// the capture only, never to the SIP sent. Empty: messages are captured unchanged.
+    #[serde(default = "default_link_header")]
+    pub link_header: String,
+}
+
+/// Which messages HEP capture sends.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum CaptureMode {
+    /// Every SIP message and call quality summary.
+    #[default]
+    All,
+    /// Only those of the agents (DNs) and Call-IDs selected through the admin API.
+    Selected,
+    /// Nothing, until switched on through the admin API.
+    Off,
 }
 
 fn default_hep_id() -> u32 {
     2001
+}
+
+fn default_link_header() -> String {
+    "X-CID".into()
 }

@@ -151,9 +151,15 @@ pub struct Media {
     /// Put all browser media on this one public UDP port (demultiplexed by ICE username).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub single_port: Option<u16>,
-    /// Codecs offered, in order of preference; passed through, never transcoded.
+    /// Codecs toward the SIP server, in order of preference (G.711 only).
     #[serde(default = "default_codecs")]
     pub codecs: Vec<Codec>,
+    /// Codecs toward the agents' browsers, in order of preference. `opus` is transcoded to the
+    /// SIP server's G.711 (in-band FEC keeps calls on lossy home networks intelligible); a G.711
+    /// codec listed here passes through untouched when the server uses it too and must also be
+    /// in `codecs`. Empty: the same as `codecs`, nothing is transcoded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub agent_codecs: Vec<AgentCodec>,
     /// Pass RFC 4733 telephone-events (DTMF) both ways.
     #[serde(default = "yes")]
     pub telephone_event: bool,
@@ -170,6 +176,16 @@ pub struct Media {
 /// A G.711 codec.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 pub enum Codec {
+    PCMU,
+    PCMA,
+}
+
+/// A codec toward the browser: `opus` (48 kHz, RFC 7587, in-band FEC on, DTX off; transcoded
+/// to G.711) or a G.711 codec passed through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum AgentCodec {
+    #[serde(rename = "opus")]
+    Opus,
     PCMU,
     PCMA,
 }

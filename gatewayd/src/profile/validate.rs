@@ -8,7 +8,7 @@ use std::path::Path;
 
 use super::diag::{Diagnostic, SourceMap};
 use super::values::{Cidr, PortRange};
-use super::{Profile, TlsSource, Transport};
+use super::{AgentCodec, Codec, Profile, TlsSource, Transport};
 
 pub(crate) fn validate(p: &Profile, map: &SourceMap<'_>, dir: &Path) -> Vec<Diagnostic> {
     let mut v = Validator { p, map, out: Vec::new() };
@@ -24,6 +24,7 @@ pub(crate) fn validate(p: &Profile, map: &SourceMap<'_>, dir: &Path) -> Vec<Diag
     v.web();
     v.registrar();
     v.bans();
+    v.observe();
     v.out
 }
 
@@ -38,6 +39,25 @@ const MAX_DIAGNOSTICS_PER_RULE: usize = 20;
 impl Validator<'_> {
     fn error(&mut self, key: impl AsRef<str>, message: impl Into<String>) {
         self.out.push(self.map.at_key(key.as_ref(), message));
+    }
+
+    /// Header names the gateway reads or writes must be SIP tokens; the HEP collector needs one
+    /// address to send to.
+    fn observe(&mut self) {
+        let o = &self.p.observe;
+        for (i, h) in o.record_headers.iter().enumerate() {
+            if !is_header_name(h) {
+                self.error(format!("observe.record_headers[{i}]"), format!("{h:?} is not a SIP header name"));
+            }
+        }
+        if let Some(hep) = &o.hep {
+            if hep.collector.ip().is_unspecified() || hep.collector.port() == 0 {
+                self.error("observe.hep.collector", format!("{} is not an address packets can be sent to", hep.collector));
+            }
+            if !hep.link_header.is_empty() && !is_header_name(&hep.link_header) {
+                self.error("observe.hep.link_header", format!("{:?} is not a SIP header name", hep.link_header));
+            }
+        }
     }
 
     fn port_ranges(&mut self) {
@@ -95,6 +115,18 @@ impl Validator<'_> {
         }
         if m.codecs.is_empty() {
             self.error("media.codecs", "at least one codec is needed");
+        }
+        for (i, c) in m.agent_codecs.iter().enumerate() {
+            let g711 = match c {
+                AgentCodec::Opus => None,
+                AgentCodec::PCMU => Some(Codec::PCMU),
+                AgentCodec::PCMA => Some(Codec::PCMA),
+            };
+            if m.agent_codecs[..i].contains(c) {
+                self.error(format!("media.agent_codecs[{i}]"), format!("{c:?} is listed twice"));
+            } else if let Some(g) = g711.filter(|g| !m.codecs.contains(g)) {
+                self.error(format!("media.agent_codecs[{i}]"), format!("{g:?} toward the browser is not in media.codecs: only opus is transcoded, G.711 passes through"));
+            }
         }
     }
 
@@ -453,4 +485,9 @@ fn check_origin(o: &str) -> Result<(), String> {
         return Err(format!("`{o}` is not an origin: expected scheme://host[:port] with no path"));
     }
     Ok(())
+}
+
+/// A SIP header name: an RFC 3261 token.
+fn is_header_name(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b))
 }

@@ -1,7 +1,8 @@
-//! The TURN server's I/O: UDP listeners, TCP and TLS listeners (streams in `stream`), one UDP
-//! socket per allocation on the relay range, a one-second expiry tick, and reloads. Every
-//! packet goes through the core under one short lock; sends never wait (`try_send`): a full
-//! socket buffer or queue drops a media packet instead of stalling the others.
+//! The TURN server's I/O: UDP listeners and one UDP socket per allocation on the relay range
+//! (served by the data-plane thread in `plane`), TCP and TLS listeners (streams in `stream`),
+//! a one-second expiry tick, and reloads. Every packet goes through the core under one short
+//! lock; sends never wait (nonblocking, `try_send`): a full socket buffer or queue drops a media
+//! packet instead of stalling the others.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -10,11 +11,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use rustls::server::ServerConfig;
-use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 use tokio::task::AbortHandle;
 
 use super::allocation::{Client, Transport};
+use super::plane::{Plane, PlaneToken};
 use super::server::{Config, Event, Now, Opened, Output, Server};
 use crate::guard::Report;
 use crate::profile::{LoadedProfile, PortRange};
@@ -23,7 +24,7 @@ use crate::profile::{LoadedProfile, PortRange};
 pub(super) const MAX_MESSAGE: usize = 65_535 + 20;
 
 /// Largest datagram relayed from a peer (media fits an Ethernet MTU; larger ones are dropped).
-const PEER_DATAGRAM: usize = 4096;
+pub(super) const PEER_DATAGRAM: usize = 4096;
 
 /// How a reply or relayed packet reaches a client.
 #[derive(Clone)]
@@ -34,24 +35,19 @@ pub(super) enum Sink {
 }
 
 impl Sink {
-    fn send(&self, to: SocketAddr, data: &[u8]) {
+    /// Sends without waiting: false when there was no room (the packet is dropped).
+    pub(super) fn send(&self, to: SocketAddr, data: &[u8]) -> bool {
         match self {
-            Sink::Udp(sock) => {
-                let _ = sock.send_to(data, to);
-            }
-            Sink::Stream(tx) => {
-                let _ = tx.try_send(Bytes::copy_from_slice(data));
-            }
+            Sink::Udp(sock) => sock.send_to(data, to).is_ok(),
+            Sink::Stream(tx) => tx.try_send(Bytes::copy_from_slice(data)).is_ok(),
         }
     }
 }
 
-/// A relayed socket: received from by its task through tokio, sent on directly. A send is one
-/// nonblocking syscall that never depends on the reactor having seen the socket writable yet
-/// (a fresh socket's first packets would otherwise be dropped under load).
+/// A relayed socket (nonblocking): the data plane receives from it, whoever relays toward a
+/// peer sends on it directly.
 pub(super) struct Relay {
-    send: std::net::UdpSocket,
-    recv: UdpSocket,
+    pub(super) sock: std::net::UdpSocket,
 }
 
 pub(super) type Core = Server<Arc<Relay>, Sink>;
@@ -59,7 +55,8 @@ pub(super) type Core = Server<Arc<Relay>, Sink>;
 /// What every task of the TURN server shares.
 pub(super) struct Inner {
     core: Mutex<Core>,
-    relays: Mutex<HashMap<SocketAddr, AbortHandle>>,
+    plane: Arc<Plane>,
+    relays: Mutex<HashMap<SocketAddr, PlaneToken>>,
     relay_ports: Mutex<PortRange>,
     failures: mpsc::Sender<Report>,
     /// The web side's certificate, with ALPN left open (Chromium sends none for `turns:`).
@@ -96,9 +93,13 @@ impl Inner {
         let mut core = self.core();
         match core.handle_client(now, client, sink, data) {
             Output::Nothing => {}
-            Output::Reply(bytes) => sink.send(client.addr, bytes),
+            Output::Reply(bytes) => {
+                if !sink.send(client.addr, bytes) {
+                    self.metrics.unsent();
+                }
+            }
             Output::ToPeer { relay, peer, data } => {
-                let _ = relay.send.send_to(data, peer);
+                let _ = relay.sock.send_to(data, peer);
             }
             Output::OpenRelay { ip, even_port, reserve } => {
                 let range = *self.relay_ports.lock().unwrap_or_else(|e| e.into_inner());
@@ -108,12 +109,19 @@ impl Inner {
                     Err(_) => Vec::new(),
                 };
                 if let Output::Reply(bytes) = core.relay_opened(now, bound) {
-                    sink.send(client.addr, bytes);
+                    if !sink.send(client.addr, bytes) {
+                        self.metrics.unsent();
+                    }
                 }
                 let mut relays = self.relays.lock().unwrap_or_else(|e| e.into_inner());
                 for (addr, sock) in sockets {
-                    let task = tokio::spawn(relay_loop(self.clone(), addr, sock));
-                    relays.insert(addr, task.abort_handle());
+                    match self.plane.add_relay(addr, sock) {
+                        Ok(token) => {
+                            relays.insert(addr, token);
+                        }
+                        // The allocation stands but hears nothing from peers; it says so.
+                        Err(e) => tracing::error!(error = %e, %addr, "turn: cannot watch a relayed socket"),
+                    }
                 }
             }
         }
@@ -130,8 +138,8 @@ impl Inner {
         for e in events {
             match e {
                 Event::CloseRelay(addr) => {
-                    if let Some(task) = self.relays.lock().unwrap_or_else(|e| e.into_inner()).remove(&addr) {
-                        task.abort();
+                    if let Some(token) = self.relays.lock().unwrap_or_else(|e| e.into_inner()).remove(&addr) {
+                        self.plane.remove(token);
                     }
                 }
                 Event::Report(r) => self.report(r),
@@ -164,8 +172,7 @@ fn bind_relay(ip: IpAddr, range: PortRange, even: bool, reserve: bool) -> std::i
         let sock = std::net::UdpSocket::bind(SocketAddr::new(ip, port))?;
         sock.set_nonblocking(true)?;
         let addr = sock.local_addr()?;
-        let send = sock.try_clone()?;
-        Ok((addr, Arc::new(Relay { send, recv: UdpSocket::from_std(sock)? })))
+        Ok((addr, Arc::new(Relay { sock })))
     };
     for i in 0..span.min(128) {
         let port = range.first + ((start + i * 7919) % span) as u16;
@@ -191,39 +198,6 @@ fn bind_relay(ip: IpAddr, range: PortRange, even: bool, reserve: bool) -> std::i
     Err(std::io::Error::new(std::io::ErrorKind::AddrInUse, "no free port in turn.relay_ports"))
 }
 
-/// Datagrams from peers to one relayed address, until the allocation ends (aborted).
-async fn relay_loop(inner: Arc<Inner>, relay: SocketAddr, sock: Arc<Relay>) {
-    // One buffer per relayed socket: small, so thousands of allocations cost little memory.
-    let mut buf = vec![0u8; PEER_DATAGRAM];
-    loop {
-        let Ok((n, peer)) = sock.recv.recv_from(&mut buf).await else { continue };
-        if n == buf.len() {
-            // Possibly truncated, and no media datagram is this large: dropped.
-            continue;
-        }
-        let now = now();
-        let core = &mut *inner.core();
-        if let Some((sink, to, framed)) = core.peer_data(now, relay, peer, &buf[..n]) {
-            sink.send(to, framed);
-        }
-    }
-}
-
-/// Datagrams from clients on one UDP listener.
-async fn udp_listener(inner: Arc<Inner>, listener: SocketAddr, sock: UdpSocket, send: std::net::UdpSocket) {
-    let sink = Sink::Udp(Arc::new(send));
-    let mut buf = vec![0u8; MAX_MESSAGE];
-    loop {
-        let (n, from) = match sock.recv_from(&mut buf).await {
-            Ok(r) => r,
-            // ICMP errors from earlier sends surface here on some systems: not ours to handle.
-            Err(_) => continue,
-        };
-        let client = Client { transport: Transport::Udp, listener, addr: from };
-        inner.from_client(client, &sink, &buf[..n]);
-    }
-}
-
 async fn tick(inner: Arc<Inner>) {
     let mut every = tokio::time::interval(Duration::from_secs(1));
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -235,10 +209,27 @@ async fn tick(inner: Arc<Inner>) {
     }
 }
 
+/// How a running listener is stopped.
+enum Running {
+    /// A UDP listener, served by the data plane.
+    Plane(PlaneToken),
+    /// A TCP or TLS listener's accept task.
+    Task(AbortHandle),
+}
+
+impl Running {
+    fn stop(self, inner: &Inner) {
+        match self {
+            Running::Plane(token) => inner.plane.remove(token),
+            Running::Task(task) => task.abort(),
+        }
+    }
+}
+
 /// The running listeners, by kind and requested address.
 #[derive(Default)]
 struct Listeners {
-    running: Vec<(Transport, SocketAddr, AbortHandle)>,
+    running: Vec<(Transport, SocketAddr, Running)>,
 }
 
 impl Listeners {
@@ -257,8 +248,8 @@ impl Listeners {
                 Err(e) => problems.push(format!("turn.listen_{} {addr}: {e}", transport.as_str())),
             }
         }
-        for (_, _, task) in self.running.drain(..) {
-            task.abort();
+        for (_, _, running) in self.running.drain(..) {
+            running.stop(inner);
         }
         self.running = next;
         if problems.is_empty() {
@@ -269,25 +260,23 @@ impl Listeners {
     }
 }
 
-async fn spawn_listener(inner: &Arc<Inner>, transport: Transport, addr: SocketAddr) -> std::io::Result<AbortHandle> {
-    let task = match transport {
+async fn spawn_listener(inner: &Arc<Inner>, transport: Transport, addr: SocketAddr) -> std::io::Result<Running> {
+    match transport {
         Transport::Udp => {
-            let std_sock = std::net::UdpSocket::bind(addr)?;
-            std_sock.set_nonblocking(true)?;
-            let send = std_sock.try_clone()?;
-            let sock = UdpSocket::from_std(std_sock)?;
+            let sock = std::net::UdpSocket::bind(addr)?;
+            sock.set_nonblocking(true)?;
             let local = sock.local_addr()?;
+            let token = inner.plane.add_listener(local, sock)?;
             tracing::info!(listener = "turn.listen_udp", %local, "turn: listening");
-            tokio::spawn(udp_listener(inner.clone(), local, sock, send))
+            Ok(Running::Plane(token))
         }
         Transport::Tcp | Transport::Tls => {
             let listener = tokio::net::TcpListener::bind(addr).await?;
             let local = listener.local_addr()?;
             tracing::info!(listener = if transport == Transport::Tcp { "turn.listen_tcp" } else { "turn.listen_tls" }, %local, "turn: listening");
-            tokio::spawn(super::stream::accept(inner.clone(), listener, local, transport))
+            Ok(Running::Task(tokio::spawn(super::stream::accept(inner.clone(), listener, local, transport)).abort_handle()))
         }
-    };
-    Ok(task.abort_handle())
+    }
 }
 
 /// The listeners a profile asks for. A TLS address that is also an HTTPS one is served by the
@@ -383,8 +372,10 @@ pub async fn start(
     let relay_ports = loaded.profile.turn.as_ref().map(|t| t.relay_ports).expect("config implies [turn]");
     let mut nonce_key = [0u8; 32];
     rand::Rng::fill_bytes(&mut rand::rng(), &mut nonce_key);
+    let plane = Plane::new()?;
     let inner = Arc::new(Inner {
         core: Mutex::new(Server::new(config, &nonce_key)),
+        plane: plane.clone(),
         relays: Mutex::new(HashMap::new()),
         relay_ports: Mutex::new(relay_ports),
         failures,
@@ -393,6 +384,7 @@ pub async fn start(
         shared_tls: Mutex::new(shared_tls(&loaded)),
         metrics: super::metrics::Counters::default(),
     });
+    super::plane::spawn(plane, Arc::downgrade(&inner))?;
     let mut listeners = Listeners::default();
     listeners.rebind(&inner, &wanted_listeners(&loaded)).await.map_err(anyhow::Error::msg)?;
     tokio::spawn(tick(inner.clone()));

@@ -11,11 +11,17 @@ use super::server::{AllocRefusal, EndReason};
 #[derive(Debug, Default)]
 pub struct Counters {
     ended: [AtomicU64; 3],
+    /// Packets toward a client that its socket buffer or stream queue had no room for.
+    unsent: AtomicU64,
 }
 
 impl Counters {
     pub fn ended(&self, reason: EndReason) {
         self.ended[reason as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn unsent(&self) {
+        self.unsent.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(super) fn read(&self, core: &Core) -> Snapshot {
@@ -34,6 +40,7 @@ impl Counters {
             peers_refused,
             relayed: s.relayed,
             unpermitted: s.unpermitted,
+            unsent: self.unsent.load(Ordering::Relaxed),
         }
     }
 }
@@ -49,4 +56,5 @@ pub struct Snapshot {
     pub peers_refused: Vec<(&'static str, u64)>,
     pub relayed: Traffic,
     pub unpermitted: u64,
+    pub unsent: u64,
 }

@@ -11,6 +11,7 @@ mod auth;
 pub mod credentials;
 mod driver;
 pub mod metrics;
+mod plane;
 mod policy;
 mod reply;
 mod requests;

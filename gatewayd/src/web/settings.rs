@@ -35,6 +35,8 @@ pub struct Settings {
     pub tls: Arc<ServerConfig>,
     /// SHA-256 of the leaf certificate (DER), hex: says which certificate is served.
     pub certificate_sha256: String,
+    /// When the leaf certificate expires (Unix seconds), when it parses.
+    pub certificate_not_after: Option<i64>,
     pub origins: OriginPolicy,
     pub softphone: bool,
     pub max_message_bytes: usize,
@@ -58,6 +60,7 @@ impl Settings {
         let pem = certificate(loaded, state_dir)?;
         let tls = tls::server_config(&pem, ALPN).map_err(|e| SettingsError::Pair { key: e.key(), source: e })?;
         let certificate_sha256 = leaf_sha256(&pem);
+        let certificate_not_after = leaf_not_after(&pem);
         let turn_credentials = TurnCredentials::from_profile(loaded);
         let config = serde_json::json!({
             "site": p.site.name,
@@ -74,6 +77,7 @@ impl Settings {
         Ok(Settings {
             tls,
             certificate_sha256,
+            certificate_not_after,
             origins: OriginPolicy::new(&p.web.allowed_origins),
             softphone: p.web.softphone,
             max_message_bytes: p.web.max_message_bytes as usize,
@@ -123,6 +127,13 @@ fn acme_certificate(loaded: &LoadedProfile, state_dir: &Path) -> Result<Certifie
     tracing::warn!(dir = %dir.display(), "web: no ACME certificate yet; serving a self-signed placeholder that browsers will refuse");
     tls::load_or_create_self_signed(state_dir, "acme-placeholder", &domains)
         .map_err(|source| SettingsError::SelfSigned { dir: state_dir.display().to_string(), source })
+}
+
+/// The notAfter of the first certificate in a PEM chain, in Unix seconds.
+pub fn leaf_not_after(pem: &CertifiedPem) -> Option<i64> {
+    let der = rustls_pemfile::certs(&mut &pem.chain[..]).next()?.ok()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).ok()?;
+    Some(cert.validity().not_after.timestamp())
 }
 
 /// SHA-256 of the first certificate in a PEM chain, hex; empty when there is none.

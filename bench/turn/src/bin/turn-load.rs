@@ -1,6 +1,6 @@
-//! TURN load client. Creates N allocations (UDP, or TCP with `--tcp`) with TURN REST
-//! credentials (401 -> realm/nonce -> signed Allocate), a permission and a channel each toward
-//! a peer socket of its own on 127.0.0.1, then for S seconds sends ChannelData at 50 packets/s
+//! TURN load client. Creates N allocations (UDP, TCP with `--tcp`, or TLS with `--tls`) with
+//! TURN REST credentials (401 -> realm/nonce -> signed Allocate), a permission and a channel
+//! each toward a peer socket of its own on 127.0.0.1, then for S seconds sends ChannelData at 50 packets/s
 //! per allocation (172-byte payloads: G.711 at 20 ms) to the peer, which echoes every packet
 //! back through the relay address (the server delivers it as ChannelData). Allocations are
 //! refreshed as their lifetimes, permissions and channels need; at the end each is deleted
@@ -12,7 +12,7 @@
 //! per allocation-second and its VmRSS per allocation; and its own CPU and send lateness, so a
 //! client that cannot keep up is visible. One JSON object on stdout.
 //!
-//!   turn-load NAME SERVER_ADDR SERVER_PID ALLOCATIONS SECONDS [--tcp] [--window 64]
+//!   turn-load NAME SERVER_ADDR SERVER_PID ALLOCATIONS SECONDS [--tcp | --tls] [--window 64]
 //!             [--secret lab-turn-secret] [--lifetime 600] [--pps 50] [--payload 172]
 //!             [--warmup 2] [--churn 0] [--client-ip 127.0.0.2] [--client-ports-from 10000]
 //!             [--relay-ports 43000-43999]
@@ -47,7 +47,9 @@ struct Cfg {
     pid: String,
     n: usize,
     secs: u64,
+    /// A stream (TCP, or TLS over TCP) rather than UDP.
     tcp: bool,
+    tls: bool,
     window: usize,
     secret: String,
     lifetime: u32,
@@ -67,12 +69,12 @@ struct Cfg {
 
 fn parse_args() -> Cfg {
     let a: Vec<String> = std::env::args().collect();
-    let usage = "usage: turn-load NAME SERVER_ADDR SERVER_PID ALLOCATIONS SECONDS [--tcp] [--window N] [--secret S] [--lifetime S] [--pps N] [--payload BYTES] [--warmup S] [--churn CYCLES]";
+    let usage = "usage: turn-load NAME SERVER_ADDR SERVER_PID ALLOCATIONS SECONDS [--tcp | --tls] [--window N] [--secret S] [--lifetime S] [--pps N] [--payload BYTES] [--warmup S] [--churn CYCLES]";
     let pos: Vec<&String> = {
         let mut v = Vec::new();
         let mut k = 1;
         while k < a.len() {
-            if a[k] == "--tcp" {
+            if a[k] == "--tcp" || a[k] == "--tls" {
                 k += 1;
             } else if a[k].starts_with("--") {
                 k += 2;
@@ -95,7 +97,8 @@ fn parse_args() -> Cfg {
         pid: pos[2].clone(),
         n: pos[3].parse().expect("ALLOCATIONS: a number"),
         secs: pos[4].parse().expect("SECONDS: a number"),
-        tcp: a.iter().any(|x| x == "--tcp"),
+        tcp: a.iter().any(|x| x == "--tcp" || x == "--tls"),
+        tls: a.iter().any(|x| x == "--tls"),
         window: num("--window", 64) as usize,
         secret: flag("--secret").unwrap_or_else(|| "lab-turn-secret".into()),
         lifetime: num("--lifetime", 600) as u32,
@@ -121,7 +124,9 @@ fn parse_args() -> Cfg {
 
 enum Conn {
     Udp(UdpSocket),
-    Tcp { s: TcpStream, rbuf: Vec<u8>, wbuf: Vec<u8> },
+    /// A stream; with `tls`, the bytes on it are TLS records (rustls buffers what the socket
+    /// does not take, so `wbuf` stays empty).
+    Tcp { s: TcpStream, rbuf: Vec<u8>, wbuf: Vec<u8>, tls: Option<Box<rustls::ClientConnection>> },
 }
 
 impl Conn {
@@ -291,6 +296,9 @@ struct Client {
     expiry: u64,
     realm_hint: Vec<u8>,
     next_port: u32,
+    tls_config: Option<std::sync::Arc<rustls::ClientConfig>>,
+    /// The TLS version and cipher suite the server chose (from the first handshake done).
+    suite: Option<String>,
 }
 
 fn bump(map: &mut BTreeMap<String, u64>, key: String) {
@@ -306,6 +314,11 @@ impl Client {
                 // SAFETY: a connected socket and a live buffer.
                 let r = unsafe { libc::send(s.as_raw_fd(), b.as_ptr().cast(), b.len(), libc::MSG_DONTWAIT) };
                 if r < 0 {
+                    self.c.send_errors += 1;
+                }
+            }
+            Conn::Tcp { s, tls: Some(tls), .. } => {
+                if turn_bench::tls::write(tls, s, b).is_err() {
                     self.c.send_errors += 1;
                 }
             }
@@ -326,7 +339,9 @@ impl Client {
 
     fn flush_tcp(&mut self) {
         for a in &mut self.allocs {
-            if let Some(Conn::Tcp { s, wbuf, .. }) = a.conn.as_mut() {
+            if let Some(Conn::Tcp { s, tls: Some(tls), .. }) = a.conn.as_mut() {
+                let _ = turn_bench::tls::flush(tls, s);
+            } else if let Some(Conn::Tcp { s, wbuf, .. }) = a.conn.as_mut() {
                 if !wbuf.is_empty() {
                     if let Ok(n) = s.write(wbuf) {
                         wbuf.drain(..n);
@@ -345,7 +360,8 @@ impl Client {
                 Ok(s) => {
                     s.set_nodelay(true).unwrap();
                     s.set_nonblocking(true).unwrap();
-                    Conn::Tcp { s, rbuf: Vec::with_capacity(4096), wbuf: Vec::new() }
+                    let tls = self.tls_config.as_ref().map(|c| Box::new(turn_bench::tls::connect(c)));
+                    Conn::Tcp { s, rbuf: Vec::with_capacity(4096), wbuf: Vec::new(), tls }
                 }
                 Err(e) => {
                     bump(&mut self.c.errors, format!("connect: {}", e.kind()));
@@ -713,13 +729,23 @@ impl Client {
                 let Some((len, ns)) = net::recv_ts(fd, buf) else { return };
                 self.on_frame(i, &buf[..len], ns);
             }
-            Conn::Tcp { s, rbuf, .. } => {
+            Conn::Tcp { s, rbuf, tls, .. } => {
                 let mut closed = false;
+                if let Some(tls) = tls {
+                    match turn_bench::tls::read(tls, s, rbuf, buf) {
+                        Ok(open) => closed = !open,
+                        Err(_) => closed = true,
+                    }
+                    if self.suite.is_none() {
+                        self.suite = turn_bench::tls::negotiated(tls);
+                    }
+                } else {
                 match s.read(buf) {
                     Ok(0) => closed = true,
                     Ok(n) => rbuf.extend_from_slice(&buf[..n]),
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
                     Err(_) => closed = true,
+                }
                 }
                 // Stream reads carry no kernel timestamp: the time they surface here.
                 let ns = wall_ns();
@@ -874,11 +900,19 @@ fn tcp_connect(local: SocketAddrV4, server: SocketAddrV4) -> std::io::Result<Tcp
 }
 
 /// A STUN Binding request, retransmitted for up to 5 s: Err when nothing answers.
-fn probe(server: SocketAddrV4, tcp: bool) -> Result<(), String> {
+fn probe(server: SocketAddrV4, tcp: bool, tls: Option<&std::sync::Arc<rustls::ClientConfig>>) -> Result<(), String> {
     let mut req = Vec::new();
     Builder::new(&mut req, 0x001, stun::CLASS_REQUEST, b"probe-turn-1");
     let mut buf = [0u8; 1500];
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    if let Some(config) = tls {
+        let s = TcpStream::connect_timeout(&server.into(), std::time::Duration::from_secs(5)).map_err(|e| format!("refuses TCP ({e})"))?;
+        s.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+        let mut s = rustls::StreamOwned::new(turn_bench::tls::connect(config), s);
+        s.write_all(&req).map_err(|e| format!("fails the TLS handshake or drops the connection ({e})"))?;
+        let n = s.read(&mut buf).map_err(|_| "does not answer a STUN Binding over TLS".to_string())?;
+        return stun::parse(&buf[..n]).map(|_| ()).ok_or_else(|| "answers something other than STUN over TLS".into());
+    }
     if tcp {
         let mut s = TcpStream::connect_timeout(&server.into(), std::time::Duration::from_secs(5)).map_err(|e| format!("refuses TCP ({e})"))?;
         s.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
@@ -934,7 +968,12 @@ fn main() {
         expiry,
         realm_hint: Vec::new(),
         next_port: 0,
+        tls_config: None,
+        suite: None,
     };
+    if cl.cfg.tls {
+        cl.tls_config = Some(turn_bench::tls::config());
+    }
     let mut buf = vec![0u8; 65536];
     let mut tokens = Vec::with_capacity(512);
     let load_before = report::load_average();
@@ -944,7 +983,7 @@ fn main() {
     let server_threads = report::threads(&pid);
 
     // --- does it answer at all? ---------------------------------------------------------
-    if let Err(why) = probe(cl.cfg.server, cl.cfg.tcp) {
+    if let Err(why) = probe(cl.cfg.server, cl.cfg.tcp, cl.tls_config.as_ref()) {
         let why = format!("{} {why} on {}", cl.cfg.name, cl.cfg.server);
         eprintln!("turn-load: {why}");
         println!("{}", json!({ "server": cl.cfg.name, "error": why }));
@@ -956,7 +995,7 @@ fn main() {
     let idle_cpu_ms_per_s = (report::schedstat(&pid).0 - idle0) as f64 / 1e6 / 2.0;
 
     // --- allocations ---------------------------------------------------------------------
-    eprintln!("{}: {n} allocations over {} to {}, peer {}", cl.cfg.name, if cl.cfg.tcp { "TCP" } else { "UDP" }, cl.cfg.server, cl.cfg.peer);
+    eprintln!("{}: {n} allocations over {} to {}, peer {}", cl.cfg.name, if cl.cfg.tls { "TLS" } else if cl.cfg.tcp { "TCP" } else { "UDP" }, cl.cfg.server, cl.cfg.peer);
     let (sched0, _) = report::schedstat(&pid);
     let (cpu_setup0, _) = report::proc_stat(&pid);
     let t_setup0 = wall_ns();
@@ -1170,7 +1209,8 @@ fn main() {
     let rt_loss = if w.c2p.sent == 0 { 0.0 } else { 1.0 - w.p2c.received as f64 / w.c2p.sent as f64 };
     let out = json!({
         "server": cl.cfg.name,
-        "transport": if cl.cfg.tcp { "tcp" } else { "udp" },
+        "transport": if cl.cfg.tls { "tls" } else if cl.cfg.tcp { "tcp" } else { "udp" },
+        "tls": cl.suite,
         "allocations": n, "seconds": cl.cfg.secs, "pps": cl.cfg.pps, "payload": cl.cfg.payload, "setup_window": cl.cfg.window,
         "server_threads": server_threads, "server_idle_cpu_ms_per_s": round(idle_cpu_ms_per_s, 3),
         "established": established, "failed": cl.c.failed, "errors": cl.c.errors,
