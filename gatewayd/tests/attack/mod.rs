@@ -66,9 +66,10 @@ pub fn profile(dir: &Path, bans_extra: &str, extra: &str) -> String {
 }
 
 /// A CA (`ca.crt`, what clients trust) and the gateway's certificate for HOST signed by it
-/// (`gateway.crt` with the chain, `gateway.key`), as a public CA would issue them.
+/// (`gateway.crt` with the chain, `gateway.key`), as a public CA would issue them: valid for
+/// 90 days from yesterday, with a CRL distribution point.
 pub fn write_certificates(dir: &Path) {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    use rcgen::{BasicConstraints, CertificateParams, CrlDistributionPoint, DnType, IsCa, Issuer, KeyPair};
     let ca_key = KeyPair::generate().unwrap();
     let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -77,6 +78,10 @@ pub fn write_certificates(dir: &Path) {
     let key = KeyPair::generate().unwrap();
     let mut leaf = CertificateParams::new(vec![HOST.to_owned()]).unwrap();
     leaf.distinguished_name.push(DnType::CommonName, HOST);
+    let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+    leaf.not_before = rcgen::date_time_ymd(1970, 1, 1) + (since_epoch - Duration::from_secs(86_400));
+    leaf.not_after = leaf.not_before + Duration::from_secs(90 * 86_400);
+    leaf.crl_distribution_points = vec![CrlDistributionPoint { uris: vec!["http://ca.example.net/lab.crl".into()] }];
     let cert = leaf.signed_by(&key, &Issuer::new(ca, ca_key)).unwrap();
     std::fs::write(dir.join("ca.crt"), ca_cert.pem()).unwrap();
     std::fs::write(dir.join("gateway.crt"), cert.pem() + &ca_cert.pem()).unwrap();
