@@ -62,7 +62,7 @@ fn shape(text: &str, dn: &str) -> String {
         for key in ["tag=", "nonce=\"", "branch=", "opaque=\""] {
             if let Some(i) = l.find(key) {
                 let rest = &l[i + key.len()..];
-                let end = rest.find(|c: char| c == ';' || c == '"' || c == ',').unwrap_or(rest.len());
+                let end = rest.find([';', '"', ',']).unwrap_or(rest.len());
                 l = format!("{}{key}X{}", &l[..i], &rest[end..]);
             }
         }
