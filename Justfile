@@ -69,9 +69,9 @@ image-test: image
 fuzz seconds="600" *targets="":
     fuzz/run {{seconds}} {{targets}}
 
-# The attack tools and floods against the daemon in network namespaces (root): SIPVicious,
-# nmap, testssl.sh, floods and resource bounds, 300 agents behind one address. Each test runs
-# alone; their FIGURE lines go to target/attack/figures.txt (the record is docs/security.md).
+# SIPVicious, nmap, testssl.sh, floods and resource bounds, 300 agents behind one address,
+# each test alone; the FIGURE lines go to target/attack/figures.txt (record: docs/security.md).
+# Attack tools and floods against the daemon in network namespaces (root; about 20 minutes).
 attack: build
     mkdir -p target/attack
     cargo test -p gatewayd --test attack_netns --test attack_long --no-run
