@@ -265,6 +265,7 @@ async fn spawn_listener(inner: &Arc<Inner>, transport: Transport, addr: SocketAd
         Transport::Udp => {
             let sock = std::net::UdpSocket::bind(addr)?;
             sock.set_nonblocking(true)?;
+            roomy_buffers(&sock);
             let local = sock.local_addr()?;
             let token = inner.plane.add_listener(local, sock)?;
             tracing::info!(listener = "turn.listen_udp", %local, "turn: listening");
@@ -276,6 +277,21 @@ async fn spawn_listener(inner: &Arc<Inner>, transport: Transport, addr: SocketAd
             tracing::info!(listener = if transport == Transport::Tcp { "turn.listen_tcp" } else { "turn.listen_tls" }, %local, "turn: listening");
             Ok(Running::Task(tokio::spawn(super::stream::accept(inner.clone(), listener, local, transport)).abort_handle()))
         }
+    }
+}
+
+/// Socket buffers for a UDP listener that every client's media goes through: the default
+/// (about 200 packets) overflows when the data plane is kept off its CPU for a few milliseconds
+/// at 25 000 packets/s. The system cap (`net.core.rmem_max`) applies unless the daemon has
+/// CAP_NET_ADMIN, as the appliance's does; either way a smaller buffer only costs headroom.
+fn roomy_buffers(sock: &std::net::UdpSocket) {
+    use rustix::net::sockopt;
+    const BYTES: usize = 4 << 20;
+    if sockopt::set_socket_recv_buffer_size_force(sock, BYTES).is_err() {
+        let _ = sockopt::set_socket_recv_buffer_size(sock, BYTES);
+    }
+    if sockopt::set_socket_send_buffer_size_force(sock, BYTES).is_err() {
+        let _ = sockopt::set_socket_send_buffer_size(sock, BYTES);
     }
 }
 
