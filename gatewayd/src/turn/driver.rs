@@ -32,6 +32,9 @@ pub(super) enum Sink {
     /// The listener's socket, a plain nonblocking one for sending (see [`Relay`]).
     Udp(Arc<std::net::UdpSocket>),
     Stream(mpsc::Sender<Bytes>),
+    /// A TCP/TLS client the data plane serves (which it watches for writability when the
+    /// socket is full).
+    Conn(Arc<super::conn::Conn>, std::sync::Weak<Plane>),
 }
 
 impl Sink {
@@ -40,6 +43,15 @@ impl Sink {
         match self {
             Sink::Udp(sock) => sock.send_to(data, to).is_ok(),
             Sink::Stream(tx) => tx.try_send(Bytes::copy_from_slice(data)).is_ok(),
+            Sink::Conn(conn, plane) => {
+                let (sent, waiting) = conn.send(data);
+                if waiting {
+                    if let Some(plane) = plane.upgrade() {
+                        plane.watch_writable(conn, true);
+                    }
+                }
+                sent
+            }
         }
     }
 }
@@ -81,6 +93,10 @@ impl Inner {
     /// A failure for the guard, dropped rather than waited for when its queue is full.
     pub(super) fn report(&self, r: Report) {
         let _ = self.failures.try_send(r);
+    }
+
+    pub(super) fn plane(&self) -> Arc<Plane> {
+        self.plane.clone()
     }
 
     pub(super) fn per_source_limit(&self) -> usize {
@@ -206,6 +222,9 @@ async fn tick(inner: Arc<Inner>) {
         let mut core = inner.core();
         core.expire(now());
         inner.drain(core);
+        for (token, conn) in inner.plane.idle_conns(Instant::now()) {
+            super::plane::close_conn(&inner, &inner.plane, token, &conn);
+        }
     }
 }
 
@@ -220,7 +239,9 @@ enum Running {
 impl Running {
     fn stop(self, inner: &Inner) {
         match self {
-            Running::Plane(token) => inner.plane.remove(token),
+            Running::Plane(token) => {
+                inner.plane.remove(token);
+            }
             Running::Task(task) => task.abort(),
         }
     }

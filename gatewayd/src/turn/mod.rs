@@ -8,6 +8,7 @@
 
 pub(crate) mod allocation;
 mod auth;
+mod conn;
 pub mod credentials;
 mod driver;
 pub mod metrics;

@@ -1,7 +1,8 @@
 //! TURN's UDP data plane: one thread owns the readiness of every UDP listener and relayed
 //! socket (level-triggered epoll, so a ready socket costs one receive, not a receive and a
-//! failing one), runs each datagram through the core and sends what it says at once. Streams
-//! (TCP/TLS) stay on the async runtime; their relays are registered here like any other.
+//! failing one), runs each datagram through the core and sends what it says at once. TCP and
+//! TLS clients join it once accepted and handshaken (`conn`): their frames are read, and what is
+//! relayed to them written, in the same wake-ups.
 //!
 //! Under load it coalesces wake-ups as a network card coalesces interrupts: once at least
 //! [`MIN_GATHER`] packets would arrive within [`COALESCE_MAX`], the thread lets that long (or
@@ -15,7 +16,7 @@
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, UdpSocket};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
@@ -23,6 +24,7 @@ use std::time::{Duration, Instant};
 use rustix::event::epoll;
 
 use super::allocation::{Client, Transport};
+use super::conn::{Conn, Received, IDLE_TIMEOUT};
 use super::driver::{now, Inner, Relay, Sink, MAX_MESSAGE, PEER_DATAGRAM};
 
 /// The longest the thread lets packets gather before serving them.
@@ -43,22 +45,32 @@ const IDLE_POLL: Duration = Duration::from_secs(1);
 enum Entry {
     Listener { local: SocketAddr, sink: Sink, sock: Arc<UdpSocket> },
     Relay { addr: SocketAddr, relay: Arc<Relay> },
+    Conn { conn: Arc<Conn>, fd: RawFd },
 }
 
 impl Entry {
-    fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+    fn fd(&self) -> BorrowedFd<'_> {
         match self {
             Entry::Listener { sock, .. } => sock.as_fd(),
             Entry::Relay { relay, .. } => relay.sock.as_fd(),
+            // SAFETY: the entry holds the connection, so its socket is open while borrowed.
+            Entry::Conn { fd, .. } => unsafe { BorrowedFd::borrow_raw(*fd) },
         }
     }
 }
+
+/// The token of the plane's own wake-up (connections handed over to read at once).
+const KICK: u64 = 0;
 
 /// The plane's registry, shared with whoever opens and closes sockets (any thread).
 pub(super) struct Plane {
     epoll: OwnedFd,
     entries: Mutex<HashMap<u64, Entry>>,
     next: AtomicU64,
+    /// Connections to read before any readiness says so (rustls may already hold their first
+    /// bytes), with the eventfd that wakes the thread for them.
+    kicks: Mutex<Vec<u64>>,
+    kick: OwnedFd,
 }
 
 /// Names a registered socket, to remove it later.
@@ -68,11 +80,46 @@ pub(super) struct PlaneToken(u64);
 impl Plane {
     pub(super) fn new() -> std::io::Result<Arc<Plane>> {
         let epoll = epoll::create(epoll::CreateFlags::CLOEXEC)?;
-        Ok(Arc::new(Plane { epoll, entries: Mutex::new(HashMap::new()), next: AtomicU64::new(1) }))
+        let kick = rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK)?;
+        epoll::add(&epoll, &kick, epoll::EventData::new_u64(KICK), epoll::EventFlags::IN)?;
+        Ok(Arc::new(Plane { epoll, entries: Mutex::new(HashMap::new()), next: AtomicU64::new(1), kicks: Mutex::new(Vec::new()), kick }))
+    }
+
+    /// Serves a TCP/TLS client from now on, starting with what it may already have sent.
+    pub(super) fn add_conn(&self, conn: Arc<Conn>) -> std::io::Result<()> {
+        let fd = conn.raw_fd();
+        let token = self.add(Entry::Conn { conn, fd })?;
+        self.kicks.lock().unwrap_or_else(|e| e.into_inner()).push(token.0);
+        rustix::io::write(&self.kick, &1u64.to_ne_bytes())?;
+        Ok(())
+    }
+
+    /// Watches a connection for writability too (while bytes wait), or no longer.
+    pub(super) fn watch_writable(&self, conn: &Conn, on: bool) {
+        let Some(token) = conn.token() else { return };
+        let flags = if on { epoll::EventFlags::IN | epoll::EventFlags::OUT } else { epoll::EventFlags::IN };
+        // SAFETY: the caller holds the connection, so its socket is open.
+        let fd = unsafe { BorrowedFd::borrow_raw(conn.raw_fd()) };
+        let _ = epoll::modify(&self.epoll, fd, epoll::EventData::new_u64(token), flags);
+    }
+
+    /// Connections that said nothing for [`IDLE_TIMEOUT`].
+    pub(super) fn idle_conns(&self, now: Instant) -> Vec<(PlaneToken, Arc<Conn>)> {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries
+            .iter()
+            .filter_map(|(t, e)| match e {
+                Entry::Conn { conn, .. } if now.saturating_duration_since(conn.idle_since()) > IDLE_TIMEOUT => Some((PlaneToken(*t), conn.clone())),
+                _ => None,
+            })
+            .collect()
     }
 
     fn add(&self, entry: Entry) -> std::io::Result<PlaneToken> {
         let token = self.next.fetch_add(1, Ordering::Relaxed);
+        if let Entry::Conn { conn, .. } = &entry {
+            conn.set_token(token);
+        }
         // In the map before epoll can report it.
         self.entries.lock().unwrap_or_else(|e| e.into_inner()).insert(token, entry.clone());
         if let Err(e) = epoll::add(&self.epoll, entry.fd(), epoll::EventData::new_u64(token), epoll::EventFlags::IN) {
@@ -93,11 +140,12 @@ impl Plane {
         self.add(Entry::Relay { addr, relay })
     }
 
-    /// Stops serving a socket; it closes once nothing else holds it.
-    pub(super) fn remove(&self, token: PlaneToken) {
-        if let Some(entry) = self.entries.lock().unwrap_or_else(|e| e.into_inner()).remove(&token.0) {
-            let _ = epoll::delete(&self.epoll, entry.fd());
-        }
+    /// Stops serving a socket; it closes once nothing else holds it. False when it was not
+    /// served (any more).
+    pub(super) fn remove(&self, token: PlaneToken) -> bool {
+        let Some(entry) = self.entries.lock().unwrap_or_else(|e| e.into_inner()).remove(&token.0) else { return false };
+        let _ = epoll::delete(&self.epoll, entry.fd());
+        true
     }
 }
 
@@ -108,7 +156,7 @@ pub(super) fn spawn(plane: Arc<Plane>, inner: Weak<Inner>) -> std::io::Result<()
 
 fn run(plane: &Plane, inner: &Weak<Inner>) {
     let mut events: Vec<epoll::Event> = Vec::with_capacity(256);
-    let mut ready: Vec<Entry> = Vec::with_capacity(256);
+    let mut ready: Vec<(u64, epoll::EventFlags, Entry)> = Vec::with_capacity(256);
     let mut buf = vec![0u8; MAX_MESSAGE];
     let mut pace = Pace::default();
     let idle = rustix::time::Timespec { tv_sec: IDLE_POLL.as_secs() as i64, tv_nsec: 0 };
@@ -124,18 +172,67 @@ fn run(plane: &Plane, inner: &Weak<Inner>) {
         }
         let Some(inner) = inner.upgrade() else { return };
         ready.clear();
+        let kicked = if events.iter().any(|e| e.data.u64() == KICK) {
+            let mut count = [0u8; 8];
+            let _ = rustix::io::read(&plane.kick, &mut count);
+            std::mem::take(&mut *plane.kicks.lock().unwrap_or_else(|e| e.into_inner()))
+        } else {
+            Vec::new()
+        };
         {
             let entries = plane.entries.lock().unwrap_or_else(|e| e.into_inner());
-            ready.extend(events.iter().filter_map(|e| entries.get(&e.data.u64()).cloned()));
+            let wanted = events.iter().filter(|e| e.data.u64() != KICK).map(|e| (e.data.u64(), e.flags)).chain(kicked.iter().map(|t| (*t, epoll::EventFlags::IN)));
+            ready.extend(wanted.filter_map(|(t, flags)| entries.get(&t).map(|e| (t, flags, e.clone()))));
         }
         let mut packets = 0;
-        for entry in &ready {
-            packets += serve(&inner, entry, &mut buf);
+        for (token, flags, entry) in &ready {
+            packets += match entry {
+                Entry::Conn { conn, .. } => serve_conn(&inner, plane, PlaneToken(*token), *flags, conn, &mut buf),
+                _ => serve(&inner, entry, &mut buf),
+            };
         }
         drop(inner);
         if let Some(wait) = pace.after(Instant::now(), packets) {
             std::thread::sleep(wait);
         }
+    }
+}
+
+/// A ready TCP/TLS client: writes what waited, reads and acts on what it sent, and ends it
+/// when it closed or broke the framing.
+fn serve_conn(inner: &Arc<Inner>, plane: &Plane, token: PlaneToken, flags: epoll::EventFlags, conn: &Arc<Conn>, buf: &mut [u8]) -> usize {
+    if flags.contains(epoll::EventFlags::OUT) && !conn.flush() {
+        plane.watch_writable(conn, false);
+    }
+    if !flags.intersects(epoll::EventFlags::IN | epoll::EventFlags::ERR | epoll::EventFlags::HUP) {
+        return 0;
+    }
+    let mut served = 0;
+    match conn.read(buf) {
+        Received::Frames(bytes, ends) => {
+            let sink = Sink::Conn(conn.clone(), Arc::downgrade(&inner.plane()));
+            let mut at = 0;
+            for end in ends {
+                inner.from_client(conn.client, &sink, &bytes[at..end]);
+                at = end;
+                served += 1;
+            }
+            if conn.is_closed() {
+                close_conn(inner, plane, token, conn);
+            }
+        }
+        Received::Closed => close_conn(inner, plane, token, conn),
+    }
+    served
+}
+
+/// Ends a stream client: its allocation goes with it.
+pub(super) fn close_conn(inner: &Arc<Inner>, plane: &Plane, token: PlaneToken, conn: &Conn) {
+    conn.shut();
+    if plane.remove(token) {
+        let mut core = inner.core();
+        core.client_gone(now(), conn.client);
+        inner.drain(core);
     }
 }
 
@@ -161,6 +258,7 @@ fn serve(inner: &Arc<Inner>, entry: &Entry, buf: &mut [u8]) -> usize {
                     }
                 }
             }
+            Entry::Conn { .. } => unreachable!("connections are served by serve_conn"),
         }
         served += 1;
     }

@@ -1,6 +1,8 @@
 //! TURN over TCP and TLS (RFC 8656 3.1): accepting, the TLS handshake with the certificate in
-//! effect, framing of STUN messages and ChannelData on a byte stream, and a bounded queue
-//! toward each connection. The allocation of a stream client ends with its connection.
+//! effect, then the connection is handed to the data plane (`conn`, `plane`); framing of STUN
+//! messages and ChannelData on a byte stream; and the async path for connections the HTTPS
+//! listener hands over (a bounded queue toward each). The allocation of a stream client ends
+//! with its connection.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,14 +15,14 @@ use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 
 use super::allocation::{Client, Transport};
+use super::conn::Conn;
 use super::driver::{Inner, Sink, MAX_MESSAGE};
 use crate::guard::Report;
 use crate::profile::FailureKind;
 
 /// A TLS handshake must finish within this.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// A connection that says nothing this long is closed (allocations refresh well within it).
-const IDLE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+use super::conn::IDLE_TIMEOUT;
 /// Bytes gathered into one write toward a stream client.
 const WRITE_BATCH: usize = 16 * 1024;
 /// Frames queued toward one connection; beyond, media is dropped rather than buffered.
@@ -78,7 +80,10 @@ pub(super) async fn accept(inner: Arc<Inner>, listener: TcpListener, local: Sock
                     if transport == Transport::Tls {
                         let config = inner.tls.borrow().clone();
                         match tokio::time::timeout(HANDSHAKE_TIMEOUT, TlsAcceptor::from(config).accept(tcp)).await {
-                            Ok(Ok(tls)) => serve(inner, tls, Bytes::new(), peer, local, Transport::Tls).await,
+                            Ok(Ok(tls)) => {
+                                let (tcp, session) = tls.into_inner();
+                                to_plane(&inner, tcp, Some(session), peer, local, Transport::Tls);
+                            }
                             Ok(Err(e)) => {
                                 tracing::debug!(error = %e, %peer, "turn: TLS handshake failed");
                                 // Bad TLS counts against the source as on the HTTPS listener.
@@ -91,7 +96,7 @@ pub(super) async fn accept(inner: Arc<Inner>, listener: TcpListener, local: Sock
                             }
                         }
                     } else {
-                        serve(inner, tcp, Bytes::new(), peer, local, Transport::Tcp).await;
+                        to_plane(&inner, tcp, None, peer, local, Transport::Tcp);
                     }
                 });
             }
@@ -104,7 +109,7 @@ pub(super) async fn accept(inner: Arc<Inner>, listener: TcpListener, local: Sock
 }
 
 /// Counts a stream from one source while it lives.
-struct StreamSlot {
+pub(super) struct StreamSlot {
     inner: Arc<Inner>,
     ip: std::net::IpAddr,
 }
@@ -121,11 +126,8 @@ impl Drop for StreamSlot {
     }
 }
 
-/// Serves one TURN stream; `already` holds bytes read before it was known to be TURN.
-pub(super) async fn serve<S>(inner: Arc<Inner>, stream: S, already: Bytes, peer: SocketAddr, local: SocketAddr, transport: Transport)
-where
-    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
-{
+/// Counts a new stream against its source; None (reported) beyond `per_source`.
+pub(super) fn admit(inner: &Arc<Inner>, peer: SocketAddr) -> Option<StreamSlot> {
     let ip = crate::guard::canonical(peer.ip());
     let count = {
         let mut streams = inner.streams.lock().unwrap_or_else(|e| e.into_inner());
@@ -133,11 +135,31 @@ where
         *n += 1;
         *n
     };
-    let _slot = StreamSlot { inner: inner.clone(), ip };
+    let slot = StreamSlot { inner: inner.clone(), ip };
     if count > inner.per_source_limit() {
         inner.report(Report { ip, kind: FailureKind::RateLimited, detail: format!("{count} TURN connections open from this source") });
-        return;
+        return None;
     }
+    Some(slot)
+}
+
+/// Hands an accepted (and, for TLS, handshaken) connection to the data plane.
+fn to_plane(inner: &Arc<Inner>, tcp: tokio::net::TcpStream, tls: Option<rustls::ServerConnection>, peer: SocketAddr, local: SocketAddr, transport: Transport) {
+    let Some(slot) = admit(inner, peer) else { return };
+    let client = Client { transport, listener: local, addr: peer };
+    let handed = tcp.into_std().and_then(|sock| Conn::new(client, sock, tls, slot)).and_then(|conn| inner.plane().add_conn(conn));
+    if let Err(e) = handed {
+        tracing::warn!(error = %e, %peer, "turn: cannot serve a stream connection");
+    }
+}
+
+/// Serves one TURN stream on the async runtime (the HTTPS listener's hand-overs); `already`
+/// holds bytes read before it was known to be TURN.
+pub(super) async fn serve<S>(inner: Arc<Inner>, stream: S, already: Bytes, peer: SocketAddr, local: SocketAddr, transport: Transport)
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let Some(_slot) = admit(&inner, peer) else { return };
     let (mut reader, mut writer) = tokio::io::split(stream);
     let (tx, mut rx) = mpsc::channel::<Bytes>(OUTGOING_QUEUE);
     let write = tokio::spawn(async move {
