@@ -48,6 +48,9 @@ impl BanInfo {
 pub fn ban_config(profile: &Profile) -> Bans {
     let mut bans = profile.bans.clone();
     let own = profile.public.addresses.iter().copied().chain([profile.internal.address, profile.management.address]);
+    // The other node of a pair: banning it would cut VRRP and the ban sync.
+    let peer = profile.ha.iter().flat_map(|ha| [ha.peer, ha.public.peer, ha.internal.peer]);
+    let own = own.chain(peer);
     for ip in profile.upstream.servers.iter().map(|s| s.address.ip()).chain(own) {
         let cidr = Cidr::from(ip);
         if !bans.allowlist.iter().any(|c| c.contains(&ip)) {
