@@ -373,7 +373,7 @@ async fn reregister(pair: &Pair, state: &Path, deadline: Duration) -> (agent_cli
 /// An echo call from the agent's namespace: its WebRTC peer (sockets in the internet
 /// namespace) gets DTLS-SRTP up with the node now holding the address.
 async fn echo_call(pair: &Pair, ws: &mut agent_client::Ws) {
-    let peer = in_netns(&pair.inet, || media_peer::BrowserPeer::spawn(rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile::Srtp_Aead_Aes_128_Gcm));
+    let peer = in_netns(&pair.inet, || media_peer::BrowserPeer::spawn_at(rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile::Srtp_Aead_Aes_128_Gcm, SocketAddr::new(AGENT.parse().unwrap(), 0)));
     let to = agent_client::echo_call(ws, "5001", "pass5001", &peer).await;
     agent_client::hang_up(ws, "5001", &to).await;
 }
