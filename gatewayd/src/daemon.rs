@@ -42,6 +42,8 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     firewall.apply(&loaded.profile, &bans.firewall_bans()).await.context("cannot apply the firewall")?;
     tokio::spawn(bans.clone().run_housekeeping());
 
+    // A pair shares its bans over the management side (a reload does not move the sync port).
+    crate::ha::start(&loaded, bans.clone()).await.context("cannot start the HA ban sync")?;
     let (profile_tx, profile_rx) = watch::channel(Arc::new(loaded));
     // Someone flushing the ruleset must not open the box: the table comes back.
     tokio::spawn(bans.clone().watch_firewall(profile_rx.clone()));

@@ -7,6 +7,7 @@ pub mod firewall;
 #[cfg(any(test, feature = "fuzz"))]
 pub mod fuzz;
 pub mod guard;
+pub mod ha;
 pub mod media;
 pub mod observe;
 pub mod profile;

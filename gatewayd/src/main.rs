@@ -60,6 +60,17 @@ enum Command {
         #[arg(long, global = true)]
         admin: Option<String>,
     },
+    /// High availability, for keepalived's scripts.
+    Ha {
+        #[command(subcommand)]
+        command: HaCommand,
+        /// The running daemon's profile (its observe.admin is used).
+        #[arg(long, short, env = "GATEWAYD_PROFILE", default_value = "/etc/gatewayd/profile.toml", global = true)]
+        profile: PathBuf,
+        /// The admin endpoint, instead of the profile's observe.admin.
+        #[arg(long, global = true)]
+        admin: Option<String>,
+    },
     /// The running daemon at a glance: profile checksum, uptime, listeners, counts, upstream
     /// health, certificate expiry.
     Status(Operator),
@@ -118,6 +129,20 @@ enum BansCommand {
     List,
     /// Lift the ban of an address.
     Remove { address: std::net::IpAddr },
+    /// Ban an address (for SECONDS, else the first rule's ban time); an HA peer bans it too.
+    Add {
+        address: std::net::IpAddr,
+        #[arg(long)]
+        seconds: Option<u64>,
+    },
+}
+
+#[derive(Subcommand)]
+enum HaCommand {
+    /// This node lost the virtual addresses: end the calls it holds (keepalived notify_backup/fault).
+    Standby,
+    /// Exit 0 when the daemon answers /health within a second (keepalived's track script).
+    Check,
 }
 
 fn main() -> ExitCode {
@@ -135,6 +160,7 @@ fn main() -> ExitCode {
         Command::HashPassword { user, realm } => hash_password(&user, &realm),
         Command::Firewall { command: FirewallCommand::Show { profile } } => gatewayd::firewall::cli_show(&profile),
         Command::Bans { command, profile, admin } => bans(command, &profile, admin),
+        Command::Ha { command, profile, admin } => ha(command, &profile, admin),
         Command::Status(o) => operator(View::Status, o),
         Command::Agents(o) => operator(View::Agents, o),
         Command::Calls(o) => operator(View::Calls, o),
@@ -214,12 +240,41 @@ fn operator(view: View, o: Operator) -> ExitCode {
     }
 }
 
+fn ha(command: HaCommand, profile_path: &std::path::Path, admin: Option<String>) -> ExitCode {
+    let Some(admin) = admin_address(profile_path, admin) else { return ExitCode::FAILURE };
+    let timeout = Some(std::time::Duration::from_millis(900));
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).timeout_global(timeout).build().into();
+    match command {
+        HaCommand::Check => match agent.get(format!("http://{admin}/health")).call() {
+            Ok(r) if r.status().is_success() => ExitCode::SUCCESS,
+            _ => ExitCode::FAILURE,
+        },
+        HaCommand::Standby => match agent.post(format!("http://{admin}/ha/standby")).send_empty() {
+            Ok(mut r) if r.status().is_success() => {
+                println!("{}", r.body_mut().read_to_string().unwrap_or_default().trim_end());
+                ExitCode::SUCCESS
+            }
+            Ok(mut r) => {
+                eprintln!("gatewayd: standby refused: {}", r.body_mut().read_to_string().unwrap_or_default().trim_end());
+                ExitCode::FAILURE
+            }
+            // A dead daemon holds no calls: nothing to end.
+            Err(e) => {
+                eprintln!("gatewayd: cannot reach the admin endpoint at {admin}: {e}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
 fn bans(command: BansCommand, profile_path: &std::path::Path, admin: Option<String>) -> ExitCode {
     let Some(admin) = admin_address(profile_path, admin) else { return ExitCode::FAILURE };
     let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
     let result = match command {
         BansCommand::List => agent.get(format!("http://{admin}/bans")).call(),
         BansCommand::Remove { address } => agent.delete(format!("http://{admin}/bans/{address}")).call(),
+        BansCommand::Add { address, seconds: Some(s) } => agent.post(format!("http://{admin}/bans/{address}?seconds={s}")).send_empty(),
+        BansCommand::Add { address, seconds: None } => agent.post(format!("http://{admin}/bans/{address}")).send_empty(),
     };
     match result {
         Ok(mut response) => {

@@ -12,7 +12,7 @@ use std::io::Write;
 
 fn profiles() -> Vec<PathBuf> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../profiles");
-    ["lab.toml", "dmz-genesys.toml", "behind-nat.toml"].iter().map(|f| dir.join(f)).collect()
+    ["lab.toml", "dmz-genesys.toml", "behind-nat.toml", "ha-pair-a.toml", "ha-pair-b.toml"].iter().map(|f| dir.join(f)).collect()
 }
 
 /// Runs `sh -c SCRIPT` in a new user+network namespace with `input` on stdin.

@@ -205,6 +205,19 @@ impl<M: MediaControl> CallControl<M> {
         self.calls.len()
     }
 
+    /// Ends every call in progress with `cause` in its record (this node is handing over to its
+    /// HA peer: media state is not replicated, so the calls cannot continue there). Returns how
+    /// many were ended.
+    pub fn end_all(&mut self, cause: &str, now: Instant, wall_ms: u64, rng: &mut impl Rng) -> usize {
+        self.wall_ms = wall_ms;
+        let calls: Vec<CallRef> = self.calls.keys().copied().collect();
+        for call in &calls {
+            self.terminate(*call, cause, now, rng);
+        }
+        self.drain(now, rng);
+        calls.len()
+    }
+
     pub fn upstreams(&self) -> &Upstreams {
         &self.upstreams
     }

@@ -55,6 +55,9 @@ pub enum AdminQuery {
     Calls(tokio::sync::oneshot::Sender<Vec<super::active::CallSummary>>),
     /// Registered agents and recent authentication failures.
     Agents(tokio::sync::oneshot::Sender<Vec<super::agent_view::AgentInfo>>),
+    /// This node lost the HA virtual addresses: end every call (cause `ha-failover`); the
+    /// reply is how many.
+    Standby(tokio::sync::oneshot::Sender<usize>),
 }
 
 /// Everything call control's task is given at start.
@@ -140,6 +143,12 @@ pub async fn run<M: MediaControl>(task: CallTask<M>) {
                 }
                 AdminQuery::Agents(reply) => {
                     let _ = reply.send(state.edge.agents(Instant::now(), wall_ms()));
+                }
+                AdminQuery::Standby(reply) => {
+                    let ended = state.calls.end_all(crate::ha::FAILOVER_CAUSE, Instant::now(), wall_ms(), &mut state.rng);
+                    state.flush_calls();
+                    tracing::warn!(calls = ended, "HA standby: this node no longer holds the virtual addresses; calls in progress ended");
+                    let _ = reply.send(ended);
                 }
             },
             banned = closures.recv() => match banned {

@@ -85,6 +85,11 @@ pub fn openings(p: &Profile) -> Vec<Opening> {
         open(Side::Management, Protocol::Tcp, management.clone(), Some(admins.clone()), PortRange::new(SSH_PORT, SSH_PORT), "ssh");
     }
 
+    if let Some(ha) = &p.ha {
+        // Pushed bans from the peer's management address only.
+        open(Side::Management, Protocol::Udp, management.clone(), Some(vec![Cidr::from(ha.peer)]), PortRange::new(ha.sync_port, ha.sync_port), "ha ban sync");
+    }
+
     for (i, a) in p.firewall.allow.iter().enumerate() {
         let addrs = match a.side {
             Side::Public => public.clone(),
@@ -233,6 +238,28 @@ fn ban_rules() -> Vec<Rule> {
         .collect()
 }
 
+/// IP protocol number of VRRP.
+pub const VRRP: u8 = 112;
+
+/// VRRP adverts from the peer's own address on each side that carries a virtual address, and
+/// from nowhere else: a forged advert with a higher priority would steal the addresses.
+fn vrrp_rules(p: &Profile) -> Vec<Rule> {
+    let Some(ha) = &p.ha else { return Vec::new() };
+    [(Side::Public, ha.public.peer), (Side::Internal, ha.internal.peer)]
+        .into_iter()
+        .map(|(side, peer)| {
+            let family = Family::of(&peer);
+            let mut conds = Vec::new();
+            if let Some(i) = interface(p, side) {
+                conds.push(Cond::IifName(i.to_owned()));
+            }
+            conds.push(Cond::Saddr(family, vec![Cidr::from(peer)]));
+            conds.push(Cond::IpProtocol(family, VRRP));
+            Rule { conds, stmts: vec![Stmt::Accept], comment: format!("{}: vrrp from the peer", side_name(side)) }
+        })
+        .collect()
+}
+
 /// The ruleset for `p`, with `bans` (source, time left) preloaded into the ban sets.
 pub fn ruleset(p: &Profile, bans: &[(IpAddr, Duration)]) -> Ruleset {
     let mut input = vec![Rule { conds: vec![Cond::IifName("lo".into())], stmts: vec![Stmt::Accept], comment: "loopback".into() }];
@@ -243,6 +270,7 @@ pub fn ruleset(p: &Profile, bans: &[(IpAddr, Duration)]) -> Ruleset {
     for o in openings(p) {
         input.extend(opening_rules(p, &o));
     }
+    input.extend(vrrp_rules(p));
     if p.firewall.log_drops {
         input.push(Rule {
             conds: vec![],

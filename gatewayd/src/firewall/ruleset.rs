@@ -58,6 +58,8 @@ pub enum Cond {
     Dport(Protocol, Vec<PortRange>),
     /// Connection tracking state is one of these.
     CtState(Vec<&'static str>),
+    /// The IP protocol (IPv4) or next header (IPv6) is this number, e.g. 112 for VRRP.
+    IpProtocol(Family, u8),
     IcmpType(Vec<&'static str>),
     Icmpv6Type(Vec<&'static str>),
 }
@@ -302,6 +304,7 @@ fn cond_json(c: &Cond) -> Statement<'static> {
             };
             matches(Expression::Named(NamedExpression::CT(expr::CT { key: "state".into(), family: None, dir: None })), Operator::IN, right)
         }
+        Cond::IpProtocol(f, n) => matches(payload(f.proto(), if *f == Family::V4 { "protocol" } else { "nexthdr" }), Operator::EQ, Expression::Number(u32::from(*n))),
         Cond::IcmpType(types) => matches(payload("icmp", "type"), Operator::EQ, one_or_set(types.iter().map(|t| Expression::String(Cow::Borrowed(*t))).collect())),
         Cond::Icmpv6Type(types) => matches(payload("icmpv6", "type"), Operator::EQ, one_or_set(types.iter().map(|t| Expression::String(Cow::Borrowed(*t))).collect())),
     }
@@ -346,6 +349,7 @@ fn cond_script(c: &Cond) -> String {
         Cond::SaddrInSet(f, set) => format!("{} saddr @{set}", f.proto()),
         Cond::Dport(p, ranges) => format!("{} dport {}", proto_name(*p), set_script(ranges.iter().map(|r| r.to_string()).collect())),
         Cond::CtState(states) => format!("ct state {}", states.join(",")),
+        Cond::IpProtocol(f, n) => format!("{} {} {n}", f.proto(), if *f == Family::V4 { "protocol" } else { "nexthdr" }),
         Cond::IcmpType(t) => format!("icmp type {}", set_script(t.iter().map(|s| s.to_string()).collect())),
         Cond::Icmpv6Type(t) => format!("icmpv6 type {}", set_script(t.iter().map(|s| s.to_string()).collect())),
     }

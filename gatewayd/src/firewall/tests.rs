@@ -167,3 +167,25 @@ fn timeouts_round_up_so_a_ban_never_ends_early() {
     assert!(script.contains("198.51.100.9 timeout 2s"), "{script}");
     assert!(script.contains("198.51.100.10 timeout 1s"), "{script}");
 }
+
+#[test]
+fn a_pair_admits_vrrp_from_the_peer_only_on_the_sides_that_carry_it() {
+    let p = example("ha-pair-a.toml");
+    let l = input_lines(&p);
+    assert!(has(&l, "iifname \"ens192\" ip saddr 203.0.113.12 ip protocol 112 accept"), "{l:#?}");
+    assert!(has(&l, "iifname \"ens224\" ip saddr 192.168.210.12 ip protocol 112 accept"), "{l:#?}");
+    assert_eq!(l.iter().filter(|x| x.contains("protocol 112")).count(), 2, "VRRP nowhere else: {l:#?}");
+    assert!(has(&l, "iifname \"ens256\" ip daddr 10.20.0.11 ip saddr 10.20.0.12 udp dport 7960 accept"), "ban sync from the peer only: {l:#?}");
+    let single = input_lines(&example("dmz-genesys.toml"));
+    assert!(!single.iter().any(|x| x.contains("protocol 112") || x.contains("7960")), "no [ha], no VRRP: {single:#?}");
+}
+
+#[test]
+fn the_peer_is_never_banned() {
+    let p = example("ha-pair-a.toml");
+    let bans = crate::guard::ban_config(&p);
+    for peer in ["10.20.0.12", "203.0.113.12", "192.168.210.12"] {
+        let ip: std::net::IpAddr = peer.parse().unwrap();
+        assert!(bans.allowlist.iter().any(|c| c.contains(&ip)), "{peer} not allowlisted");
+    }
+}

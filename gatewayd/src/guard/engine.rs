@@ -29,6 +29,8 @@ pub enum BanReason {
     Rule { rule: String, failures: u32 },
     /// An operator banned it.
     Manual,
+    /// The other node of an HA pair banned it and pushed the ban here.
+    Peer,
 }
 
 /// An active ban.
@@ -152,6 +154,20 @@ impl BanEngine {
             .map_or(0, |o| o.count);
         let offence = previous.saturating_add(1);
         let duration = escalate(base, self.config.escalation_factor, offence, self.config.max_ban_time.0);
+        let ban = Ban { ip, since: now, until: now + duration, reason, offence };
+        self.offences.insert(ip, Offences { count: offence, last_until: ban.until });
+        self.bans.insert(ip, ban.clone());
+        vec![GuardAction::Ban(ban), GuardAction::CloseConnections(ip)]
+    }
+
+    /// Bans `ip` for exactly `duration` (no escalation: the node that made the ban escalated it
+    /// already). Exempt sources are refused (empty result).
+    pub fn ban_exactly(&mut self, ip: IpAddr, duration: Duration, reason: BanReason, now: SystemTime) -> Vec<GuardAction> {
+        let ip = canonical(ip);
+        if self.is_exempt(ip) {
+            return Vec::new();
+        }
+        let offence = self.offences.get(&ip).map_or(0, |o| o.count).saturating_add(1);
         let ban = Ban { ip, since: now, until: now + duration, reason, offence };
         self.offences.insert(ip, Offences { count: offence, last_until: ban.until });
         self.bans.insert(ip, ban.clone());

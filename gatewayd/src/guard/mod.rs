@@ -48,7 +48,7 @@ use serde::Serialize;
 
 pub use engine::{canonical, escalate, exempt, Ban, BanEngine, BanReason, Failure, GuardAction, Offences, MAX_TRACKED_SOURCES};
 pub use limiter::{Limit, RateLimiter, Verdict, MAX_BUCKETS};
-pub use service::{ban_config, BanInfo, BanService, RemoveError, FIREWALL_CHECK};
+pub use service::{ban_config, BanInfo, BanService, RemoveError, SyncEvent, FIREWALL_CHECK};
 pub use store::{BanStore, StoredState, STORE_FILE};
 
 use crate::profile::{Bans, FailureKind};
@@ -132,6 +132,11 @@ impl Guard {
             self.counters.bans_manual += 1;
         }
         actions
+    }
+
+    /// A ban pushed by the HA peer, for the time it has left there.
+    pub fn peer_ban(&mut self, ip: IpAddr, duration: Duration, now: SystemTime) -> Vec<GuardAction> {
+        self.engine.ban_exactly(ip, duration, BanReason::Peer, now)
     }
 
     /// An operator lifts a ban.

@@ -48,6 +48,9 @@ impl BanInfo {
 pub fn ban_config(profile: &Profile) -> Bans {
     let mut bans = profile.bans.clone();
     let own = profile.public.addresses.iter().copied().chain([profile.internal.address, profile.management.address]);
+    // The other node of a pair: banning it would cut VRRP and the ban sync.
+    let peer = profile.ha.iter().flat_map(|ha| [ha.peer, ha.public.peer, ha.internal.peer]);
+    let own = own.chain(peer);
     for ip in profile.upstream.servers.iter().map(|s| s.address.ip()).chain(own) {
         let cidr = Cidr::from(ip);
         if !bans.allowlist.iter().any(|c| c.contains(&ip)) {
@@ -79,6 +82,15 @@ pub struct BanService {
     /// Serialises ruleset replacement and ban set edits, so a ban committed while the table is
     /// being replaced cannot be wiped by the replacement.
     nft: tokio::sync::Mutex<()>,
+    /// Bans and unbans made here, for the HA peer (none without `[ha]`).
+    sync: Mutex<Option<tokio::sync::mpsc::Sender<SyncEvent>>>,
+}
+
+/// A change of bans made on this node, to be pushed to the HA peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncEvent {
+    Ban(IpAddr, Duration),
+    Unban(IpAddr),
 }
 
 impl BanService {
@@ -99,7 +111,7 @@ impl BanService {
             }
         }
         let (close_tx, _) = broadcast::channel(CLOSE_QUEUE);
-        Self { guard: Mutex::new(guard), firewall, store, close_tx, generation: AtomicU64::new(0), saved: Arc::new(Mutex::new(0)), nft: tokio::sync::Mutex::new(()) }
+        Self { guard: Mutex::new(guard), firewall, store, close_tx, generation: AtomicU64::new(0), saved: Arc::new(Mutex::new(0)), nft: tokio::sync::Mutex::new(()), sync: Mutex::new(None) }
     }
 
     fn guard(&self) -> std::sync::MutexGuard<'_, Guard> {
@@ -118,6 +130,36 @@ impl BanService {
     pub fn firewall_bans(&self) -> Vec<(IpAddr, Duration)> {
         let now = SystemTime::now();
         self.guard().bans(now).iter().map(|b| (b.ip, b.remaining(now))).collect()
+    }
+
+    /// Bans and unbans made on this node from now on are also sent to `tx` (the HA push). The
+    /// queue is bounded: when the push falls behind, a change is logged and dropped, never
+    /// waited for.
+    pub fn sync_to(&self, tx: tokio::sync::mpsc::Sender<SyncEvent>) {
+        *self.sync.lock().expect("sync lock") = Some(tx);
+    }
+
+    fn push(&self, event: SyncEvent) {
+        if let Some(tx) = self.sync.lock().expect("sync lock").as_ref() {
+            if let Err(e) = tx.try_send(event) {
+                tracing::warn!(?event, error = %e, "ban change not pushed to the HA peer");
+            }
+        }
+    }
+
+    /// A ban the HA peer pushed: in force here for the time it has left there; not pushed back.
+    pub async fn peer_ban(&self, ip: IpAddr, duration: Duration) -> bool {
+        let actions = self.guard().peer_ban(ip, duration, SystemTime::now());
+        let banned = !actions.is_empty();
+        self.carry_out_from(&actions, false).await;
+        banned
+    }
+
+    /// An unban the HA peer pushed; not pushed back.
+    pub async fn peer_unban(&self, ip: IpAddr) -> bool {
+        let Some(action) = self.guard().unban(ip) else { return false };
+        self.carry_out_from(&[action], false).await;
+        true
     }
 
     /// Takes a reloaded profile's `[bans]`; active bans stay.
@@ -184,6 +226,7 @@ impl BanService {
             let _serial = self.nft.lock().await;
             self.firewall.unban(ip).await?;
         }
+        self.push(SyncEvent::Unban(ip));
         self.persist();
         Ok(())
     }
@@ -246,6 +289,12 @@ impl BanService {
     }
 
     async fn carry_out(&self, actions: &[GuardAction]) {
+        self.carry_out_from(actions, true).await;
+    }
+
+    /// Carries actions out; `local`: made here, so bans go to the HA peer too (expiry does
+    /// not: each node ends a ban at the same time by itself).
+    async fn carry_out_from(&self, actions: &[GuardAction], local: bool) {
         let mut changed = false;
         for a in actions {
             match a {
@@ -254,11 +303,15 @@ impl BanService {
                     let rule = match &ban.reason {
                         BanReason::Rule { rule, .. } => rule.as_str(),
                         BanReason::Manual => "manual",
+                        BanReason::Peer => "peer",
                     };
                     tracing::warn!(ip = %ban.ip, rule, offence = ban.offence, seconds, "source banned");
                     let _serial = self.nft.lock().await;
                     if let Err(e) = self.firewall.ban(ban.ip, ban.remaining(SystemTime::now())).await {
                         tracing::error!(ip = %ban.ip, error = %e, "ban not applied to the firewall");
+                    }
+                    if local {
+                        self.push(SyncEvent::Ban(ban.ip, ban.remaining(SystemTime::now())));
                     }
                     changed = true;
                 }

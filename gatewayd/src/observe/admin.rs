@@ -1,9 +1,10 @@
 //! The admin endpoint on the management side: health and the running profile's identity
 //! (`GET /health`), the daemon at a glance (`GET /status`), agents (`GET /agents`), the calls in
 //! progress (`GET /calls`), upstream health (`GET /upstream`), bans (`GET /bans`, `DELETE
-//! /bans/{ip}`), HEP capture (`GET /capture`, `PUT /capture/mode/{mode}`, `PUT|DELETE
+//! /bans/{ip}`, `POST /bans/{ip}`), the HA hand-over (`POST /ha/standby`: ends the calls held
+//! here), HEP capture (`GET /capture`, `PUT /capture/mode/{mode}`, `PUT|DELETE
 //! /capture/agents/{dn}` and `/capture/calls/{call_id}`) and metrics (`GET /metrics`, format by
-//! `Accept`). Views of daemon state; only a ban can be lifted and capture switched here.
+//! `Accept`). Views of daemon state; bans can be made and lifted, calls ended on standby and capture switched here.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -99,7 +100,8 @@ pub async fn bind(
             .route("/calls", get(active_calls))
             .route("/upstream", get(upstream))
             .route("/bans", get(list_bans))
-            .route("/bans/{ip}", axum::routing::delete(remove_ban));
+            .route("/bans/{ip}", axum::routing::delete(remove_ban).post(add_ban))
+            .route("/ha/standby", axum::routing::post(standby));
         app = app.merge(capture_routes());
     }
     let app = app.with_state(AdminState { profile, bans, calls, queries });
@@ -207,6 +209,35 @@ async fn remove_ban(State(state): State<AdminState>, axum::extract::Path(ip): ax
         Err(e @ RemoveError::Exempt(_)) => (StatusCode::BAD_REQUEST, format!("{e}\n")),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
     }
+}
+
+/// Query of `POST /bans/{ip}`.
+#[derive(Debug, serde::Deserialize)]
+struct BanQuery {
+    /// Ban time; the first rule's when absent.
+    seconds: Option<u64>,
+}
+
+/// `POST /bans/{ip}[?seconds=N]`: an operator bans a source (pushed to the HA peer too).
+async fn add_ban(State(state): State<AdminState>, axum::extract::Path(ip): axum::extract::Path<String>, axum::extract::Query(q): axum::extract::Query<BanQuery>) -> (StatusCode, String) {
+    let Ok(ip) = ip.parse() else { return (StatusCode::BAD_REQUEST, format!("{ip} is not an IP address\n")) };
+    match state.bans.ban(ip, q.seconds.map(std::time::Duration::from_secs)).await {
+        Ok(b) => (StatusCode::OK, format!("{ip} banned for {}s\n", b.remaining_secs)),
+        Err(e @ RemoveError::Exempt(_)) => (StatusCode::BAD_REQUEST, format!("{e}\n")),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
+    }
+}
+
+/// What `POST /ha/standby` answers.
+#[derive(Debug, Serialize)]
+struct StandbyAnswer {
+    calls_ended: usize,
+}
+
+/// `POST /ha/standby`: keepalived's notify script says this node lost the virtual addresses.
+async fn standby(State(state): State<AdminState>) -> Result<Json<StandbyAnswer>, (StatusCode, &'static str)> {
+    let Json(calls_ended) = ask(&state, AdminQuery::Standby).await?;
+    Ok(Json(StandbyAnswer { calls_ended }))
 }
 
 /// `GET /metrics` in the format the `Accept` header ranks first (0.0.4 text by default).

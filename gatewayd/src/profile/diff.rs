@@ -19,6 +19,7 @@ pub enum Section {
     Bans,
     Observe,
     System,
+    Ha,
 }
 
 /// One changed section.
@@ -58,5 +59,6 @@ pub fn diff(old: &Profile, new: &Profile) -> Vec<Change> {
     check(Section::Bans, vec![("bans", old.bans != new.bans)]);
     check(Section::Observe, vec![("observe", old.observe != new.observe)]);
     check(Section::System, vec![("system", old.system != new.system)]);
+    check(Section::Ha, vec![("ha", old.ha != new.ha)]);
     out
 }

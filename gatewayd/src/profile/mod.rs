@@ -8,6 +8,7 @@
 mod diag;
 mod diff;
 mod edge;
+mod ha;
 mod load;
 mod protection;
 mod reference;
@@ -22,6 +23,7 @@ use serde::{Deserialize, Serialize};
 pub use diag::{Diagnostic, Diagnostics};
 pub use diff::{diff, Change, Section};
 pub use edge::*;
+pub use ha::{Ha, HaSide, MIN_BANS_KEY};
 pub use load::{load, load_str, LoadedProfile, ENV_PREFIX, ENV_SEPARATOR};
 pub use protection::*;
 pub use reference::reference_markdown;
@@ -57,6 +59,9 @@ pub struct Profile {
     pub observe: Observe,
     #[serde(default)]
     pub system: System,
+    /// Active/standby pair with keepalived; absent means a single gateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ha: Option<Ha>,
 }
 
 /// The JSON Schema of the profile, as `gatewayd schema` prints it.

@@ -25,6 +25,9 @@ pub(crate) fn validate(p: &Profile, map: &SourceMap<'_>, dir: &Path) -> Vec<Diag
     v.registrar();
     v.bans();
     v.observe();
+    for (key, message) in super::ha::check(p) {
+        v.error(key, message);
+    }
     v.out
 }
 

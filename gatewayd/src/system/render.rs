@@ -15,6 +15,7 @@
 //! | `sshd.conf` | `management.ssh` | `ListenAddress` of the management address, port 22 |
 //! | `authorized_keys` | `management.ssh` | `management.ssh_authorized_keys`, one per line |
 //! | `firewall.nft` | `management.ssh` | rules for table `inet gatewayd_boot` letting `allow_from` reach SSH |
+//! | `keepalived.conf` | `[ha]` | VRRP instances of both sides in one sync group (see `keepalived`); mode 0600 when it holds `ha.vrrp_auth` |
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
@@ -22,6 +23,20 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use crate::profile::{Interface, JournalUpload, ManagementSide, Profile};
+
+mod keepalived;
+
+/// What keepalived's scripts run: this gatewayd binary.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    pub gatewayd: std::path::PathBuf,
+}
+
+impl Default for Invocation {
+    fn default() -> Self {
+        Self { gatewayd: "/usr/bin/gatewayd".into() }
+    }
+}
 
 /// Output files: each path relative to the output directory, and its content.
 pub type Rendered = Vec<(String, String)>;
@@ -36,7 +51,8 @@ pub fn cli_render(profile_path: &Path, out: &Path) -> ExitCode {
         }
     };
     let base = std::path::absolute(&loaded.dir).unwrap_or_else(|_| loaded.dir.clone());
-    let written = render(&loaded.profile, &base).and_then(|files| write_all(out, &files));
+    let invocation = std::env::current_exe().map(|gatewayd| Invocation { gatewayd }).unwrap_or_default();
+    let written = render_for(&loaded.profile, &base, &invocation).and_then(|files| write_all(out, &files));
     match written {
         Ok(()) => ExitCode::SUCCESS,
         Err(problem) => {
@@ -52,9 +68,18 @@ fn write_all(out: &Path, files: &Rendered) -> Result<(), String> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         }
-        std::fs::write(&path, content).map_err(|e| format!("{}: {e}", path.display()))?;
+        if holds_secret(name, content) {
+            crate::system::write_private_file(&path, content.as_bytes()).map_err(|e| format!("{}: {e}", path.display()))?;
+        } else {
+            std::fs::write(&path, content).map_err(|e| format!("{}: {e}", path.display()))?;
+        }
     }
     Ok(())
+}
+
+/// Files that carry a secret are written readable by their owner only.
+fn holds_secret(name: &str, content: &str) -> bool {
+    name == "keepalived.conf" && content.contains("auth_pass")
 }
 
 /// Refuses values that would break out of a line in the generated files.
@@ -76,6 +101,11 @@ fn interface_name(name: &str) -> Result<&str, String> {
 
 /// Every file for `profile`; relative TLS paths resolve against `base` (the profile's directory).
 pub fn render(profile: &Profile, base: &Path) -> Result<Rendered, String> {
+    render_for(profile, base, &Invocation::default())
+}
+
+/// Like [`render`], with keepalived's scripts running `invocation`'s binary.
+pub fn render_for(profile: &Profile, base: &Path, invocation: &Invocation) -> Result<Rendered, String> {
     let system = &profile.system;
     let mut files = Rendered::new();
     if let Some(hostname) = &system.hostname {
@@ -100,6 +130,9 @@ pub fn render(profile: &Profile, base: &Path) -> Result<Rendered, String> {
     }
     if profile.management.ssh {
         files.extend(ssh(&profile.management)?);
+    }
+    if let Some(ha) = &profile.ha {
+        files.push(("keepalived.conf".into(), keepalived::config(profile, ha, invocation)?));
     }
     Ok(files)
 }

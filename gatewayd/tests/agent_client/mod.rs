@@ -21,14 +21,21 @@ pub type Ws = tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream
 
 /// A softphone's WebSocket to the gateway's HTTPS port, trusting the certificate in `state_dir`.
 pub async fn connect(https: u16, state_dir: &Path) -> Ws {
-    let pem = std::fs::read(state_dir.join("web.crt")).unwrap();
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", https)).await.unwrap();
-    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
-    let stream = tokio_rustls::TlsConnector::from(common::tls_trusting(&pem)).connect(name, tcp).await.unwrap();
-    let mut request = format!("wss://127.0.0.1:{}/ws", https).into_client_request().unwrap();
-    request.headers_mut().insert("Origin", format!("https://127.0.0.1:{}", https).parse().unwrap());
+    over(tcp, "127.0.0.1", &format!("127.0.0.1:{https}"), state_dir).await.unwrap()
+}
+
+/// TLS and the WebSocket upgrade over `tcp` (opened anywhere, e.g. in a network namespace):
+/// `name` is checked against the certificate in `state_dir`, `authority` goes into the URL and
+/// Origin. An error instead of a panic, so a reconnecting agent can try again.
+pub async fn over(tcp: tokio::net::TcpStream, name: &str, authority: &str, state_dir: &Path) -> Result<Ws, String> {
+    let pem = std::fs::read(state_dir.join("web.crt")).map_err(|e| e.to_string())?;
+    let name = rustls::pki_types::ServerName::try_from(name.to_owned()).map_err(|e| e.to_string())?;
+    let stream = tokio_rustls::TlsConnector::from(common::tls_trusting(&pem)).connect(name, tcp).await.map_err(|e| format!("TLS: {e}"))?;
+    let mut request = format!("wss://{authority}/ws").into_client_request().unwrap();
+    request.headers_mut().insert("Origin", format!("https://{authority}").parse().unwrap());
     request.headers_mut().insert("Sec-WebSocket-Protocol", "sip".parse().unwrap());
-    tokio_tungstenite::client_async(request, stream).await.unwrap().0
+    Ok(tokio_tungstenite::client_async(request, stream).await.map_err(|e| format!("WebSocket: {e}"))?.0)
 }
 
 /// The next SIP response, skipping anything else.

@@ -71,10 +71,16 @@ fn codec(mime: &str, pt: u8, fmtp: &str) -> RTCRtpCodecParameters {
 
 impl BrowserPeer {
     pub fn spawn(profile: SrtpProtectionProfile) -> BrowserPeer {
+        Self::spawn_at(profile, "127.0.0.1:0".parse().unwrap())
+    }
+
+    /// A peer whose one host candidate is `bind` (spawned on a thread that entered a network
+    /// namespace, its socket is in that namespace).
+    pub fn spawn_at(profile: SrtpProtectionProfile, bind: std::net::SocketAddr) -> BrowserPeer {
         let (jobs, job_rx) = channel::<Job>();
         let (got_tx, rx) = channel();
         let thread = std::thread::spawn(move || {
-            let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+            let sock = UdpSocket::bind(bind).unwrap();
             sock.set_read_timeout(Some(Duration::from_millis(2))).unwrap();
             let local = sock.local_addr().unwrap();
             let se = SettingEngineBuilder::new().with_srtp_protection_profiles(vec![profile]).build();
