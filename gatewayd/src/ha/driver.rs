@@ -12,7 +12,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
 use super::sync::{Change, Receiver, Refused, Sender, MAX_DATAGRAM};
-use crate::guard::{BanService, SyncEvent};
+use crate::guard::BanService;
 use crate::profile::LoadedProfile;
 
 /// Changes waiting to go out; beyond this the ban service logs and drops them.
@@ -45,7 +45,7 @@ pub async fn start(loaded: &LoadedProfile, bans: Arc<BanService>) -> anyhow::Res
     Ok(Some(Started { local }))
 }
 
-async fn run(socket: Arc<UdpSocket>, peer: SocketAddr, mut sender: Sender, mut receiver: Receiver, mut changes: mpsc::Receiver<SyncEvent>, bans: Arc<BanService>) {
+async fn run(socket: Arc<UdpSocket>, peer: SocketAddr, mut sender: Sender, mut receiver: Receiver, mut changes: mpsc::Receiver<Change>, bans: Arc<BanService>) {
     let mut buf = [0u8; MAX_DATAGRAM + 1];
     // The second copies, oldest first; bounded like the queue they come from.
     let mut pending: std::collections::VecDeque<(tokio::time::Instant, Vec<u8>)> = std::collections::VecDeque::new();
@@ -54,10 +54,6 @@ async fn run(socket: Arc<UdpSocket>, peer: SocketAddr, mut sender: Sender, mut r
         tokio::select! {
             change = changes.recv() => {
                 let Some(change) = change else { break };
-                let change = match change {
-                    SyncEvent::Ban(ip, d) => Change::Ban(ip, d),
-                    SyncEvent::Unban(ip) => Change::Unban(ip),
-                };
                 let datagram = sender.encode(change, unix_ms());
                 if let Err(e) = socket.send_to(&datagram, peer).await {
                     tracing::warn!(%peer, error = %e, ?change, "cannot push a ban change to the HA peer");

@@ -25,12 +25,8 @@ const REPLAY_BITS: u64 = 64;
 /// The longest datagram (IPv6).
 pub const MAX_DATAGRAM: usize = 4 + 8 + 8 + 8 + 1 + 4 + 1 + 16 + TAG;
 
-/// What a datagram says.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Change {
-    Ban(IpAddr, Duration),
-    Unban(IpAddr),
-}
+/// What a datagram says: the ban service's own record of a change, carried as it is.
+pub use crate::guard::SyncEvent as Change;
 
 /// Why a datagram was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
