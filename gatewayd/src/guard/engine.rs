@@ -154,10 +154,7 @@ impl BanEngine {
             .map_or(0, |o| o.count);
         let offence = previous.saturating_add(1);
         let duration = escalate(base, self.config.escalation_factor, offence, self.config.max_ban_time.0);
-        let ban = Ban { ip, since: now, until: now + duration, reason, offence };
-        self.offences.insert(ip, Offences { count: offence, last_until: ban.until });
-        self.bans.insert(ip, ban.clone());
-        vec![GuardAction::Ban(ban), GuardAction::CloseConnections(ip)]
+        self.impose(ip, offence, duration, reason, now)
     }
 
     /// Bans `ip` for exactly `duration` (no escalation: the node that made the ban escalated it
@@ -168,6 +165,11 @@ impl BanEngine {
             return Vec::new();
         }
         let offence = self.offences.get(&ip).map_or(0, |o| o.count).saturating_add(1);
+        self.impose(ip, offence, duration, reason, now)
+    }
+
+    /// Records the ban of a (canonical, not exempt) source and says what carrying it out takes.
+    fn impose(&mut self, ip: IpAddr, offence: u32, duration: Duration, reason: BanReason, now: SystemTime) -> Vec<GuardAction> {
         let ban = Ban { ip, since: now, until: now + duration, reason, offence };
         self.offences.insert(ip, Offences { count: offence, last_until: ban.until });
         self.bans.insert(ip, ban.clone());
