@@ -174,14 +174,17 @@ virtual_router_id = 52
 peer = "10.1.0.12"
 "#;
 
-    /// The lab profile made into one node of a pair, with `edit` applied to the whole text.
-    fn check(edit: impl Fn(String) -> String) -> Vec<(String, String)> {
+    /// The lab profile made into one node of a pair, its `[ha]` section being `ha`.
+    fn pair_node(ha: &str) -> String {
         let lab = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../profiles/lab.toml")).unwrap();
-        let text = lab
-            .replace("[public]\naddresses = [\"127.0.0.1\"]", "[public]\ninterface = \"pub0\"\naddresses = [\"127.0.0.1\", \"198.51.100.10\"]")
+        lab.replace("[public]\naddresses = [\"127.0.0.1\"]", "[public]\ninterface = \"pub0\"\naddresses = [\"127.0.0.1\", \"198.51.100.10\"]")
             .replace("[internal]\naddress = \"127.0.0.1\"\nnetworks = [\"127.0.0.0/8\"]", "[internal]\ninterface = \"int0\"\naddress = \"10.1.0.10\"\nnetworks = [\"127.0.0.0/8\", \"10.1.0.0/24\"]")
-            + HA;
-        let text = edit(text);
+            + ha
+    }
+
+    /// The problems of a pair node, with `edit` applied to the whole text.
+    fn check(edit: impl Fn(String) -> String) -> Vec<(String, String)> {
+        let text = edit(pair_node(HA));
         match crate::profile::load_str(Path::new("/p/profile.toml"), &text, std::iter::empty()) {
             Ok(_) => Vec::new(),
             Err(d) => d.0.into_iter().map(|d| (d.key, d.message)).collect(),
@@ -259,11 +262,7 @@ peer = "10.1.0.12"
 
     #[test]
     fn the_key_can_come_from_the_environment() {
-        let lab = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../profiles/lab.toml")).unwrap();
-        let text = lab
-            .replace("[public]\naddresses = [\"127.0.0.1\"]", "[public]\ninterface = \"pub0\"\naddresses = [\"127.0.0.1\", \"198.51.100.10\"]")
-            .replace("[internal]\naddress = \"127.0.0.1\"\nnetworks = [\"127.0.0.0/8\"]", "[internal]\ninterface = \"int0\"\naddress = \"10.1.0.10\"\nnetworks = [\"127.0.0.0/8\", \"10.1.0.0/24\"]")
-            + &HA.replace("0123456789abcdef0123", "short");
+        let text = pair_node(&HA.replace("0123456789abcdef0123", "short"));
         let env = [("GATEWAYD_HA__BANS_KEY".to_owned(), "\"from-the-environment-0123\"".to_owned())];
         let loaded = crate::profile::load_str(Path::new("/p/profile.toml"), &text, env.into_iter()).unwrap();
         assert_eq!(loaded.profile.ha.unwrap().bans_key.as_deref(), Some("from-the-environment-0123"));
