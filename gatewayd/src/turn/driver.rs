@@ -95,8 +95,8 @@ impl Inner {
         let _ = self.failures.try_send(r);
     }
 
-    pub(super) fn plane(&self) -> Arc<Plane> {
-        self.plane.clone()
+    pub(super) fn plane(&self) -> &Arc<Plane> {
+        &self.plane
     }
 
     pub(super) fn per_source_limit(&self) -> usize {

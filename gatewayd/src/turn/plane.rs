@@ -210,7 +210,7 @@ fn serve_conn(inner: &Arc<Inner>, plane: &Plane, token: PlaneToken, flags: epoll
     let mut served = 0;
     match conn.read(buf) {
         Received::Frames(bytes, ends) => {
-            let sink = Sink::Conn(conn.clone(), Arc::downgrade(&inner.plane()));
+            let sink = Sink::Conn(conn.clone(), Arc::downgrade(inner.plane()));
             let mut at = 0;
             for end in ends {
                 inner.from_client(conn.client, &sink, &bytes[at..end]);

@@ -15,14 +15,13 @@ use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 
 use super::allocation::{Client, Transport};
-use super::conn::Conn;
+use super::conn::{Conn, IDLE_TIMEOUT};
 use super::driver::{Inner, Sink, MAX_MESSAGE};
 use crate::guard::Report;
 use crate::profile::FailureKind;
 
 /// A TLS handshake must finish within this.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-use super::conn::IDLE_TIMEOUT;
 /// Bytes gathered into one write toward a stream client.
 const WRITE_BATCH: usize = 16 * 1024;
 /// Frames queued toward one connection; beyond, media is dropped rather than buffered.
