@@ -1,6 +1,7 @@
 //! TURN's UDP data plane: one thread owns the readiness of every UDP listener and relayed
-//! socket (level-triggered epoll, so a ready socket costs one receive, not a receive and a
-//! failing one), runs each datagram through the core and sends what it says at once. TCP and
+//! socket (level-triggered epoll; one `recvmmsg` per ready socket takes what it holds, so one
+//! datagram waiting costs one receive, not a receive and a failing one), runs each datagram
+//! through the core and sends what it says at once. TCP and
 //! TLS clients join it once accepted and handshaken (`conn`): their frames are read, and what is
 //! relayed to them written, in the same wake-ups.
 //!
@@ -25,6 +26,7 @@ use rustix::event::epoll;
 
 use super::allocation::{Client, Transport};
 use super::conn::{Conn, Received, IDLE_TIMEOUT};
+use super::datagrams::Datagrams;
 use super::driver::{now, Inner, Relay, Sink, MAX_MESSAGE, PEER_DATAGRAM};
 
 /// The longest the thread lets packets gather before serving them.
@@ -37,6 +39,7 @@ const MIN_GATHER: f64 = 2.0;
 const COALESCE_MIN: Duration = Duration::from_micros(50);
 /// Datagrams read from one ready socket before the next one gets its turn.
 const PER_SOCKET: usize = 16;
+type Batch = Datagrams<PER_SOCKET>;
 /// How often the thread checks that the server still exists when nothing arrives.
 const IDLE_POLL: Duration = Duration::from_secs(1);
 
@@ -158,6 +161,7 @@ fn run(plane: &Plane, inner: &Weak<Inner>) {
     let mut events: Vec<epoll::Event> = Vec::with_capacity(256);
     let mut ready: Vec<(u64, epoll::EventFlags, Entry)> = Vec::with_capacity(256);
     let mut buf = vec![0u8; MAX_MESSAGE];
+    let mut batch = Batch::new(MAX_MESSAGE);
     let mut pace = Pace::default();
     let idle = rustix::time::Timespec { tv_sec: IDLE_POLL.as_secs() as i64, tv_nsec: 0 };
     loop {
@@ -188,7 +192,7 @@ fn run(plane: &Plane, inner: &Weak<Inner>) {
         for (token, flags, entry) in &ready {
             packets += match entry {
                 Entry::Conn { conn, .. } => serve_conn(&inner, plane, PlaneToken(*token), *flags, conn, &mut buf),
-                _ => serve(&inner, entry, &mut buf),
+                _ => serve(&inner, entry, &mut batch),
             };
         }
         drop(inner);
@@ -236,33 +240,40 @@ pub(super) fn close_conn(inner: &Arc<Inner>, plane: &Plane, token: PlaneToken, c
     }
 }
 
-/// Reads up to [`PER_SOCKET`] datagrams from one ready socket and acts on each.
-fn serve(inner: &Arc<Inner>, entry: &Entry, buf: &mut [u8]) -> usize {
-    let mut served = 0;
-    while served < PER_SOCKET {
-        match entry {
-            Entry::Listener { local, sink, sock } => {
-                let Ok((n, from)) = sock.recv_from(buf) else { break };
+/// Takes up to [`PER_SOCKET`] datagrams from one ready socket in one receive and acts on each.
+fn serve(inner: &Arc<Inner>, entry: &Entry, batch: &mut Batch) -> usize {
+    match entry {
+        Entry::Listener { local, sink, sock } => {
+            let got = batch.recv(sock.as_fd(), MAX_MESSAGE);
+            for i in 0..got {
+                let (data, from) = batch.get(i);
                 let client = Client { transport: Transport::Udp, listener: *local, addr: from };
-                inner.from_client(client, sink, &buf[..n]);
+                inner.from_client(client, sink, data);
             }
-            Entry::Relay { addr, relay } => {
-                // One byte more than any relayed datagram may be: a full read means too large.
-                let Ok((n, peer)) = relay.sock.recv_from(&mut buf[..PEER_DATAGRAM + 1]) else { break };
-                if n <= PEER_DATAGRAM {
-                    let core = &mut *inner.core();
-                    if let Some((sink, to, framed)) = core.peer_data(now(), *addr, peer, &buf[..n]) {
-                        if !sink.send(to, framed) {
-                            inner.metrics.unsent();
-                        }
+            got
+        }
+        Entry::Relay { addr, relay } => {
+            // One byte more than any relayed datagram may be: a full read means too large.
+            let got = batch.recv(relay.sock.as_fd(), PEER_DATAGRAM + 1);
+            if got == 0 {
+                return 0;
+            }
+            let core = &mut *inner.core();
+            for i in 0..got {
+                let (data, peer) = batch.get(i);
+                if data.len() > PEER_DATAGRAM {
+                    continue;
+                }
+                if let Some((sink, to, framed)) = core.peer_data(now(), *addr, peer, data) {
+                    if !sink.send(to, framed) {
+                        inner.metrics.unsent();
                     }
                 }
             }
-            Entry::Conn { .. } => unreachable!("connections are served by serve_conn"),
+            got
         }
-        served += 1;
+        Entry::Conn { .. } => unreachable!("connections are served by serve_conn"),
     }
-    served
 }
 
 /// Decides how long to let packets gather after a wake-up, from the recent packet rate.
