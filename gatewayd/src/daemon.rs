@@ -29,6 +29,9 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
     let loaded = profile::load(&opts.profile).map_err(|d| anyhow::anyhow!("{d}"))?;
+    // Both ring (ours) and aws-lc-rs (the media stack's) are linked, so a library that builds
+    // its own TLS client (the ACME client's HTTPS) needs to be told which one to use.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let log = observe::init_logging(&loaded.profile.observe.log_level);
     let notifier = Notifier;
     if loaded.profile.site.lab_mode {
@@ -98,6 +101,9 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     });
     let web = crate::web::start(&state_dir, profile_rx.clone(), conn_tx, web_failures).await.context("cannot start the web side")?;
     let bound = web.bound();
+    let acme = Arc::new(crate::tls::acme::AcmeStatus::default());
+    let _ = call_gauges.acme.set(acme.clone());
+    tokio::spawn(crate::tls::acme::run(profile_rx.clone(), state_dir.clone(), acme, web.certificate_refresher()));
     let _ = call_gauges.web.set(web.settings_watch());
     let turn = crate::turn::start(profile_rx.clone(), web.settings_watch(), turn_failures).await.context("cannot start TURN")?;
     if let Some(turn) = turn {

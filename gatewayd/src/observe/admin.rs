@@ -36,6 +36,19 @@ pub struct Health {
     pub profile_path: String,
     pub profile_sha256: String,
     pub lab_mode: bool,
+    /// The ACME client's state, when the profile asks for ACME.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub acme: Option<AcmeHealth>,
+}
+
+/// Whether the CA's certificate is in service yet, and how ordering went.
+#[derive(Debug, Serialize)]
+pub struct AcmeHealth {
+    /// True while a self-signed stand-in is served (browsers refuse it).
+    pub stand_in: bool,
+    pub certificates_issued: u64,
+    pub orders_failed: u64,
+    pub last_error: Option<String>,
 }
 
 /// One listening socket the profile gives the daemon.
@@ -113,7 +126,13 @@ pub async fn bind(
     Ok((local, serve))
 }
 
-fn health_of(p: &LoadedProfile) -> Health {
+fn health_of(p: &LoadedProfile, calls: &CallGauges) -> Health {
+    let acme = calls.acme.get().filter(|_| p.profile.tls.source == crate::profile::TlsSource::Acme).map(|a| AcmeHealth {
+        stand_in: a.stand_in.load(Ordering::Relaxed),
+        certificates_issued: a.issued.load(Ordering::Relaxed),
+        orders_failed: a.failures.load(Ordering::Relaxed),
+        last_error: a.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+    });
     Health {
         status: "ok",
         version: env!("CARGO_PKG_VERSION"),
@@ -121,12 +140,13 @@ fn health_of(p: &LoadedProfile) -> Health {
         profile_path: p.path.display().to_string(),
         profile_sha256: p.sha256.clone(),
         lab_mode: p.profile.site.lab_mode,
+        acme,
     }
 }
 
 async fn health(State(state): State<AdminState>) -> Json<Health> {
     let p = state.profile.borrow().clone();
-    Json(health_of(&p))
+    Json(health_of(&p, &state.calls))
 }
 
 fn listeners(p: &crate::profile::Profile) -> Vec<Listener> {
@@ -156,7 +176,7 @@ async fn status(State(state): State<AdminState>) -> Json<Status> {
     let started_at = unix_seconds(state.calls.started);
     let not_after = state.calls.certificate_expiry();
     Json(Status {
-        health: health_of(&p),
+        health: health_of(&p, &state.calls),
         started_at,
         uptime_seconds: now.saturating_sub(started_at),
         profile_applied_at: state.calls.profile_applied.load(Ordering::Relaxed),

@@ -60,6 +60,8 @@ pub struct CallGauges {
     pub hep: OnceLock<super::hep::HepCapture>,
     /// The web side's settings in effect (certificate), once it runs.
     pub web: OnceLock<tokio::sync::watch::Receiver<std::sync::Arc<crate::web::Settings>>>,
+    /// The ACME client's state, once it runs.
+    pub acme: OnceLock<std::sync::Arc<crate::tls::acme::AcmeStatus>>,
 }
 
 fn setup_histogram() -> Histogram {
@@ -97,6 +99,7 @@ impl Default for CallGauges {
             turn: OnceLock::new(),
             hep: OnceLock::new(),
             web: OnceLock::new(),
+            acme: OnceLock::new(),
         }
     }
 }

@@ -85,6 +85,11 @@ fn info(r: &mut Registry, calls: &CallGauges) {
     if let Some(expiry) = calls.certificate_expiry() {
         gauge_with_unit(r, "tls_certificate_expiry_timestamp", "Unix time the served HTTPS/WSS certificate (leaf) expires", Unit::Seconds, expiry.max(0) as u64);
     }
+    if let Some(acme) = calls.acme.get() {
+        counter(r, "acme_certificates_issued", "Certificates the ACME CA issued and the gateway installed", acme.issued.load(Ordering::Relaxed));
+        counter(r, "acme_orders_failed", "ACME orders that ended without a certificate (the one in service stays)", acme.failures.load(Ordering::Relaxed));
+        gauge(r, "acme_stand_in", "1 while a self-signed stand-in is served because the CA has not issued yet", u64::from(acme.stand_in.load(Ordering::Relaxed)));
+    }
 }
 
 fn upstream(r: &mut Registry, calls: &CallGauges) {

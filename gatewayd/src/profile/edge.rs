@@ -50,7 +50,26 @@ pub struct Acme {
     pub directory: String,
     /// Account contact, e.g. `mailto:noc@example.com`.
     pub contact: String,
+    /// The names the certificate is for; they must resolve to this gateway's public side.
     pub domains: Vec<String>,
+    /// How the CA checks that the names are ours: `http-01` answers on a `web.http_redirect`
+    /// listener (port 80 for a public CA).
+    #[serde(default)]
+    pub challenge: AcmeChallenge,
+    /// A PEM CA certificate trusted for the ACME directory's own HTTPS (a private CA, or
+    /// Pebble in tests); relative to the profile's directory. Without it, the system's roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub directory_ca: Option<PathBuf>,
+}
+
+/// The ACME challenge the gateway answers (RFC 8555 section 8).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum AcmeChallenge {
+    /// A file under `/.well-known/acme-challenge/` on a plain HTTP listener.
+    #[default]
+    #[serde(rename = "http-01")]
+    Http01,
 }
 
 fn default_acme_directory() -> String {

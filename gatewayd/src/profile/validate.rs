@@ -8,7 +8,7 @@ use std::path::Path;
 
 use super::diag::{Diagnostic, SourceMap};
 use super::values::{Cidr, PortRange};
-use super::{AgentCodec, Codec, Profile, TlsSource, Transport};
+use super::{AcmeChallenge, AgentCodec, Codec, Profile, TlsSource, Transport};
 
 pub(crate) fn validate(p: &Profile, map: &SourceMap<'_>, dir: &Path) -> Vec<Diagnostic> {
     let mut v = Validator { p, map, out: Vec::new() };
@@ -359,7 +359,21 @@ impl Validator<'_> {
             TlsSource::Acme => match &t.acme {
                 None => self.error("tls", "source = \"acme\" needs a [tls.acme] table"),
                 Some(a) if a.domains.is_empty() => self.error("tls.acme.domains", "at least one domain is needed"),
-                Some(_) => {}
+                Some(a) => {
+                    if a.challenge == AcmeChallenge::Http01 && self.p.web.http_redirect.is_empty() {
+                        self.error("tls.acme.challenge", "http-01 is answered on a plain HTTP listener: add one to web.http_redirect (port 80 for a public CA)");
+                    }
+                    if let Some(ca) = &a.directory_ca {
+                        let path = dir.join(ca);
+                        match std::fs::read(&path) {
+                            Err(e) => self.error("tls.acme.directory_ca", format!("cannot read {}: {e}", path.display())),
+                            Ok(pem) if !rustls_pemfile::certs(&mut &pem[..]).any(|c| c.is_ok()) => {
+                                self.error("tls.acme.directory_ca", format!("{} holds no PEM certificate", path.display()))
+                            }
+                            Ok(_) => {}
+                        }
+                    }
+                }
             },
         }
     }

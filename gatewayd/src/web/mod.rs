@@ -134,6 +134,13 @@ impl WebHandle {
     }
 
     /// Lets TURN take the TLS connections it wants from the HTTPS listeners it shares.
+    /// A hook that makes the web side reread its certificate (one ACME renewed) with the
+    /// running profile: new handshakes get it, open connections keep theirs.
+    pub fn certificate_refresher(&self) -> Arc<dyn Fn() + Send + Sync> {
+        let shared = self.shared.clone();
+        Arc::new(move || shared.certificates.notify_one())
+    }
+
     pub fn share_with_turn(&self, turn: Arc<dyn TurnHandoff>) {
         let _ = self.shared.turn.set(turn);
     }
@@ -168,6 +175,7 @@ pub async fn start(
         sessions: AtomicUsize::new(0),
         state_dir: state_dir.to_owned(),
         turn: std::sync::OnceLock::new(),
+        certificates: tokio::sync::Notify::new(),
     });
     let mut listeners = listen::Listeners::default();
     listeners.rebind(&settings, &shared).await?;
@@ -183,7 +191,11 @@ async fn follow_profile(
     shared: Arc<Shared>,
     mut listeners: listen::Listeners,
 ) {
-    while profile.changed().await.is_ok() {
+    loop {
+        tokio::select! {
+            changed = profile.changed() => if changed.is_err() { break },
+            _ = shared.certificates.notified() => tracing::info!("web: the certificate changed; rereading it"),
+        }
         let loaded = profile.borrow_and_update().clone();
         let settings = match Settings::from_profile(&loaded, &state_dir) {
             Ok(s) => Arc::new(s),
@@ -222,6 +234,8 @@ pub(crate) struct Shared {
     state_dir: PathBuf,
     /// TURN, when it shares HTTPS listeners.
     turn: std::sync::OnceLock<Arc<dyn TurnHandoff>>,
+    /// Woken when the certificate files changed under the same profile.
+    certificates: tokio::sync::Notify,
 }
 
 impl Shared {

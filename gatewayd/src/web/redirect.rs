@@ -47,9 +47,9 @@ pub(crate) async fn accept(listener: TcpListener, local: SocketAddr, shared: Arc
     }
 }
 
-/// Where an ACME client leaves the key authorization of each pending http-01 challenge, one
+/// Where the ACME client leaves the key authorization of each pending http-01 challenge, one
 /// file per token, under the state directory.
-pub const HTTP01_DIR: &str = "acme/http-01";
+pub use crate::tls::acme::HTTP01_DIR;
 const CHALLENGE_PREFIX: &str = "/.well-known/acme-challenge/";
 
 /// The key authorization for a challenge path, if one is pending. Tokens are base64url (RFC

@@ -109,8 +109,8 @@ fn certificate(loaded: &LoadedProfile, state_dir: &Path) -> Result<CertifiedPem,
     }
 }
 
-/// Where an ACME client keeps the certificate it obtained, under the state directory.
-pub const ACME_DIR: &str = "acme";
+/// Where the ACME client keeps the certificate it obtained, under the state directory.
+pub use crate::tls::acme::DIR as ACME_DIR;
 
 /// The certificate obtained by ACME (`<state>/acme/web.{crt,key}`) when there is one. Until
 /// then a self-signed placeholder for the ACME domains is served, so the listeners (and the
