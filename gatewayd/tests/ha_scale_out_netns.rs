@@ -105,10 +105,23 @@ cdr_file = "cdr.jsonl"
     )
 }
 
-/// sipp as registrar: every REGISTER gets 200 with its Contact; `-trace_msg` keeps them.
+/// sipp as registrar and OPTIONS responder (the gateways' health checks): every REGISTER gets
+/// 200 with its Contact; `-trace_msg` keeps them.
 const REGISTRAR: &str = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
 <scenario name="registrar">
-  <recv request="REGISTER"/>
+  <recv request="REGISTER" optional="true" next="reg"/>
+  <recv request="OPTIONS"/>
+  <send next="end"><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]o[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+
+]]></send>
+  <label id="reg"/>
   <send><![CDATA[
 SIP/2.0 200 OK
 [last_Via:]
@@ -120,6 +133,7 @@ SIP/2.0 200 OK
 Content-Length: 0
 
 ]]></send>
+  <label id="end"/>
 </scenario>
 "#;
 
@@ -273,8 +287,9 @@ impl ScaleOut {
             .arg("-error_file")
             .arg(self.dir.join(format!("sipp-{dn}-{port}.err")))
             .arg(to)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+            // To files, not pipes: sipp's screen would fill a pipe nobody reads while it runs.
+            .stdout(Stdio::from(std::fs::File::create(self.dir.join(format!("sipp-{dn}-{port}.out"))).unwrap()))
+            .stderr(Stdio::from(std::fs::File::create(self.dir.join(format!("sipp-{dn}-{port}.stderr"))).unwrap()))
             .spawn()
             .expect("sipp runs")
     }
@@ -286,8 +301,9 @@ impl ScaleOut {
     }
 }
 
-/// Waits (without blocking the runtime) for sipp to exit; asserts it passed.
-async fn passed(mut sipp: Child, what: &str, deadline: Duration) {
+/// Waits (without blocking the runtime) for sipp to exit; asserts it passed. `out` is the file
+/// its screen went to.
+async fn passed(mut sipp: Child, out: &Path, what: &str, deadline: Duration) {
     let start = Instant::now();
     let status = loop {
         if let Some(status) = sipp.try_wait().unwrap() {
@@ -300,14 +316,9 @@ async fn passed(mut sipp: Child, what: &str, deadline: Duration) {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    let out = sipp.wait_with_output().unwrap();
-    assert!(
-        status.success(),
-        "{what}: sipp exit {:?}\nstdout: {}\nstderr: {}",
-        status.code(),
-        String::from_utf8_lossy(&out.stdout).lines().rev().take(15).collect::<Vec<_>>().join("\n"),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let screen = std::fs::read_to_string(out).unwrap_or_default();
+    let errors = std::fs::read_to_string(out.with_extension("err")).unwrap_or_default();
+    assert!(status.success(), "{what}: sipp exit {:?}\n{}\nerrors: {errors}", status.code(), screen.lines().rev().take(25).collect::<Vec<_>>().join("\n"));
 }
 
 /// A softphone on gateway `n` from its agent's address: WSS, then REGISTER with digest.
@@ -366,7 +377,8 @@ async fn two_active_gateways_register_their_own_agents_and_inbound_calls_reach_b
         let answered = agent_client::answer_inbound(ws, &d, &peer).await;
         eprintln!("FIGURE scale-out: call for {d} answered on gateway {n} with DTLS-SRTP up {} ms after sipp sent it", call_start.elapsed().as_millis());
         agent_client::hang_up_inbound(ws, &answered).await;
-        passed(sipp, &format!("inbound call for {d} via gateway {n}"), Duration::from_secs(20)).await;
+        let out = s.dir.join(format!("sipp-{d}-{}.out", 5070 + u16::from(n)));
+        passed(sipp, &out, &format!("inbound call for {d} via gateway {n}"), Duration::from_secs(20)).await;
     }
     for n in 1..=2u8 {
         let records = common::eventually(&format!("gateway {n}'s call record"), Duration::from_secs(5), || Some(s.records(n)).filter(|r| !r.is_empty()));
@@ -381,6 +393,7 @@ async fn two_active_gateways_register_their_own_agents_and_inbound_calls_reach_b
     for n in 1..=2u8 {
         let other_dn = dn(3 - n);
         let sipp = s.call("invite-unregistered.xml", &other_dn, &format!("{}:5060", internal(n)), 5080 + u16::from(n));
-        passed(sipp, &format!("call for {other_dn} aimed at gateway {n}"), Duration::from_secs(20)).await;
+        let out = s.dir.join(format!("sipp-{other_dn}-{}.out", 5080 + u16::from(n)));
+        passed(sipp, &out, &format!("call for {other_dn} aimed at gateway {n}"), Duration::from_secs(20)).await;
     }
 }

@@ -113,10 +113,22 @@ admin = "10.20.0.${me}:9090"
 `;
 }
 
-// sipp as registrar: every REGISTER gets 200 with its Contact.
+// sipp as registrar and OPTIONS responder: every REGISTER gets 200 with its Contact.
 const REGISTRAR = `<?xml version="1.0" encoding="ISO-8859-1" ?>
 <scenario name="registrar">
-  <recv request="REGISTER"/>
+  <recv request="REGISTER" optional="true" next="reg"/>
+  <recv request="OPTIONS"/>
+  <send next="end"><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]o[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+
+]]></send>
+  <label id="reg"/>
   <send><![CDATA[
 SIP/2.0 200 OK
 [last_Via:]
@@ -128,6 +140,7 @@ SIP/2.0 200 OK
 Content-Length: 0
 
 ]]></send>
+  <label id="end"/>
 </scenario>
 `;
 
