@@ -1,10 +1,10 @@
 //! Scale-out for real: two active gateways in register mode in front of one SIP server, each
 //! with its own agents. Namespaces internet, gw1, gw2 and internal; the public and internal
 //! sides are bridges (in the internet and internal namespaces) both gateways sit on; each
-//! gateway has its own addresses (as `profiles/scale-out-{1,2}.toml`) and a management
-//! interface of its own. sipp in the internal namespace is the SIP server: its registrar
-//! answers both gateways' REGISTERs and records them; its calls go, per DN, to the Contact that
-//! DN's REGISTER gave, so the registrar's bindings are the only shared state.
+//! gateway has its own addresses (as `profiles/scale-out-{1,2}.toml`); a management link joins
+//! them, over which they exchange nothing. sipp in the internal namespace is the SIP server:
+//! its registrar answers both gateways' REGISTERs and records them; its calls go, per DN, to the
+//! Contact that DN's REGISTER gave, so the registrar's bindings are the only shared state.
 //!
 //! - each gateway registers its own agent's DN upstream, with its own internal address as Contact;
 //! - an inbound call for each DN reaches the agent on the gateway that registered it (answered,
@@ -209,8 +209,9 @@ impl ScaleOut {
             sh(&format!("ip -n {} addr add {}/24 dev br0", s.inet, agent_addr(n)));
         }
         sh(&format!("ip -n {} addr add {SIP_SERVER}/24 dev br0", s.internal));
+        // The management network: one link both gateways sit on (they exchange nothing over it).
+        sh(&format!("ip -n {} link add mgmt0 type veth peer name mgmt0 netns {}", s.gws[0], s.gws[1]));
         for (gw, n) in s.gws.iter().zip(1u8..) {
-            sh(&format!("ip -n {gw} link add mgmt0 type dummy"));
             sh(&format!("ip -n {gw} addr add {}/24 dev pub0", public(n)));
             sh(&format!("ip -n {gw} addr add {}/24 dev int0", internal(n)));
             sh(&format!("ip -n {gw} addr add 10.20.0.{}/24 dev mgmt0", 20 + n));
@@ -360,7 +361,7 @@ async fn two_active_gateways_register_their_own_agents_and_inbound_calls_reach_b
     let contacts: Vec<String> = (1..=2)
         .map(|n| common::eventually(&format!("sipp saw {}'s REGISTER", dn(n)), Duration::from_secs(5), || s.registered_contact(&dn(n))))
         .collect();
-    eprintln!("FIGURE scale-out: both DNs registered upstream {} ms after the agents connected", start.elapsed().as_millis());
+    eprintln!("FIGURE scale-out: both DNs registered upstream {} ms after the agents started connecting: {:?}", start.elapsed().as_millis(), s.bindings());
     for (n, contact) in (1..=2).zip(&contacts) {
         assert_eq!(contact, &format!("{}:5060", internal(n)), "{}'s binding at the registrar is gateway {n}", dn(n));
     }
