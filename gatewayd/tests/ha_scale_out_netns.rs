@@ -242,10 +242,11 @@ impl ScaleOut {
 
     fn start_registrar(&mut self) {
         std::fs::write(self.dir.join("registrar.xml"), REGISTRAR).unwrap();
+        // In the foreground (no -bg): a daemonised sipp would outlive the test and its namespace.
         let child = Command::new("ip")
             .args(["netns", "exec", &self.internal, "sipp", "-sf"])
             .arg(self.dir.join("registrar.xml"))
-            .args(["-i", SIP_SERVER, "-p", "5060", "-bg", "-trace_msg", "-message_file"])
+            .args(["-i", SIP_SERVER, "-p", "5060", "-nostdin", "-trace_msg", "-message_file"])
             .arg(self.dir.join("registrar.log"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())

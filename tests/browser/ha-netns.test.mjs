@@ -205,7 +205,7 @@ describe('a JsSIP softphone through the failover of an HA pair', { skip: chromiu
     tmp = await mkdtemp(join(tmpdir(), 'softphone-ha-'));
     createNamespaces();
     await writeFile(join(tmp, 'registrar.xml'), REGISTRAR);
-    const registrar = start(['ip', 'netns', 'exec', NS.internal, SIPP, '-sf', join(tmp, 'registrar.xml'), '-i', SIP_SERVER, '-p', '5060', '-bg',
+    const registrar = start(['ip', 'netns', 'exec', NS.internal, SIPP, '-sf', join(tmp, 'registrar.xml'), '-i', SIP_SERVER, '-p', '5060', '-nostdin',
       '-trace_msg', '-message_file', join(tmp, 'registrar.log')]);
     procs.push({ name: 'sipp', ...registrar });
     for (const n of ['a', 'b']) {
