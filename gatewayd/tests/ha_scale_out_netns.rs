@@ -6,9 +6,10 @@
 //! its registrar answers both gateways' REGISTERs and records them; its calls go, per DN, to the
 //! Contact that DN's REGISTER gave, so the registrar's bindings are the only shared state.
 //!
-//! - each gateway registers its own agent's DN upstream, with its own internal address as Contact;
+//! - each gateway registers its own agents' DNs upstream (two each), with its own internal
+//!   address as Contact, and none of the other's;
 //! - an inbound call for each DN reaches the agent on the gateway that registered it (answered,
-//!   DTLS-SRTP up, the agent hangs up, one call record on that gateway and none on the other);
+//!   DTLS-SRTP up, the agent hangs up, its call record on that gateway and not on the other);
 //! - the other gateway knows nothing of that DN: a call aimed at it gets 480.
 //!
 //! Needs root, `ip netns`, nft and sipp; skips with a message otherwise.
@@ -28,18 +29,19 @@ use common::{root, Gateway};
 use lab::{in_netns, run};
 
 const SIP_SERVER: &str = "192.168.210.81";
-/// Gateway `n`'s public, internal and management addresses, and its agent's address and DN.
+/// Gateway `n`'s public and internal addresses, its agents' DNs and where each agent is.
 fn public(n: u8) -> String {
     format!("203.0.113.{}", 20 + n)
 }
 fn internal(n: u8) -> String {
     format!("192.168.210.{}", 60 + n)
 }
-fn agent_addr(n: u8) -> String {
-    format!("203.0.113.{}", 100 + n)
+fn dns(n: u8) -> [String; 2] {
+    [1, 2].map(|i| format!("{}00{i}", 4 + n))
 }
-fn dn(n: u8) -> String {
-    format!("{}001", 4 + n)
+/// Agent `i` (0 or 1) of gateway `n`: its own address in the internet namespace.
+fn agent_addr(n: u8, i: usize) -> String {
+    format!("203.0.113.{}", 100 + 10 * usize::from(n) + i)
 }
 
 /// Gateway `n`'s profile: `profiles/scale-out-{n}.toml` in lab form (inline passwords,
@@ -205,8 +207,8 @@ impl ScaleOut {
                 sh(&format!("ip -n {ns} link set {side}{n} up"));
             }
         }
-        for n in 1..=2 {
-            sh(&format!("ip -n {} addr add {}/24 dev br0", s.inet, agent_addr(n)));
+        for (n, i) in [(1, 0), (1, 1), (2, 0), (2, 1)] {
+            sh(&format!("ip -n {} addr add {}/24 dev br0", s.inet, agent_addr(n, i)));
         }
         sh(&format!("ip -n {} addr add {SIP_SERVER}/24 dev br0", s.internal));
         // The management network: one link both gateways sit on (they exchange nothing over it).
@@ -323,18 +325,18 @@ async fn passed(mut sipp: Child, out: &Path, what: &str, deadline: Duration) {
     assert!(status.success(), "{what}: sipp exit {:?}\n{}\nerrors: {errors}", status.code(), screen.lines().rev().take(25).collect::<Vec<_>>().join("\n"));
 }
 
-/// A softphone on gateway `n` from its agent's address: WSS, then REGISTER with digest.
-async fn register_agent(s: &ScaleOut, n: u8) -> agent_client::Ws {
+/// Agent `i` of gateway `n` from its own address: WSS, then REGISTER with digest.
+async fn register_agent(s: &ScaleOut, n: u8, i: usize) -> agent_client::Ws {
     let socket = in_netns(&s.inet, || {
         let sock = tokio::net::TcpSocket::new_v4().unwrap();
-        sock.bind(SocketAddr::new(agent_addr(n).parse().unwrap(), 0)).unwrap();
+        sock.bind(SocketAddr::new(agent_addr(n, i).parse().unwrap(), 0)).unwrap();
         sock
     });
     let tcp = tokio::time::timeout(Duration::from_secs(5), socket.connect(SocketAddr::new(public(n).parse().unwrap(), 443))).await.expect("connect within 5 s").unwrap();
     let state: &Path = &s.node_dir(n).join("state");
     let mut ws = agent_client::over(tcp, "localhost", &public(n), state).await.unwrap();
-    let d = dn(n);
-    assert_eq!(agent_client::register(&mut ws, &d, &format!("pass{d}")).await, 200);
+    let d = &dns(n)[i];
+    assert_eq!(agent_client::register(&mut ws, d, &format!("pass{d}")).await, 200);
     ws
 }
 
@@ -348,54 +350,63 @@ async fn two_active_gateways_register_their_own_agents_and_inbound_calls_reach_b
     s.start_registrar();
     s.start_gateway(1);
     s.start_gateway(2);
+    let agents_of = [(1u8, 0usize), (1, 1), (2, 0), (2, 1)];
 
     let start = Instant::now();
     let mut agents = Vec::new();
-    for n in 1..=2 {
-        agents.push(register_agent(&s, n).await);
+    for (n, i) in agents_of {
+        agents.push(register_agent(&s, n, i).await);
     }
-    // Each gateway registers its own agent's DN, and only that one, with its internal address.
-    for n in 1..=2 {
-        let line = s.gateway(n).wait_for_log("DN registered with the SIP server", Duration::from_secs(5));
-        assert!(line.contains(&dn(n)), "gateway {n}: {line}");
-    }
-    let contacts: Vec<String> = (1..=2)
-        .map(|n| common::eventually(&format!("sipp saw {}'s REGISTER", dn(n)), Duration::from_secs(5), || s.registered_contact(&dn(n))))
-        .collect();
-    eprintln!("FIGURE scale-out: both DNs registered upstream {} ms after the agents started connecting: {:?}", start.elapsed().as_millis(), s.bindings());
-    for (n, contact) in (1..=2).zip(&contacts) {
-        assert_eq!(contact, &format!("{}:5060", internal(n)), "{}'s binding at the registrar is gateway {n}", dn(n));
+    // Each gateway registers its own agents' DNs, and only those, with its internal address.
+    let mut contacts = Vec::new();
+    for (n, i) in agents_of {
+        let d = &dns(n)[i];
+        let contact = common::eventually(&format!("sipp saw {d}'s REGISTER"), Duration::from_secs(5), || s.registered_contact(d));
+        assert_eq!(contact, format!("{}:5060", internal(n)), "{d}'s binding at the registrar is gateway {n}");
+        contacts.push(contact);
     }
     let bindings = s.bindings();
-    assert!(bindings.iter().all(|(d, c)| (d == &dn(1) && c == &contacts[0]) || (d == &dn(2) && c == &contacts[1])), "each gateway registered only its own agent: {bindings:?}");
+    eprintln!("FIGURE scale-out: 4 DNs registered upstream by their own gateways {} ms after the agents started connecting: {bindings:?}", start.elapsed().as_millis());
+    assert!(
+        bindings.iter().all(|(d, c)| (1..=2).any(|n| dns(n).contains(d) && c == &format!("{}:5060", internal(n)))),
+        "each gateway registered only its own agents: {bindings:?}"
+    );
+    for n in 1..=2 {
+        s.gateway(n).wait_for_log("DN registered with the SIP server", Duration::from_secs(5));
+    }
 
     // The SIP server calls each DN where its registrar says it is.
-    for (n, contact) in (1..=2u8).zip(&contacts) {
-        let d = dn(n);
+    for (k, ((n, i), contact)) in agents_of.into_iter().zip(&contacts).enumerate() {
+        let d = &dns(n)[i];
+        let port = 5070 + k as u16;
         let call_start = Instant::now();
-        let sipp = s.call("inbound-agent-hangs-up.xml", &d, contact, 5070 + u16::from(n));
-        let peer = in_netns(&s.inet, || media_peer::BrowserPeer::spawn_at(rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile::Srtp_Aead_Aes_128_Gcm, SocketAddr::new(agent_addr(n).parse().unwrap(), 0)));
-        let ws = &mut agents[usize::from(n) - 1];
-        let answered = agent_client::answer_inbound(ws, &d, &peer).await;
+        let sipp = s.call("inbound-agent-hangs-up.xml", d, contact, port);
+        let peer = in_netns(&s.inet, || media_peer::BrowserPeer::spawn_at(rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile::Srtp_Aead_Aes_128_Gcm, SocketAddr::new(agent_addr(n, i).parse().unwrap(), 0)));
+        let ws = &mut agents[k];
+        let answered = agent_client::answer_inbound(ws, d, &peer).await;
         eprintln!("FIGURE scale-out: call for {d} answered on gateway {n} with DTLS-SRTP up {} ms after sipp sent it", call_start.elapsed().as_millis());
         agent_client::hang_up_inbound(ws, &answered).await;
-        let out = s.dir.join(format!("sipp-{d}-{}.out", 5070 + u16::from(n)));
+        let out = s.dir.join(format!("sipp-{d}-{port}.out"));
         passed(sipp, &out, &format!("inbound call for {d} via gateway {n}"), Duration::from_secs(20)).await;
     }
     for n in 1..=2u8 {
-        let records = common::eventually(&format!("gateway {n}'s call record"), Duration::from_secs(5), || Some(s.records(n)).filter(|r| !r.is_empty()));
-        assert_eq!(records.len(), 1, "gateway {n}: {records:?}");
-        let r = &records[0];
-        assert_eq!(r["dn"], dn(n).as_str(), "{r}");
-        assert_eq!(r["direction"], "inbound", "{r}");
-        assert!(r["answered_ms"].as_u64().is_some_and(|t| t > 0), "answered: {r}");
+        let records = common::eventually(&format!("gateway {n}'s call records"), Duration::from_secs(5), || Some(s.records(n)).filter(|r| r.len() >= 2));
+        assert_eq!(records.len(), 2, "gateway {n}: {records:?}");
+        let mut seen: Vec<&str> = records.iter().map(|r| r["dn"].as_str().unwrap()).collect();
+        seen.sort();
+        assert_eq!(seen, dns(n).iter().map(String::as_str).collect::<Vec<_>>(), "gateway {n} carried its own agents' calls");
+        for r in &records {
+            assert_eq!(r["direction"], "inbound", "{r}");
+            assert!(r["answered_ms"].as_u64().is_some_and(|t| t > 0), "answered: {r}");
+        }
     }
 
-    // Neither gateway holds the other's agents: the same call aimed at the wrong one gets 480.
+    // Neither gateway holds the other's agents: a call aimed at the wrong one gets 480.
     for n in 1..=2u8 {
-        let other_dn = dn(3 - n);
-        let sipp = s.call("invite-unregistered.xml", &other_dn, &format!("{}:5060", internal(n)), 5080 + u16::from(n));
-        let out = s.dir.join(format!("sipp-{other_dn}-{}.out", 5080 + u16::from(n)));
+        let other_dn = &dns(3 - n)[0];
+        let port = 5080 + u16::from(n);
+        let sipp = s.call("invite-unregistered.xml", other_dn, &format!("{}:5060", internal(n)), port);
+        let out = s.dir.join(format!("sipp-{other_dn}-{port}.out"));
         passed(sipp, &out, &format!("call for {other_dn} aimed at gateway {n}"), Duration::from_secs(20)).await;
     }
 }
