@@ -4,7 +4,8 @@
 // on the configuration `gatewayd system render` wrote; sipp in the internal namespace is the SIP
 // server's registrar. Chromium runs in the internet namespace and loads the softphone from the
 // public virtual address. Killing the active gatewayd (kill -9): the softphone reconnects on its
-// own and is registered on the standby within 10 s, and its echo call carries the tone.
+// own and is registered on the standby within 10 s, and its echo call carries the tone. The
+// active node's public link going down instead is a known failure for now (marked todo below).
 // Needs root, `ip netns`, nft, keepalived and sipp; skips with a message otherwise.
 
 import { after, before, describe, test } from 'node:test';
@@ -193,7 +194,10 @@ const active = (n) => {
   return holds(n, VIP_PUBLIC, 'pub0') && holds(n, VIP_INTERNAL, 'int0') && !holds(other, VIP_PUBLIC, 'pub0') && !holds(other, VIP_INTERNAL, 'int0');
 };
 
-describe('a JsSIP softphone through the failover of an HA pair', { skip: chromiumMissing() || gatewayMissing() || unavailable(), timeout: 180_000 }, () => {
+// One pair per failure: `fail(gateways)` breaks node a, `label` names it in figures; `todo`
+// says why a suite is known to fail (it runs, and its failure does not fail the run).
+function failoverSuite(title, label, fail, { todo = false } = {}) {
+describe(title, { skip: chromiumMissing() || gatewayMissing() || unavailable(), timeout: 180_000 }, () => {
   let tmp;
   const procs = [];
   const gateways = {};
@@ -248,7 +252,7 @@ describe('a JsSIP softphone through the failover of an HA pair', { skip: chromiu
     if (tmp) await rm(tmp, { recursive: true, force: true });
   });
 
-  test('kill -9 of the active gatewayd: registered on the standby within 10 s, and the echo call has audio', async () => {
+  test('registered on the standby within 10 s, and the echo call has audio', { todo }, async () => {
     const { context, page, seen } = await openPhone(browser, `https://${VIP_PUBLIC}`, '5001', 'pass5001', { query: '?raw-audio=1' });
     try {
       await waitForRegState(page, 'Registered', { timeout: 15_000 });
@@ -257,10 +261,9 @@ describe('a JsSIP softphone through the failover of an HA pair', { skip: chromiu
       const before = await registrations();
 
       const failed = Date.now();
-      gateways.a.proc.kill('SIGKILL');
-      await gateways.a.exited;
+      await fail(gateways);
       await waitFor(() => active('b'), { timeout: 3_000, interval: 20, what: 'the virtual addresses on b', describe: keepalivedLogs });
-      console.log(`FIGURE ha browser: virtual addresses on b ${Date.now() - failed} ms after the kill`);
+      console.log(`FIGURE ha browser ${label}: virtual addresses on b ${Date.now() - failed} ms after the failure`);
 
       // Registered again means registered on b: b's registrar lists the agent, and sipp saw the
       // new REGISTER b sent upstream.
@@ -271,14 +274,14 @@ describe('a JsSIP softphone through the failover of an HA pair', { skip: chromiu
       await waitFor(async () => (await onB()) && (await page.locator('#reg-state').textContent()).trim() === 'Registered',
         { timeout: 10_000 - (Date.now() - failed), what: 'the softphone registered on b', describe: async () => `${await page.locator('#reg-state').textContent()} / ${await page.locator('#reg-detail').textContent().catch(() => '')}` });
       const registered = Date.now() - failed;
-      console.log(`FIGURE ha browser: JsSIP registered on b ${registered} ms after the kill`);
+      console.log(`FIGURE ha browser ${label}: JsSIP registered on b ${registered} ms after the failure`);
       assert.ok(registered < 10_000);
       await waitFor(async () => (await registrations()) > before, { timeout: 10_000, what: "b's REGISTER for 5001 at sipp" });
 
       await page.click('#echo-test');
       await waitForCallState(page, 'In call', { timeout: 20_000, failOn: CALL_ENDED });
       const stats = await waitForAudio(page, { above: 0.05, minPackets: 50, timeout: 20_000, label: 'the echoed tone through b:' });
-      console.log(`FIGURE ha browser: echoed tone through b ${Date.now() - failed} ms after the kill (level ${stats.audioLevel.toFixed(2)})`);
+      console.log(`FIGURE ha browser ${label}: echoed tone through b ${Date.now() - failed} ms after the failure (level ${stats.audioLevel.toFixed(2)})`);
       assert.deepEqual(seen.pageErrors, []);
       await page.click('#hangup');
       await waitForCallState(page, CALL_ENDED, { timeout: 10_000 });
@@ -289,3 +292,16 @@ describe('a JsSIP softphone through the failover of an HA pair', { skip: chromiu
     }
   });
 });
+}
+
+failoverSuite('a JsSIP softphone through kill -9 of the active gatewayd', 'kill', async (gateways) => {
+  gateways.a.proc.kill('SIGKILL');
+  await gateways.a.exited;
+});
+
+// Known to fail: the old node neither closes the connection nor answers any more, and the
+// softphone sends nothing on an idle connection (no keepalive), so it stays "Registered" on a
+// dead socket until its next REGISTER refresh. See docs/ha.md.
+failoverSuite("a JsSIP softphone through the active node's public link going down", 'link', async () => {
+  sh(`ip -n ${NS.a} link set pub0 down`);
+}, { todo: 'the softphone has no keepalive: a connection to a node that vanished goes unnoticed while idle' });
