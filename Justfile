@@ -20,8 +20,8 @@ run-lab: build
     ./target/debug/gatewayd run --profile profiles/lab.toml
 
 # Every test: Rust unit and integration tests, then the browser tests.
-# The netns tests (firewall_*_netns, ha_netns: keepalived pair, shared bans) run here as root
-# and skip with a message otherwise.
+# The netns tests (firewall_*_netns, ha_netns: keepalived pair, shared bans; ha_scale_out_netns;
+# the browser's ha-netns) run here as root and skip with a message otherwise.
 test: build
     cargo test --workspace
     if [ -f package.json ]; then GATEWAYD_REQUIRE=1 npm run --silent test:browser; fi

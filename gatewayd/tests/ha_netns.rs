@@ -99,6 +99,7 @@ manage = true
 
 [observe]
 admin = "10.20.0.{me}:9090"
+cdr_file = "cdr.jsonl"
 "#
     )
 }
@@ -281,10 +282,11 @@ impl Pair {
 
     pub fn start_registrar(&mut self) {
         std::fs::write(self.dir.join("registrar.xml"), REGISTRAR).unwrap();
+        // In the foreground (no -bg): a daemonised sipp would outlive the test and its namespace.
         let child = Command::new("ip")
             .args(["netns", "exec", &self.internal, "sipp", "-sf"])
             .arg(self.dir.join("registrar.xml"))
-            .args(["-i", SIP_SERVER, "-p", "5060", "-bg", "-trace_msg", "-message_file"])
+            .args(["-i", SIP_SERVER, "-p", "5060", "-nostdin", "-trace_msg", "-message_file"])
             .arg(self.dir.join("registrar.log"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -321,6 +323,12 @@ impl Pair {
 
     pub fn keepalived_logs(&self) -> String {
         ['a', 'b'].iter().map(|n| format!("--- {n}\n{}", std::fs::read_to_string(self.dir.join(format!("{n}/keepalived.log"))).unwrap_or_default())).collect()
+    }
+
+    /// The call records `node` wrote (`observe.cdr_file`, next to its profile).
+    pub fn records(&self, node: char) -> Vec<serde_json::Value> {
+        let text = std::fs::read_to_string(self.dir.join(format!("{node}/cdr.jsonl"))).unwrap_or_default();
+        text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
     }
 
     pub fn state(&self, node: char) -> PathBuf {
@@ -405,8 +413,12 @@ async fn failover(tag: &str, fail: impl FnOnce(&mut Pair)) {
     let (mut ws, _) = reregister(&pair, &state_a, Duration::from_secs(10)).await;
     wait_registrations(&pair, 1, Duration::from_secs(5));
     let before = pair.registrations("5001");
+    // A call in progress on a when it fails; its media peer lives until the test ends.
+    let in_progress = in_netns(&pair.inet, || media_peer::BrowserPeer::spawn_at(rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile::Srtp_Aead_Aes_128_Gcm, SocketAddr::new(AGENT.parse().unwrap(), 0)));
+    agent_client::echo_call(&mut ws, "5001", "pass5001", &in_progress).await;
 
     let failed = Instant::now();
+    let failed_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
     fail(&mut pair);
     let takeover = pair.wait_active('b', Duration::from_secs(3));
     eprintln!("FIGURE ha {tag}: virtual addresses on b {} ms after the failure", takeover.as_millis());
@@ -421,12 +433,24 @@ async fn failover(tag: &str, fail: impl FnOnce(&mut Pair)) {
     eprintln!("FIGURE ha {tag}: sipp saw b's REGISTER {} ms after the failure", failed.elapsed().as_millis());
     echo_call(&pair, &mut ws).await;
     eprintln!("FIGURE ha {tag}: echo call through b with DTLS-SRTP up {} ms after the failure", failed.elapsed().as_millis());
-    // A node that is still running hands over: keepalived's notify ran `gatewayd ha standby`.
-    if let Some(gw) = pair.gw_a.as_mut() {
-        if gw.child.try_wait().unwrap().is_none() {
-            gw.wait_for_log("HA standby", Duration::from_secs(5));
-        }
+    // A node that is still running hands over: keepalived's notify ran `gatewayd ha standby`,
+    // which ended the call in progress with a record saying why. A killed node writes none.
+    let gw = pair.gw_a.as_mut().unwrap();
+    if gw.child.try_wait().unwrap().is_none() {
+        // keepalived also ran it when the node started as backup, with no call yet.
+        gw.wait_for_log("calls in progress ended calls=1", Duration::from_secs(5));
+        let records = common::eventually("a's call record", Duration::from_secs(5), || Some(pair.records('a')).filter(|r| !r.is_empty()));
+        assert_eq!(records.len(), 1, "{records:?}");
+        assert_eq!(records[0]["cause"], gatewayd::ha::FAILOVER_CAUSE, "{}", records[0]);
+        assert_eq!(records[0]["dn"], "5001");
+        let ended = records[0]["ended_ms"].as_u64().unwrap().saturating_sub(failed_ms);
+        eprintln!("FIGURE ha {tag}: a's call ended with cause {} {ended} ms after the failure", records[0]["cause"]);
+    } else {
+        assert!(pair.records('a').is_empty(), "a killed node wrote a record: {:?}", pair.records('a'));
     }
+    // b's own call ended normally: only the node that lost the addresses says ha-failover.
+    let b = common::eventually("b's call record", Duration::from_secs(5), || Some(pair.records('b')).filter(|r| !r.is_empty()));
+    assert!(b.iter().all(|r| r["cause"] != gatewayd::ha::FAILOVER_CAUSE), "{b:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

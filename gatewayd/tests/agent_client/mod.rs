@@ -138,3 +138,77 @@ pub async fn hang_up(ws: &mut Ws, dn: &str, to: &str) {
     assert_eq!(final_response(ws).await.status_code.code(), 200);
 }
 
+
+/// The next SIP request the gateway sends, as text, skipping anything else.
+pub async fn request_text(ws: &mut Ws, method: &str) -> String {
+    loop {
+        let msg = tokio::time::timeout(DEADLINE, ws.next()).await.expect("a frame within the deadline").expect("socket open").unwrap();
+        if let Message::Text(t) = msg {
+            if t.starts_with(&format!("{method} ")) {
+                return t.to_string();
+            }
+        }
+    }
+}
+
+/// The values of header `name` in a message's head, in order (case-insensitive name).
+pub fn header_values(text: &str, name: &str) -> Vec<String> {
+    let head = text.split("\r\n\r\n").next().unwrap_or_default();
+    head.lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .filter(|(n, _)| n.trim().eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.trim().to_owned())
+        .collect()
+}
+
+/// An inbound call the agent answered: what its BYE needs.
+pub struct Answered {
+    pub call_id: String,
+    /// The gateway's From (with its tag): the BYE's To.
+    pub remote: String,
+    /// The INVITE's To with the agent's tag: the BYE's From.
+    pub local: String,
+    /// The gateway's Contact URI: the BYE's Request-URI.
+    pub target: String,
+}
+
+/// Waits for the gateway's INVITE to `dn`, answers it with `peer`'s answer to its offer and waits
+/// for the ACK and DTLS-SRTP, as a softphone with auto-answer does.
+pub async fn answer_inbound(ws: &mut Ws, dn: &str, peer: &BrowserPeer) -> Answered {
+    let invite = request_text(ws, "INVITE").await;
+    let one = |n: &str| header_values(&invite, n).into_iter().next().unwrap_or_else(|| panic!("INVITE without {n}:\n{invite}"));
+    let offer = invite.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    assert!(offer.contains("m=audio"), "INVITE without an offer:\n{invite}");
+    let answer = tokio::task::block_in_place(|| peer.answer(&offer));
+    let local = format!("{};tag=a{dn}", one("To"));
+    let vias: String = header_values(&invite, "Via").iter().map(|v| format!("Via: {v}\r\n")).collect();
+    let ok = format!(
+        "SIP/2.0 200 OK\r\n{vias}From: {}\r\nTo: {local}\r\nCall-ID: {}\r\nCSeq: {}\r\nContact: <sip:x{dn}@client.invalid;transport=ws>\r\n\
+         User-Agent: {USER_AGENT}\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{answer}",
+        one("From"),
+        one("Call-ID"),
+        one("CSeq"),
+        answer.len()
+    );
+    ws.send(Message::text(ok)).await.unwrap();
+    request_text(ws, "ACK").await;
+    tokio::task::block_in_place(|| {
+        assert!(peer.wait_connected(DEADLINE), "DTLS-SRTP up with the gateway");
+        peer.stream(Some(0));
+    });
+    let contact = one("Contact");
+    let target = contact.trim_start_matches('<').split('>').next().unwrap_or_default().to_owned();
+    Answered { call_id: one("Call-ID"), remote: one("From"), local, target }
+}
+
+/// The agent hangs up an answered inbound call: BYE, and its 200.
+pub async fn hang_up_inbound(ws: &mut Ws, call: &Answered) {
+    let bye = format!(
+        "BYE {} SIP/2.0\r\nVia: SIP/2.0/WSS client.invalid;branch=z9hG4bKbye{}\r\nMax-Forwards: 70\r\nFrom: {}\r\nTo: {}\r\nCall-ID: {}\r\n\
+         CSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n",
+        call.target, call.call_id.chars().filter(char::is_ascii_alphanumeric).collect::<String>(), call.local, call.remote, call.call_id
+    );
+    ws.send(Message::text(bye)).await.unwrap();
+    assert_eq!(final_response(ws).await.status_code.code(), 200);
+}
