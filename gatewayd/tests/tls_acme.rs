@@ -1,7 +1,8 @@
 //! ACME against a real CA: Debian's Pebble (Let's Encrypt's test CA) with pebble-challtestsrv
 //! as its DNS (every name resolves to 127.0.0.1), validating http-01 against the gateway's own
 //! HTTP listener. The gateway starts on a self-signed stand-in, obtains a certificate that
-//! chains to Pebble's root, serves it on new handshakes and renews it before it runs out.
+//! chains to Pebble's root, serves it on new handshakes and renews it before it runs out;
+//! with TLS-ALPN-01 too, and with the CA gone at renewal time (the old certificate stays).
 //! Loopback only; the CA processes end with the test.
 
 mod common;
@@ -124,12 +125,12 @@ fn served_leaf(port: u16, name: &str, roots: &[u8]) -> Result<Vec<u8>, String> {
     Ok(conn.peer_certificates().and_then(|c| c.first()).map(|c| c.as_ref().to_vec()).unwrap_or_default())
 }
 
-fn acme_profile(dir: &Path, directory: &str) -> (std::path::PathBuf, u16, u16, u16) {
+fn acme_profile(dir: &Path, directory: &str, challenge: &str) -> (std::path::PathBuf, u16, u16, u16) {
     let (text, ports) = lab_profile_free_ports();
     let text = text.replace(
         "[tls]\nsource = \"self-signed\"\nnames = [\"127.0.0.1\", \"localhost\"]",
         &format!(
-            "[tls]\nsource = \"acme\"\n\n[tls.acme]\ndirectory = \"{directory}\"\ncontact = \"mailto:noc@gw.test\"\ndomains = [\"gw.test\"]\nchallenge = \"http-01\"\ndirectory_ca = \"ca.pem\"\n"
+            "[tls]\nsource = \"acme\"\n\n[tls.acme]\ndirectory = \"{directory}\"\ncontact = \"mailto:noc@gw.test\"\ndomains = [\"gw.test\"]\nchallenge = \"{challenge}\"\ndirectory_ca = \"ca.pem\"\n"
         ),
     );
     assert!(text.contains("source = \"acme\""), "the lab profile's [tls] table moved");
@@ -142,34 +143,72 @@ fn health(admin: u16) -> serde_json::Value {
     serde_json::from_str(&common::http_get(admin, "/health").unwrap_or_default()).unwrap_or_default()
 }
 
-#[test]
-fn http01_issues_from_pebble_and_renews_before_expiry() {
-    if !Path::new(PEBBLE).exists() {
-        panic!("{PEBBLE} is missing: run scripts/setup (Debian package pebble)");
-    }
+/// A gateway on the lab profile with ACME from a fresh Pebble issuing `validity_s` certificates,
+/// once its first certificate is served.
+struct Issued {
+    gw: Gateway,
+    ca: Option<Ca>,
+    https: u16,
+    admin: u16,
+    root: Vec<u8>,
+    first: Vec<u8>,
+    state: std::path::PathBuf,
+    _dir: TempDir,
+}
+
+fn issue(challenge: &str, validity_s: u64) -> Issued {
+    assert!(Path::new(PEBBLE).exists(), "{PEBBLE} is missing: run scripts/setup (Debian package pebble)");
     let dir = TempDir::new("acme");
     let listen = free_port();
-    let (profile, https, http, admin) = acme_profile(dir.path(), &format!("https://127.0.0.1:{listen}/dir"));
-    // A minute of validity: renewal is due 40 s into it.
-    let ca = start_pebble(dir.path(), listen, http, https, 60);
+    let (profile, https, http, admin) = acme_profile(dir.path(), &format!("https://127.0.0.1:{listen}/dir"), challenge);
+    let ca = start_pebble(dir.path(), listen, http, https, validity_s);
     let state = dir.path().join("state");
     let mut gw = Gateway::start(&profile, &state, &[]);
     gw.wait_for_log("gatewayd ready", Duration::from_secs(30));
-
+    let stand_in = health(admin);
     let root = pebble_root(dir.path(), ca.management);
     gw.wait_for_log("ACME: certificate issued and installed", Duration::from_secs(60));
     let first = eventually("the HTTPS listener serves a certificate from Pebble", Duration::from_secs(10), || served_leaf(https, "gw.test", &root).ok());
-    let h = health(admin);
+    // Before the CA answered (or right after), /health told the stand-in apart.
+    assert!(stand_in["acme"].is_object(), "{stand_in}");
+    Issued { gw, ca: Some(ca), https, admin, root, first, state, _dir: dir }
+}
+
+#[test]
+fn http01_issues_from_pebble_and_renews_before_expiry() {
+    // A minute of validity: renewal is due 40 s into it.
+    let mut t = issue("http-01", 60);
+    let h = health(t.admin);
     assert_eq!(h["acme"]["stand_in"], false, "{h}");
     assert_eq!(h["acme"]["certificates_issued"], 1, "{h}");
-    let account = std::fs::metadata(state.join("acme/account.json")).expect("the account is kept");
+    let account = std::fs::metadata(t.state.join("acme/account.json")).expect("the account is kept");
     assert_eq!(std::os::unix::fs::PermissionsExt::mode(&account.permissions()) & 0o077, 0, "the account key is owner-only");
-    let metrics = common::http_get(admin, "/metrics").unwrap_or_default();
+    let metrics = common::http_get(t.admin, "/metrics").unwrap_or_default();
     assert!(metrics.contains("acme_certificates_issued_total 1"), "{metrics}");
 
     // Renewal two thirds into the minute; new handshakes get the new certificate.
-    let deadline = Duration::from_secs(90);
-    let renewed = eventually("a renewed certificate is served", deadline, || served_leaf(https, "gw.test", &root).ok().filter(|leaf| *leaf != first));
+    let renewed = eventually("a renewed certificate is served", Duration::from_secs(90), || served_leaf(t.https, "gw.test", &t.root).ok().filter(|leaf| *leaf != t.first));
     assert!(!renewed.is_empty());
-    assert_eq!(health(admin)["acme"]["certificates_issued"], 2);
+    assert_eq!(health(t.admin)["acme"]["certificates_issued"], 2);
+    t.gw.wait_for_log("web: the certificate changed; rereading it", Duration::from_secs(1));
+}
+
+#[test]
+fn tls_alpn01_issues_and_a_ca_down_at_renewal_keeps_the_old_certificate() {
+    let mut t = issue("tls-alpn-01", 60);
+    assert!(!t.state.join("acme/tls-alpn-01/gw.test.pem").exists(), "the validation certificate is removed after the order");
+    // The CA goes away before renewal is due.
+    drop(t.ca.take());
+    let failed = eventually("the renewal attempt fails and is counted", Duration::from_secs(90), || {
+        let h = health(t.admin);
+        (h["acme"]["orders_failed"].as_u64().unwrap_or(0) >= 1).then_some(h)
+    });
+    assert!(failed["acme"]["last_error"].as_str().is_some_and(|e| !e.is_empty()), "{failed}");
+    assert_eq!(failed["acme"]["stand_in"], false, "{failed}");
+    // Still the CA's certificate on new handshakes, and a retry is planned, not spun.
+    assert_eq!(served_leaf(t.https, "gw.test", &t.root).expect("still served and still valid"), t.first);
+    let line = t.gw.wait_for_log("ACME: no certificate this time", Duration::from_secs(1));
+    assert!(line.contains("retry_in_s="), "{line}");
+    let metrics = common::http_get(t.admin, "/metrics").unwrap_or_default();
+    assert!(metrics.contains("acme_orders_failed_total 1") || metrics.contains("acme_orders_failed_total 2"), "{metrics}");
 }

@@ -53,7 +53,7 @@ pub struct Acme {
     /// The names the certificate is for; they must resolve to this gateway's public side.
     pub domains: Vec<String>,
     /// How the CA checks that the names are ours: `http-01` answers on a `web.http_redirect`
-    /// listener (port 80 for a public CA).
+    /// listener (port 80 for a public CA), `tls-alpn-01` on the HTTPS listener (port 443).
     #[serde(default)]
     pub challenge: AcmeChallenge,
     /// A PEM CA certificate trusted for the ACME directory's own HTTPS (a private CA, or
@@ -70,6 +70,10 @@ pub enum AcmeChallenge {
     #[default]
     #[serde(rename = "http-01")]
     Http01,
+    /// A validation certificate on the HTTPS listener (RFC 8737; port 443 for a public CA),
+    /// for sites where port 80 stays closed.
+    #[serde(rename = "tls-alpn-01")]
+    TlsAlpn01,
 }
 
 fn default_acme_directory() -> String {

@@ -1,7 +1,8 @@
 //! The ACME client (RFC 8555, through instant-acme) for `tls.source = "acme"`: keeps an account
 //! in the state directory, orders a certificate for `tls.acme.domains` when `renewal` says it
 //! is due, answers http-01 by leaving key authorizations where the HTTP redirect listener
-//! serves them, and installs the result as `<state>/acme/web.{crt,key}`. The web side (and
+//! serves them (or TLS-ALPN-01 by leaving validation certificates for the HTTPS listener,
+//! `alpn_challenge`), and installs the result as `<state>/acme/web.{crt,key}`. The web side (and
 //! TURN over TLS, which follows it) then rereads the certificate: new handshakes get it, open
 //! connections and calls keep theirs.
 //!
@@ -16,8 +17,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use instant_acme::{Account, AccountCredentials, AuthorizationStatus, ChallengeType, Identifier, NewAccount, NewOrder, OrderStatus, RetryPolicy};
 use tokio::sync::watch;
 
+use super::alpn_challenge::{validation_certificate, TLS_ALPN01_DIR};
 use super::renewal::{self, Validity};
-use crate::profile::{Acme, LoadedProfile, TlsSource};
+use crate::profile::{Acme, AcmeChallenge, LoadedProfile, TlsSource};
 
 /// Where the ACME state lives, under the state directory.
 pub const DIR: &str = "acme";
@@ -114,7 +116,9 @@ pub async fn run(mut profile: watch::Receiver<Arc<LoadedProfile>>, state_dir: Pa
 /// Orders, validates and installs one certificate.
 async fn obtain(acme: &Acme, loaded: &LoadedProfile, state_dir: &Path) -> Result<Validity, AcmeError> {
     let dir = state_dir.join(DIR);
-    std::fs::create_dir_all(dir.join("http-01")).map_err(|source| AcmeError::State { path: dir.display().to_string(), source })?;
+    for sub in [HTTP01_DIR, TLS_ALPN01_DIR] {
+        std::fs::create_dir_all(state_dir.join(sub)).map_err(|source| AcmeError::State { path: state_dir.join(sub).display().to_string(), source })?;
+    }
     let account = account(acme, loaded, &dir).await?;
     let identifiers: Vec<Identifier> = acme.domains.iter().map(|d| Identifier::Dns(d.clone())).collect();
     let mut order = account.new_order(&NewOrder::new(&identifiers)).await?;
@@ -126,12 +130,23 @@ async fn obtain(acme: &Acme, loaded: &LoadedProfile, state_dir: &Path) -> Result
             match authz.status {
                 AuthorizationStatus::Valid => continue,
                 AuthorizationStatus::Pending => {}
-                other => return Err(AcmeError::Authorization(format!("{:?}", authz.identifier()), other)),
+                other => return Err(AcmeError::Authorization(authz.identifier().to_string(), other)),
             }
-            let name = format!("{}", authz.identifier());
-            let mut challenge = authz.challenge(ChallengeType::Http01).ok_or(AcmeError::NoChallenge("http-01", name))?;
-            let path = state_dir.join(HTTP01_DIR).join(&challenge.token);
-            std::fs::write(&path, challenge.key_authorization().as_str()).map_err(|source| AcmeError::State { path: path.display().to_string(), source })?;
+            let name = authz.identifier().to_string();
+            let (kind, label) = match acme.challenge {
+                AcmeChallenge::Http01 => (ChallengeType::Http01, "http-01"),
+                AcmeChallenge::TlsAlpn01 => (ChallengeType::TlsAlpn01, "tls-alpn-01"),
+            };
+            let mut challenge = authz.challenge(kind).ok_or(AcmeError::NoChallenge(label, name.clone()))?;
+            let key_authorization = challenge.key_authorization();
+            let (path, content) = match acme.challenge {
+                AcmeChallenge::Http01 => (state_dir.join(HTTP01_DIR).join(&challenge.token), key_authorization.as_str().as_bytes().to_vec()),
+                AcmeChallenge::TlsAlpn01 => {
+                    let pem = validation_certificate(&name, key_authorization.digest().as_ref()).map_err(|e| AcmeError::State { path: name.clone(), source: std::io::Error::other(e) })?;
+                    (state_dir.join(TLS_ALPN01_DIR).join(format!("{name}.pem")), pem.into_bytes())
+                }
+            };
+            crate::system::write_private_file(&path, &content).map_err(|source| AcmeError::State { path: path.display().to_string(), source })?;
             tokens.push(path);
             challenge.set_ready().await?;
         }

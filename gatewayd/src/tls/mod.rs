@@ -3,7 +3,8 @@
 //! public certificate. Only `acme` opens connections (to the CA); nothing here serves.
 
 pub mod acme;
+pub mod alpn_challenge;
 mod material;
 pub mod renewal;
 
-pub use material::{check_pair, load_or_create_self_signed, server_config, CertifiedPem, PairError};
+pub use material::{check_pair, load_or_create_self_signed, server_config, server_config_answering_tls_alpn, CertifiedPem, PairError};

@@ -175,6 +175,10 @@ async fn serve_https(tcp: TcpStream, peer: SocketAddr, local: SocketAddr, shared
             return;
         }
     };
+    if tls.get_ref().1.alpn_protocol() == Some(crate::tls::alpn_challenge::ACME_TLS_ALPN) {
+        // A CA's TLS-ALPN-01 validation: the handshake was all it wanted (RFC 8737 section 3).
+        return;
+    }
     let over_limit = slot.count > limit;
     if over_limit {
         shared.fail(peer.ip(), FailureKind::RateLimited, format!("{} connections open from this source", slot.count));

@@ -58,7 +58,9 @@ impl Settings {
     pub fn from_profile(loaded: &LoadedProfile, state_dir: &Path) -> Result<Settings, SettingsError> {
         let p = &loaded.profile;
         let pem = certificate(loaded, state_dir)?;
-        let tls = tls::server_config(&pem, ALPN).map_err(|e| SettingsError::Pair { key: e.key(), source: e })?;
+        let answers_tls_alpn = p.tls.source == crate::profile::TlsSource::Acme && p.tls.acme.as_ref().is_some_and(|a| a.challenge == crate::profile::AcmeChallenge::TlsAlpn01);
+        let tls = if answers_tls_alpn { tls::server_config_answering_tls_alpn(&pem, ALPN, state_dir) } else { tls::server_config(&pem, ALPN) };
+        let tls = tls.map_err(|e| SettingsError::Pair { key: e.key(), source: e })?;
         let certificate_sha256 = leaf_sha256(&pem);
         let certificate_not_after = leaf_not_after(&pem);
         let turn_credentials = TurnCredentials::from_profile(loaded);
