@@ -31,5 +31,5 @@ pub use api::{CallMedia, EchoCall, EngineStatus, MediaEngine, MediaEvent, Side};
 pub use config::{AudioCodec, DtlsIdentity, MediaConfig, PublicAddr};
 pub use error::MediaError;
 pub use sdp_plain::Direction;
-pub use tap::{RtcpSeen, RtcpTap, TAP_QUEUE};
+pub use tap::{RtcpSeen, RtcpTap};
 pub use stats::{mos, mos_with, CallStats, ForwardingLatency, Impairment, LegStats, G711, OPUS};

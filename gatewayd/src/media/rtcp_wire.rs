@@ -109,10 +109,10 @@ mod tests {
         assert_eq!(u32::from_be_bytes(out[4..8].try_into().unwrap()), 9);
         assert_eq!(out[12], 12, "fraction lost");
         assert_eq!(&out[13..16], &[0, 0, 3], "cumulative lost");
-        // SDES: header, SSRC, CNAME item "abc", the end octet: 12 bytes, padded to 12.
-        assert_eq!(&out[32..36], &[0x81, 202, 0, 2]);
-        assert_eq!(&out[40..45], &[1, 3, b'a', b'b', b'c']);
-        assert_eq!(out.len(), 44);
+        // SDES: header, SSRC, CNAME item "abc" and the end octet padded to a word: 16 bytes.
+        assert_eq!(&out[32..36], &[0x81, 202, 0, 3]);
+        assert_eq!(&out[40..48], &[1, 3, b'a', b'b', b'c', 0, 0, 0]);
+        assert_eq!(out.len(), 48);
         assert_eq!(super::super::rtcp::parse(&out, 77).about_us, Some((0x1234, 0x10000)));
         let mut b = Vec::new();
         assert!(append(&mut b, &Rtcp::Goodbye(Goodbye { reports: ReportList::from(Ssrc::from(9)) })));

@@ -40,7 +40,9 @@ pub fn rtcp_json(compound: &[u8]) -> Option<Vec<u8>> {
         }
         let p = &h[..len];
         let (count, kind) = (p[0] & 0x1f, p[1]);
-        first_type.get_or_insert(kind);
+        if first_type.is_none() {
+            first_type = Some(kind);
+        }
         let word = |at: usize| p.get(at..at + 4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
         match kind {
             SR | RR if report.is_none() => {
