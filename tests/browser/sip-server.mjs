@@ -101,11 +101,14 @@ export function decodeTelephoneEvent(payload) {
  * `-key rtp_port`). It counts the RTP it receives by payload type (audio PCMU/PCMA apart from
  * RFC 4733 events on `telephoneEvent`), collects the DTMF digits, and, like a symmetric-RTP
  * server, sends a steady 400 Hz PCMU tone back to where the gateway's RTP comes from while
- * `sending` is on.
+ * `sending` is on. With `rtcp`, it also sends a receiver report (with an SDES CNAME) about the
+ * gateway's stream every second to the gateway's RTCP port (its RTP port + 1), as a server
+ * without rtcp-mux does; `reportsSent` counts them.
  */
 export class RtpPeer {
-  static async start({ telephoneEvent = 101, basePort = 35000 } = {}) {
+  static async start({ telephoneEvent = 101, basePort = 35000, rtcp = false } = {}) {
     const peer = new RtpPeer(telephoneEvent);
+    peer.rtcp = rtcp;
     // A port of its own outside the gateway's media ranges (the ephemeral range overlaps them).
     for (let port = basePort; ; port += 2) {
       if (port > basePort + 200) throw new Error(`no free UDP port from ${basePort}`);
@@ -137,6 +140,10 @@ export class RtpPeer {
     this.seq = randomBytes(2).readUInt16BE();
     this.ts = randomBytes(4).readUInt32BE();
     this.ssrc = randomBytes(4).readUInt32BE();
+    this.rtcp = false;
+    this.reportsSent = 0;
+    this.gatewaySsrc = 0;
+    this.highestSeq = 0;
   }
 
   attach(sock, port) {
@@ -150,6 +157,8 @@ export class RtpPeer {
     if (msg.length < 12 || msg[0] >> 6 !== 2) return;
     if (msg[1] >= 192 && msg[1] <= 223) return; // RTCP multiplexed on the RTP port
     this.remote = { address: rinfo.address, port: rinfo.port };
+    this.gatewaySsrc = msg.readUInt32BE(8);
+    this.highestSeq = msg.readUInt16BE(2);
     const pt = msg[1] & 0x7f;
     this.byPt[pt] = (this.byPt[pt] || 0) + 1;
     const cc = msg[0] & 0x0f;
@@ -200,7 +209,32 @@ export class RtpPeer {
     this.sock.send(pkt, this.remote.port, this.remote.address);
   }
 
+  /** RR about the gateway's stream, then SDES with a CNAME: one compound packet (RFC 3550). */
+  sendReport() {
+    const rr = Buffer.alloc(8 + 24);
+    rr[0] = 0x81;
+    rr[1] = 201;
+    rr.writeUInt16BE(rr.length / 4 - 1, 2);
+    rr.writeUInt32BE(this.ssrc, 4);
+    rr.writeUInt32BE(this.gatewaySsrc, 8);
+    rr.writeUInt32BE(this.highestSeq, 16);
+    rr.writeUInt32BE(12, 20); // interarrival jitter
+    const cname = Buffer.from('rtp-peer');
+    const sdes = Buffer.alloc(Math.ceil((8 + 2 + cname.length + 1) / 4) * 4);
+    sdes[0] = 0x81;
+    sdes[1] = 202;
+    sdes.writeUInt16BE(sdes.length / 4 - 1, 2);
+    sdes.writeUInt32BE(this.ssrc, 4);
+    sdes[8] = 1;
+    sdes[9] = cname.length;
+    cname.copy(sdes, 10);
+    this.sock.send(Buffer.concat([rr, sdes]), this.remote.port + 1, this.remote.address);
+    this.reportsSent += 1;
+  }
+
   tick() {
+    this.ticks = (this.ticks || 0) + 1;
+    if (this.rtcp && this.remote && this.ticks % 50 === 0) this.sendReport();
     if (!this.sending || !this.remote) return;
     if (this.digit) {
       this.tickDigit();

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::build;
 use super::control::{Call, CallControl, Direction, Leg, Side};
-use super::media_port::{CallRef, MediaControl};
+use super::media_port::{CallRef, MediaControl, RtcpSeen};
 
 /// A call: who, which way, since when, and its media figures (so far, or final in a record).
 #[derive(Debug, Clone, Serialize)]
@@ -157,6 +157,27 @@ impl<M: MediaControl> CallControl<M> {
             }
             Some(context)
         })
+    }
+
+    /// The RTCP the media bridge copied since the last look, each with the Call-ID of the leg
+    /// it crossed (the agent's for the browser leg, the SIP server's for the internal one) and
+    /// its call's capture ties; and how many copies the bridge dropped.
+    pub fn take_rtcp(&mut self) -> (Vec<(String, CaptureContext, RtcpSeen)>, u64) {
+        let (seen, dropped) = self.media.take_rtcp();
+        let tied = seen
+            .into_iter()
+            .filter_map(|(call, s)| {
+                let c = self.calls.get(&call)?;
+                let (agent, upstream) = (c.call_id(Side::Agent), c.call_id(Side::Upstream));
+                let own = match s.side {
+                    crate::media::Side::Browser => agent.clone().or(upstream.clone()),
+                    crate::media::Side::Internal => upstream.clone().or(agent.clone()),
+                }?;
+                let context = context_of(c, &own, agent, upstream);
+                Some((own, context, s))
+            })
+            .collect();
+        (tied, dropped)
     }
 
     /// Keeps an ending call's capture ties for the messages that follow its end.

@@ -136,6 +136,7 @@ pub async fn run<M: MediaControl>(task: CallTask<M>) {
             _ = media_check.tick() => {
                 state.calls.check_media(Instant::now(), wall_ms(), &mut state.rng);
                 state.flush_calls();
+                state.capture_rtcp();
             }
             Some(query) = queries.recv() => match query {
                 AdminQuery::Calls(reply) => {
@@ -419,6 +420,23 @@ impl<M: MediaControl> Driver<M> {
         if let Some(c) = self.capture_selection(bytes, Some((conn, from_agent))) {
             let (src, dst) = if from_agent { (peer, local) } else { (local, peer) };
             self.hep.sip(&c, src, dst, IpProto::Tcp, bytes, SystemTime::now());
+        }
+    }
+
+    /// The RTCP the media bridge copied since the last tick, captured for the calls selected
+    /// now; and the bridge told whether to go on copying.
+    fn capture_rtcp(&mut self) {
+        let on = self.hep.active();
+        self.calls.media.tap_rtcp(on);
+        let (seen, dropped) = self.calls.take_rtcp();
+        if dropped > 0 {
+            self.hep.count_queue_full(dropped);
+        }
+        for (call_id, c, s) in seen {
+            let ctx = hep::Context { call_id: &call_id, correlation: Some(&c.correlation), other_call_id: c.other_call_id.as_deref(), dn: Some(&c.dn) };
+            if let Some(selected) = self.hep.select(&ctx) {
+                self.hep.rtcp(&selected, s.src, s.dst, &s.data, s.at);
+            }
         }
     }
 

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::media_port::{CallRef, MediaControl, MediaFailure};
-use crate::media::{AudioCodec, CallMedia, CallStats, DtlsIdentity, EchoCall, LegStats, MediaConfig, MediaEngine, MediaError, MediaEvent, PublicAddr, Side};
+use crate::media::{AudioCodec, CallMedia, CallStats, DtlsIdentity, EchoCall, LegStats, MediaConfig, MediaEngine, MediaError, MediaEvent, PublicAddr, RtcpSeen, RtcpTap, Side};
 use crate::profile::{AgentCodec, Codec, LoadedProfile};
 
 /// The bridge's settings from the profile; the DTLS identity lives in the state directory so
@@ -60,11 +60,13 @@ enum Handle {
 pub struct BridgeMedia {
     engine: Arc<MediaEngine>,
     calls: HashMap<CallRef, Handle>,
+    tap: Arc<RtcpTap>,
 }
 
 impl BridgeMedia {
     pub fn new(engine: Arc<MediaEngine>) -> Self {
-        BridgeMedia { engine, calls: HashMap::new() }
+        let tap = engine.rtcp_tap();
+        BridgeMedia { engine, calls: HashMap::new(), tap }
     }
 
     fn bridge(&self, call: CallRef) -> Result<&CallMedia, MediaFailure> {
@@ -122,6 +124,31 @@ impl MediaControl for BridgeMedia {
 
     fn internal_accept(&mut self, call: CallRef, answer: &str) -> Result<(), MediaFailure> {
         wait(self.bridge(call)?.internal_accept_answer(answer)).map_err(failure)
+    }
+
+    fn tap_rtcp(&mut self, on: bool) {
+        self.tap.set_on(on);
+    }
+
+    fn take_rtcp(&mut self) -> (Vec<(CallRef, RtcpSeen)>, u64) {
+        let dropped = self.tap.take_dropped();
+        let seen = self.tap.drain();
+        if seen.is_empty() {
+            return (Vec::new(), dropped);
+        }
+        let by_media: HashMap<u64, CallRef> = self
+            .calls
+            .iter()
+            .map(|(call, h)| {
+                let id = match h {
+                    Handle::Bridge(m) => m.id(),
+                    Handle::Echo(e) => e.id(),
+                };
+                (id, *call)
+            })
+            .collect();
+        // Copies of a call already closed have nobody to be tied to: left out.
+        (seen.into_iter().filter_map(|s| by_media.get(&s.call).map(|c| (*c, s))).collect(), dropped)
     }
 
     fn poll_dead(&mut self) -> Vec<(CallRef, String)> {

@@ -3,6 +3,8 @@
 
 use serde::Serialize;
 
+pub use crate::media::RtcpSeen;
+
 /// A call as call control numbers it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub struct CallRef(pub u64);
@@ -39,6 +41,12 @@ pub trait MediaControl {
     }
     /// Releases the call's media; returns its quality figures for the call record.
     fn close(&mut self, call: CallRef) -> Option<serde_json::Value>;
+    /// Switches copies of the calls' RTCP on (HEP capture wants them) or off.
+    fn tap_rtcp(&mut self, _on: bool) {}
+    /// The RTCP copied since the last look, by call, and how many copies were dropped.
+    fn take_rtcp(&mut self) -> (Vec<(CallRef, RtcpSeen)>, u64) {
+        (Vec::new(), 0)
+    }
     /// Calls whose media is dead (the browser leg failed or went silent), with why. Polled
     /// about once a second; call control ends them.
     fn poll_dead(&mut self) -> Vec<(CallRef, String)> {

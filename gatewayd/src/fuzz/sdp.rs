@@ -38,7 +38,7 @@ fn cert() -> DtlsCert {
 }
 
 fn core(now: Instant) -> CallCore {
-    let browser = BrowserSetup { candidates: vec![CANDIDATE.parse().expect("address")], cert: cert(), ice: IceCreds::new(), telephone_event: true };
+    let browser = BrowserSetup { candidates: vec![CANDIDATE.parse().expect("address")], cert: cert(), ice: IceCreds::new(), telephone_event: true, capture_rtcp: false };
     let internal = InternalSetup { local: LOCAL.parse().expect("address"), telephone_event: true, ssrc: 0x1234_5678, origin_id: 42 };
     let seeds = Seeds { browser_seq: 1, browser_ts: 2, internal_seq: 3, internal_ts: 4 };
     CallCore::new(now, browser, Some(internal), CODECS.to_vec(), CODECS.to_vec(), Duration::from_secs(30), seeds)

@@ -13,6 +13,7 @@ use super::driver::{waker, Command, Created, Op, OpResult, Worker};
 use super::error::MediaError;
 use super::sdp_plain::Direction;
 use super::stats::{CallStats, ForwardingLatency};
+use super::tap::RtcpTap;
 
 pub use super::call::{MediaEvent, Side};
 pub use super::driver::EngineStatus;
@@ -40,6 +41,7 @@ impl Link {
 pub struct MediaEngine {
     link: Arc<Link>,
     fingerprint: String,
+    tap: Arc<RtcpTap>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -52,9 +54,16 @@ impl MediaEngine {
         let poll = Poll::new()?;
         let waker = waker(&poll)?;
         let (tx, rx) = sync_channel(COMMAND_QUEUE);
-        let worker = Worker::new(cfg, identity, poll, rx)?;
+        let tap = Arc::new(RtcpTap::default());
+        let worker = Worker::new(cfg, identity, poll, rx, tap.clone())?;
         let thread = std::thread::Builder::new().name("media".into()).spawn(move || worker.run())?;
-        Ok(MediaEngine { link: Arc::new(Link { tx, waker }), fingerprint, thread: Some(thread) })
+        Ok(MediaEngine { link: Arc::new(Link { tx, waker }), fingerprint, tap, thread: Some(thread) })
+    }
+
+    /// Copies of the RTCP of every call, both legs and both ways, while switched on. A browser
+    /// leg started while the tap is off is not copied (see `BrowserSetup::capture_rtcp`).
+    pub fn rtcp_tap(&self) -> Arc<RtcpTap> {
+        self.tap.clone()
     }
 
     /// "sha-256 AA:BB:..." of the DTLS certificate every browser leg presents.
@@ -123,6 +132,11 @@ pub struct CallMedia {
 }
 
 impl CallMedia {
+    /// The number the RTCP tap gives this call's copies.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
     async fn op(&self, op: Op) -> Result<OpResult, MediaError> {
         let (reply, rx) = oneshot::channel();
         self.link.send(Command::Op { id: self.id, op, reply })?;
@@ -200,6 +214,10 @@ impl Drop for CallMedia {
 pub struct EchoCall(CallMedia);
 
 impl EchoCall {
+    pub fn id(&self) -> u64 {
+        self.0.id
+    }
+
     pub async fn browser_answer(&self, offer: &str) -> Result<String, MediaError> {
         self.0.browser_answer(offer).await
     }

@@ -11,11 +11,12 @@ use str0m::config::DtlsCert;
 use str0m::format::{Codec, FormatParams};
 use str0m::media::{Direction as RtcDirection, Frequency, MediaKind, Mid, Pt};
 use str0m::net::{Protocol, Receive};
-use str0m::rtp::{RtpWrite, SeqNo};
+use str0m::rtp::{RawPacket, RtpWrite, SeqNo};
 use str0m::{Candidate, Event, IceConnectionState, IceCreds, Input, Output, Rtc};
 
 use super::config::AudioCodec;
 use super::error::MediaError;
+use super::rtcp_wire;
 use super::sdp_plain::{Direction, Payload};
 
 /// A datagram for the driver to send from the public socket whose advertised address is `source`.
@@ -41,6 +42,18 @@ pub struct BrowserSetup {
     pub cert: DtlsCert,
     pub ice: IceCreds,
     pub telephone_event: bool,
+    /// Copy the decrypted RTCP both ways for the tap. str0m can only hand it out with every
+    /// RTP packet copied too, so it is set only while capture is on when the leg starts.
+    pub capture_rtcp: bool,
+}
+
+/// One RTCP compound packet of the browser leg, decrypted, for the tap.
+#[derive(Debug)]
+pub struct BrowserRtcp {
+    pub sent: bool,
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
+    pub data: Vec<u8>,
 }
 
 pub struct BrowserLeg {
@@ -55,6 +68,11 @@ pub struct BrowserLeg {
     pub remote_loss: Option<f32>,
     ufrag: String,
     dead: bool,
+    /// RTCP seen both ways (only with `capture_rtcp`), for the driver to take.
+    pub rtcp: VecDeque<BrowserRtcp>,
+    /// The browser's address and ours of the last datagram in: where its RTCP came from, and
+    /// where ours goes (ICE-lite answers on the pair the browser checks).
+    last_pair: Option<(SocketAddr, SocketAddr)>,
 }
 
 /// RFC 4733 payload type we offer the browser; an offering browser's own number is used instead.
@@ -76,6 +94,8 @@ impl BrowserLeg {
             remote_loss: None,
             ufrag,
             dead: false,
+            rtcp: VecDeque::new(),
+            last_pair: None,
         }
     }
 
@@ -100,6 +120,7 @@ impl BrowserLeg {
                 .set_local_ice_credentials(self.setup.ice.clone())
                 .set_fingerprint_verification(true)
                 .set_stats_interval(Some(Duration::from_secs(1)))
+                .enable_raw_packets(self.setup.capture_rtcp)
                 .clear_codecs()
                 .clear_extension_map();
             let cc = cfg.codec_config();
@@ -260,6 +281,7 @@ impl BrowserLeg {
         if !rtc.accepts(&input) {
             return;
         }
+        self.last_pair = Some((source, destination));
         if let Err(e) = rtc.handle_input(input) {
             self.fail(format!("{e}"));
             return;
@@ -324,6 +346,9 @@ impl BrowserLeg {
     /// str0m's contract: after each mutation, drain output until it hands back a timeout.
     fn drain(&mut self, _now: Instant) {
         let Some(rtc) = self.rtc.as_mut() else { return };
+        // What one drain yields each way is one compound packet (one datagram in, one report
+        // out on a timeout).
+        let (mut rx, mut tx) = (Vec::new(), Vec::new());
         loop {
             match rtc.poll_output() {
                 Ok(Output::Timeout(t)) => {
@@ -352,6 +377,15 @@ impl BrowserLeg {
                             self.remote_loss = s.loss;
                         }
                     }
+                    Event::RawPacket(p) => match *p {
+                        RawPacket::RtcpRx(r) => {
+                            rtcp_wire::append(&mut rx, &r);
+                        }
+                        RawPacket::RtcpTx(r) => {
+                            rtcp_wire::append(&mut tx, &r);
+                        }
+                        RawPacket::RtpRx(..) | RawPacket::RtpTx(..) => {}
+                    },
                     _ => {}
                 },
                 Err(e) => {
@@ -360,6 +394,14 @@ impl BrowserLeg {
                     self.events.push_back(BrowserOutput::Failed(e.to_string()));
                     break;
                 }
+            }
+        }
+        if let Some((remote, local)) = self.last_pair {
+            if !rx.is_empty() {
+                self.rtcp.push_back(BrowserRtcp { sent: false, src: remote, dst: local, data: rx });
+            }
+            if !tx.is_empty() {
+                self.rtcp.push_back(BrowserRtcp { sent: true, src: local, dst: remote, data: tx });
             }
         }
     }

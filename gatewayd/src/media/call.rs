@@ -495,7 +495,7 @@ mod tests {
     fn core(agent: &[AudioCodec]) -> CallCore {
         let generated = rcgen::generate_simple_self_signed(vec!["gatewayd".to_owned()]).unwrap();
         let cert = DtlsCert { certificate: generated.cert.der().to_vec(), private_key: generated.signing_key.serialize_der() };
-        let browser = BrowserSetup { candidates: vec!["198.51.100.1:40000".parse().unwrap()], cert, ice: IceCreds::new(), telephone_event: true };
+        let browser = BrowserSetup { candidates: vec!["198.51.100.1:40000".parse().unwrap()], cert, ice: IceCreds::new(), telephone_event: true, capture_rtcp: false };
         let internal = InternalSetup { local: "192.0.2.1:41000".parse().unwrap(), telephone_event: true, ssrc: 7, origin_id: 1 };
         let seeds = Seeds { browser_seq: 1, browser_ts: 2, internal_seq: 3, internal_ts: 4 };
         let g711 = vec![AudioCodec::Pcmu, AudioCodec::Pcma];

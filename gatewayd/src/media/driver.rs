@@ -7,6 +7,7 @@ use std::collections::{BinaryHeap, HashMap};
 use std::io::ErrorKind;
 use std::net::{SocketAddr, UdpSocket as StdUdp};
 use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use mio::net::UdpSocket;
@@ -24,6 +25,7 @@ use super::internal::InternalSetup;
 use super::ports::PortPool;
 use super::sdp_plain::Direction;
 use super::stats::{CallStats, ForwardingLatency, Histogram};
+use super::tap::{RtcpSeen, RtcpTap};
 
 pub const WAKER: Token = Token(0);
 const EVENT_QUEUE: usize = 32;
@@ -108,6 +110,7 @@ pub struct Worker {
     public_pool: PortPool,
     internal_pool: PortPool,
     forwarding: Histogram,
+    tap: Arc<RtcpTap>,
 }
 
 /// Binds a non-blocking UDP socket with the configured DSCP.
@@ -127,7 +130,7 @@ fn bind_udp(addr: SocketAddr, dscp: Option<u8>) -> std::io::Result<UdpSocket> {
 }
 
 impl Worker {
-    pub fn new(cfg: MediaConfig, identity: Identity, poll: Poll, commands: Receiver<Command>) -> Result<Worker, MediaError> {
+    pub fn new(cfg: MediaConfig, identity: Identity, poll: Poll, commands: Receiver<Command>, tap: Arc<RtcpTap>) -> Result<Worker, MediaError> {
         let mut w = Worker {
             public_pool: PortPool::singles(cfg.public_ports.clone()),
             internal_pool: PortPool::pairs(cfg.internal_ports.clone()),
@@ -144,6 +147,7 @@ impl Worker {
             by_ufrag: HashMap::new(),
             heap: BinaryHeap::new(),
             forwarding: Histogram::default(),
+            tap,
         };
         if let Some(port) = w.cfg.single_public_port {
             w.public_pool = PortPool::empty();
@@ -323,7 +327,7 @@ impl Worker {
         let ice = IceCreds::new();
         let ufrag = ice.ufrag.clone();
         let candidates = self.cfg.public.iter().map(|a| SocketAddr::new(a.advertise, public_port)).collect();
-        let browser = BrowserSetup { candidates, cert: self.identity.dtls_cert(), ice, telephone_event: self.cfg.telephone_event };
+        let browser = BrowserSetup { candidates, cert: self.identity.dtls_cert(), ice, telephone_event: self.cfg.telephone_event, capture_rtcp: self.tap.is_on() };
         let internal_setup = internal.as_ref().map(|(port, _)| InternalSetup {
             local: SocketAddr::new(self.cfg.internal_bind, *port),
             telephone_event: self.cfg.telephone_event,
@@ -431,7 +435,13 @@ impl Worker {
                 }
                 SockKind::InternalRtp | SockKind::InternalRtcp => {
                     let e = self.calls.get_mut(&id).expect("checked above");
-                    e.core.handle_internal(now, wall, source, data, matches!(kind, SockKind::InternalRtcp));
+                    let on_rtcp_port = matches!(kind, SockKind::InternalRtcp);
+                    if self.tap.is_on() && (on_rtcp_port || super::rtp::is_rtcp(data)) {
+                        if let Some(local) = internal_local(&self.cfg, e, on_rtcp_port) {
+                            self.tap.push(RtcpSeen { call: id, side: Side::Internal, sent: false, src: source, dst: local, at: wall, data: data.to_vec() });
+                        }
+                    }
+                    e.core.handle_internal(now, wall, source, data, on_rtcp_port);
                     id
                 }
             };
@@ -483,6 +493,13 @@ impl Worker {
     fn flush(&mut self, id: u64) -> (usize, usize) {
         let Some(e) = self.calls.get_mut(&id) else { return (0, 0) };
         let (mut to_browser, mut to_internal) = (0, 0);
+        // The tap's copies, when it is on: read the clock only for them.
+        let tap = self.tap.is_on();
+        while let Some(r) = e.core.browser.rtcp.pop_front() {
+            if tap {
+                self.tap.push(RtcpSeen { call: id, side: Side::Browser, sent: r.sent, src: r.src, dst: r.dst, at: SystemTime::now(), data: r.data });
+            }
+        }
         while let Some(t) = e.core.browser.out.pop_front() {
             to_browser += 1;
             send_public(&self.cfg, &e.public, &self.shared, t.source, t.destination, &t.data);
@@ -490,11 +507,15 @@ impl Worker {
                 e.shared_sources.push(t.destination);
             }
         }
-        if let (Some(i), Some((_, rtp, rtcp))) = (e.core.internal.as_mut(), e.internal.as_ref()) {
+        if let (Some(i), Some((port, rtp, rtcp))) = (e.core.internal.as_mut(), e.internal.as_ref()) {
             while let Some(t) = i.out.pop_front() {
                 to_internal += usize::from(!t.rtcp);
                 let s = if t.rtcp { &rtcp.1 } else { &rtp.1 };
                 let _ = s.send_to(&t.data, t.destination);
+                if tap && (t.rtcp || super::rtp::is_rtcp(&t.data)) {
+                    let local = SocketAddr::new(self.cfg.internal_bind, port + u16::from(t.rtcp));
+                    self.tap.push(RtcpSeen { call: id, side: Side::Internal, sent: true, src: local, dst: t.destination, at: SystemTime::now(), data: t.data });
+                }
             }
         }
         // Re-offers on a shared port may bring a new ufrag (ICE restart).
@@ -514,6 +535,13 @@ impl Worker {
         }
         (to_browser, to_internal)
     }
+}
+
+/// The internal leg's own address a datagram arrived at: the pair's even port, or the odd
+/// one for RTCP on its own port.
+fn internal_local(cfg: &MediaConfig, e: &CallEntry, rtcp_port: bool) -> Option<SocketAddr> {
+    let (port, _, _) = e.internal.as_ref()?;
+    Some(SocketAddr::new(cfg.internal_bind, port + u16::from(rtcp_port)))
 }
 
 fn send_public(cfg: &MediaConfig, own: &[(Token, UdpSocket)], shared: &[(Token, UdpSocket)], source: SocketAddr, dest: SocketAddr, data: &[u8]) {

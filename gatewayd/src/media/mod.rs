@@ -5,7 +5,7 @@
 //! Layout: sans-IO cores (`browser` wraps str0m for ICE-lite/DTLS-SRTP, `internal` is the plain
 //! RTP leg, `call` joins them and rewrites numbering, `transcode` turns Opus into G.711 and back
 //! when the two legs do not share a codec) driven by one worker thread (`driver`)
-//! that owns every socket, timer and port pool; the async handles in `api` talk to it over a
+//! that owns every socket, timer and port pool and copies RTCP into the `tap` while asked to; the async handles in `api` talk to it over a
 //! bounded command queue. It must not touch SIP, the firewall or the profile file.
 
 mod api;
@@ -20,13 +20,16 @@ mod g711;
 pub(crate) mod internal;
 mod ports;
 mod rtcp;
+mod rtcp_wire;
 mod rtp;
 pub(crate) mod sdp_plain;
 mod stats;
+mod tap;
 mod transcode;
 
 pub use api::{CallMedia, EchoCall, EngineStatus, MediaEngine, MediaEvent, Side};
 pub use config::{AudioCodec, DtlsIdentity, MediaConfig, PublicAddr};
 pub use error::MediaError;
 pub use sdp_plain::Direction;
+pub use tap::{RtcpSeen, RtcpTap};
 pub use stats::{mos, mos_with, CallStats, ForwardingLatency, Impairment, LegStats, G711, OPUS};

@@ -191,7 +191,20 @@ impl HepCapture {
         self.emit(selected, ProtoType::Sip, src, dst, transport, payload, at);
     }
 
-    /// Captures a JSON report (an RTCP report or a call's quality summary).
+    /// Captures one RTCP compound packet of a call's media, as heplify reports it (JSON, type
+    /// 5; see `hep_rtcp`). Bytes that are not RTCP are not sent.
+    pub fn rtcp(&self, selected: &Selected, src: SocketAddr, dst: SocketAddr, compound: &[u8], at: SystemTime) {
+        if let Some(json) = super::hep_rtcp::rtcp_json(compound) {
+            self.emit(selected, ProtoType::RtcpJson, src, dst, IpProto::Udp, &json, at);
+        }
+    }
+
+    /// Captures lost before they reached the queue (the media bridge's RTCP tap was full).
+    pub fn count_queue_full(&self, n: u64) {
+        self.0.counters.queue_full.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Captures a JSON report (a call's quality summary).
     pub fn report(&self, selected: &Selected, kind: ProtoType, src: SocketAddr, dst: SocketAddr, json: &[u8], at: SystemTime) {
         self.emit(selected, kind, src, dst, IpProto::Udp, json, at);
     }

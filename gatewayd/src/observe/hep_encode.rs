@@ -40,9 +40,13 @@ pub const MAX_PACKET: usize = u16::MAX as usize;
 #[repr(u8)]
 pub enum ProtoType {
     Sip = 0x01,
-    /// An RTCP report decoded as JSON.
+    /// An RTCP report decoded as JSON (see `hep_rtcp` for why JSON).
     RtcpJson = 0x05,
-    /// A call's quality summary as JSON (Homer's "report" type).
+    /// A call's quality summary as JSON. heplify-server files every type from 2 up that is not
+    /// RTCP (5), DNS (53) or a log (100), and has a correlation id, as a report in
+    /// `hep_proto_35_default` (`database/postgres.go`), which Homer shows beside the call's SIP;
+    /// 0x22 is the HEP3 type of a full MOS (quality) report in JSON; heplify-server names it
+    /// "rtpagent". Type 100 would land among the call's log lines instead.
     QualityReport = 0x22,
 }
 

@@ -154,3 +154,30 @@ async fn the_sender_delivers_to_the_collector_and_counts_a_dead_one() {
     }
     assert!(c.snapshot().sent >= 1);
 }
+
+#[test]
+fn rtcp_goes_out_as_json_type_5_with_the_call_correlation_and_the_leg_addresses() {
+    let (c, mut rx) = HepCapture::new(Some(config(CaptureMode::All)));
+    let selected = c.select(&ctx("leg-b", Some("leg-a"), Some("5001"))).unwrap();
+    let src: SocketAddr = "10.0.0.9:4001".parse().unwrap();
+    let dst: SocketAddr = "10.0.0.1:30001".parse().unwrap();
+    let mut rr = vec![0x80, 201, 0, 1];
+    rr.extend_from_slice(&42u32.to_be_bytes());
+    c.rtcp(&selected, src, dst, &rr, std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000));
+    let (bytes, to) = rx.try_recv().expect("queued");
+    assert_eq!(to, "127.0.0.1:9060".parse::<SocketAddr>().unwrap());
+    assert_eq!(chunk_value(&bytes, chunk::PROTO_TYPE).unwrap(), [5]);
+    assert_eq!(chunk_value(&bytes, chunk::IP_PROTO).unwrap(), [17]);
+    assert_eq!(chunk_value(&bytes, chunk::CORRELATION_ID).unwrap(), b"leg-a");
+    assert_eq!(chunk_value(&bytes, chunk::SRC_IPV4).unwrap(), [10, 0, 0, 9]);
+    assert_eq!(chunk_value(&bytes, chunk::DST_PORT).unwrap(), 30001u16.to_be_bytes());
+    assert_eq!(chunk_value(&bytes, chunk::TIME_SEC).unwrap(), 1_700_000_000u32.to_be_bytes());
+    let json: serde_json::Value = serde_json::from_slice(&chunk_value(&bytes, chunk::PAYLOAD).unwrap()).unwrap();
+    assert_eq!(json["type"], 201);
+    assert_eq!(json["ssrc"], 42);
+    // What is not RTCP is not sent; drops from the media tap count as a full queue.
+    c.rtcp(&selected, src, dst, b"junk", std::time::SystemTime::now());
+    assert!(rx.try_recv().is_err());
+    c.count_queue_full(3);
+    assert_eq!(c.snapshot().queue_full, 3);
+}

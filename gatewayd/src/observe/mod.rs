@@ -7,6 +7,7 @@ pub mod admin;
 pub mod exposition;
 pub mod hep;
 mod hep_encode;
+mod hep_rtcp;
 mod journal;
 mod logging;
 pub mod live;

@@ -263,8 +263,8 @@ pub struct Observe {
     /// Also append call detail records as JSON lines to this file (they always go to the log).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cdr_file: Option<PathBuf>,
-    /// Mirror SIP of both sides (the WSS side decrypted) and each call's quality summary to a
-    /// HEP v3 collector (Homer's heplify-server, `sngrep -L`).
+    /// Mirror SIP and RTCP of both sides (the agent's decrypted out of WSS and SRTCP) and each
+    /// call's quality summary to a HEP v3 collector (Homer's heplify-server, `sngrep -L`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hep: Option<Hep>,
     /// SIP headers whose values, when the SIP server sends them on a call, go into the call's
