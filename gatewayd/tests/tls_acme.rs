@@ -5,7 +5,9 @@
 //! with TLS-ALPN-01 too, and with the CA gone at renewal time (the old certificate stays).
 //! Loopback only; the CA processes end with the test.
 
+mod agent_client;
 mod common;
+mod media_peer;
 
 use std::net::TcpStream;
 use std::path::Path;
@@ -134,6 +136,10 @@ fn acme_profile(dir: &Path, directory: &str, challenge: &str) -> (std::path::Pat
         ),
     );
     assert!(text.contains("source = \"acme\""), "the lab profile's [tls] table moved");
+    // Twenty agents, and the test's own connections from 127.0.0.1 (the CA's validations
+    // included) within an office's limits rather than one home agent's.
+    let text = text.replace("dn = \"5001-5010\"", "dn = \"5001-5020\"")
+        + "\n[[bans.rate_limits.offices]]\nname = \"test\"\nnetworks = [\"127.0.0.0/8\"]\nnew_connections_per_second = 200\nsip_requests_per_second = 1000\nburst = 400\nmax_connections_per_source = 200\n";
     let path = dir.join("gatewayd.toml");
     std::fs::write(&path, text).unwrap();
     (path, ports[&8443], ports[&8080], ports[&9090])
@@ -211,4 +217,55 @@ fn tls_alpn01_issues_and_a_ca_down_at_renewal_keeps_the_old_certificate() {
     assert!(line.contains("retry_in_s="), "{line}");
     let metrics = common::http_get(t.admin, "/metrics").unwrap_or_default();
     assert!(metrics.contains("acme_orders_failed_total 1") || metrics.contains("acme_orders_failed_total 2"), "{metrics}");
+}
+
+/// An agent connection that trusts Pebble's root for `gw.test`.
+async fn agent(https: u16, trust: &Path) -> agent_client::Ws {
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", https)).await.unwrap();
+    agent_client::over(tcp, "gw.test", &format!("127.0.0.1:{https}"), trust).await.expect("TLS with the CA's certificate and the WebSocket upgrade")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewal_drops_no_registered_agent_and_no_call() {
+    use futures::SinkExt;
+    let t = tokio::task::block_in_place(|| issue("http-01", 60));
+    let trust = TempDir::new("acme-trust");
+    std::fs::write(trust.path().join("web.crt"), &t.root).unwrap();
+    let mut agents = Vec::new();
+    for dn in 5002..=5020 {
+        let mut ws = agent(t.https, trust.path()).await;
+        assert_eq!(agent_client::register(&mut ws, &dn.to_string(), &format!("pass{dn}")).await, 200, "agent {dn}");
+        agents.push((dn, ws));
+    }
+    let mut caller = agent(t.https, trust.path()).await;
+    assert_eq!(agent_client::register(&mut caller, "5001", "pass5001").await, 200);
+    let peer = media_peer::BrowserPeer::spawn(rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile::Srtp_Aead_Aes_128_Gcm);
+    let to = agent_client::echo_call(&mut caller, "5001", "pass5001", &peer).await;
+    let echoed = |at_least: u64| {
+        eventually("echoed audio on the call", Duration::from_secs(10), || {
+            let calls: serde_json::Value = serde_json::from_str(&common::http_get(t.admin, "/calls")?).ok()?;
+            let got = calls[0]["media"]["browser"]["packets_received"].as_u64()?;
+            (got >= at_least).then_some(got)
+        })
+    };
+    let before = tokio::task::block_in_place(|| echoed(25));
+
+    let renewed = tokio::task::block_in_place(|| {
+        eventually("a renewed certificate on new handshakes", Duration::from_secs(90), || served_leaf(t.https, "gw.test", &t.root).ok().filter(|leaf| *leaf != t.first))
+    });
+    assert!(!renewed.is_empty());
+    // Every agent's WebSocket outlived the swap: each answers on the connection it had.
+    for (dn, ws) in &mut agents {
+        ws.send(tokio_tungstenite::tungstenite::Message::text(agent_client::register_request(&dn.to_string(), 3).to_string())).await.unwrap();
+        let r = agent_client::response(ws).await;
+        assert!(matches!(r.status_code.code(), 200 | 401), "agent {dn} after the renewal: {r}");
+    }
+    // The call kept its media through the swap, and is still the one call.
+    let after = tokio::task::block_in_place(|| echoed(before + 50));
+    assert!(after > before);
+    let calls: serde_json::Value = serde_json::from_str(&common::http_get(t.admin, "/calls").unwrap()).unwrap();
+    assert_eq!(calls.as_array().map(|c| c.len()), Some(1), "{calls}");
+    let status: serde_json::Value = serde_json::from_str(&common::http_get(t.admin, "/status").unwrap()).unwrap();
+    assert_eq!(status["registrations"], 20, "{status}");
+    agent_client::hang_up(&mut caller, "5001", &to).await;
 }
