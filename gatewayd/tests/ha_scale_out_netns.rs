@@ -107,37 +107,6 @@ cdr_file = "cdr.jsonl"
     )
 }
 
-/// sipp as registrar and OPTIONS responder (the gateways' health checks): every REGISTER gets
-/// 200 with its Contact; `-trace_msg` keeps them.
-const REGISTRAR: &str = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
-<scenario name="registrar">
-  <recv request="REGISTER" optional="true" next="reg"/>
-  <recv request="OPTIONS"/>
-  <send next="end"><![CDATA[
-SIP/2.0 200 OK
-[last_Via:]
-[last_From:]
-[last_To:];tag=[pid]o[call_number]
-[last_Call-ID:]
-[last_CSeq:]
-Content-Length: 0
-
-]]></send>
-  <label id="reg"/>
-  <send><![CDATA[
-SIP/2.0 200 OK
-[last_Via:]
-[last_From:]
-[last_To:];tag=[pid]r[call_number]
-[last_Call-ID:]
-[last_CSeq:]
-[last_Contact:];expires=300
-Content-Length: 0
-
-]]></send>
-  <label id="end"/>
-</scenario>
-"#;
 
 fn sh(c: &str) {
     let args: Vec<&str> = c.split_whitespace().collect();
@@ -243,11 +212,10 @@ impl ScaleOut {
     }
 
     fn start_registrar(&mut self) {
-        std::fs::write(self.dir.join("registrar.xml"), REGISTRAR).unwrap();
         // In the foreground (no -bg): a daemonised sipp would outlive the test and its namespace.
         let child = Command::new("ip")
             .args(["netns", "exec", &self.internal, "sipp", "-sf"])
-            .arg(self.dir.join("registrar.xml"))
+            .arg(common::root().join("tests/sipp/registrar.xml"))
             .args(["-i", SIP_SERVER, "-p", "5060", "-nostdin", "-trace_msg", "-message_file"])
             .arg(self.dir.join("registrar.log"))
             .stdout(Stdio::null())

@@ -52,7 +52,7 @@ struct Ca {
 
 /// Pebble on `listen`, validating http-01 on `http_port` and TLS-ALPN-01 on `tls_port`,
 /// issuing certificates valid for `validity_s`.
-fn start_pebble(dir: &Path, listen: u16, http_port: u16, tls_port: u16, validity_s: u64) -> Ca {
+fn start_pebble(dir: &Path, listen: u16, http_port: u16, tls_port: u16, validity_s: u64, binding: Option<(&str, &str)>) -> Ca {
     pebble_certificates(dir);
     let (dns_port, dns_management) = (free_port(), free_port());
     let management = free_port();
@@ -67,6 +67,18 @@ fn start_pebble(dir: &Path, listen: u16, http_port: u16, tls_port: u16, validity
         "externalAccountBindingRequired": false,
         "certificateValidityPeriod": validity_s,
     }});
+    let config = match binding {
+        // Accounts only with an external account binding, as ZeroSSL and others require.
+        Some((kid, key)) => {
+            let mut c = config;
+            c["pebble"]["externalAccountBindingRequired"] = true.into();
+            c["pebble"]["externalAccountMACKeys"] = serde_json::json!({ kid: key });
+            c
+        }
+        None => config,
+    };
+    // Certificates name an OCSP responder, as a public CA's do (none answers here).
+    let config = { let mut c = config; c["pebble"]["ocspResponderURL"] = serde_json::json!(format!("http://127.0.0.1:{}/", free_port())); c };
     std::fs::write(dir.join("pebble.json"), config.to_string()).unwrap();
     let quiet = || Stdio::from(std::fs::File::create(dir.join(format!("ca-{}.log", free_port()))).unwrap());
     let dns = Command::new(CHALLTESTSRV)
@@ -127,7 +139,7 @@ fn served_leaf(port: u16, name: &str, roots: &[u8]) -> Result<Vec<u8>, String> {
     Ok(conn.peer_certificates().and_then(|c| c.first()).map(|c| c.as_ref().to_vec()).unwrap_or_default())
 }
 
-fn acme_profile(dir: &Path, directory: &str, challenge: &str) -> (std::path::PathBuf, u16, u16, u16) {
+fn acme_profile(dir: &Path, directory: &str, challenge: &str, binding: Option<(&str, &str)>) -> (std::path::PathBuf, u16, u16, u16) {
     let (text, ports) = lab_profile_free_ports();
     let text = text.replace(
         "[tls]\nsource = \"self-signed\"\nnames = [\"127.0.0.1\", \"localhost\"]",
@@ -138,6 +150,14 @@ fn acme_profile(dir: &Path, directory: &str, challenge: &str) -> (std::path::Pat
     assert!(text.contains("source = \"acme\""), "the lab profile's [tls] table moved");
     // Twenty agents, and the test's own connections from 127.0.0.1 (the CA's validations
     // included) within an office's limits rather than one home agent's.
+    let eab = match binding {
+        Some((kid, key)) => {
+            std::fs::write(dir.join("eab.key"), format!("{key}\n")).unwrap();
+            format!("\n[tls.acme.external_account]\nkey_id = \"{kid}\"\nhmac_key_file = \"eab.key\"\n")
+        }
+        None => String::new(),
+    };
+    let text = text.replace("directory_ca = \"ca.pem\"\n", &format!("directory_ca = \"ca.pem\"\n{eab}"));
     let text = text.replace("dn = \"5001-5010\"", "dn = \"5001-5020\"")
         + "\n[[bans.rate_limits.offices]]\nname = \"test\"\nnetworks = [\"127.0.0.0/8\"]\nnew_connections_per_second = 200\nsip_requests_per_second = 1000\nburst = 400\nmax_connections_per_source = 200\n";
     let path = dir.join("gatewayd.toml");
@@ -162,12 +182,15 @@ struct Issued {
     _dir: TempDir,
 }
 
-fn issue(challenge: &str, validity_s: u64) -> Issued {
+/// An external account binding's key id and MAC key (base64url), as a CA hands them out.
+const BINDING: (&str, &str) = ("kid-gw-test", "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W");
+
+fn issue(challenge: &str, validity_s: u64, binding: Option<(&str, &str)>) -> Issued {
     assert!(Path::new(PEBBLE).exists(), "{PEBBLE} is missing: run scripts/setup (Debian package pebble)");
     let dir = TempDir::new("acme");
     let listen = free_port();
-    let (profile, https, http, admin) = acme_profile(dir.path(), &format!("https://127.0.0.1:{listen}/dir"), challenge);
-    let ca = start_pebble(dir.path(), listen, http, https, validity_s);
+    let (profile, https, http, admin) = acme_profile(dir.path(), &format!("https://127.0.0.1:{listen}/dir"), challenge, binding);
+    let ca = start_pebble(dir.path(), listen, http, https, validity_s, binding);
     let state = dir.path().join("state");
     let mut gw = Gateway::start(&profile, &state, &[]);
     gw.wait_for_log("gatewayd ready", Duration::from_secs(30));
@@ -183,7 +206,7 @@ fn issue(challenge: &str, validity_s: u64) -> Issued {
 #[test]
 fn http01_issues_from_pebble_and_renews_before_expiry() {
     // A minute of validity: renewal is due 40 s into it.
-    let mut t = issue("http-01", 60);
+    let mut t = issue("http-01", 60, None);
     let h = health(t.admin);
     assert_eq!(h["acme"]["stand_in"], false, "{h}");
     assert_eq!(h["acme"]["certificates_issued"], 1, "{h}");
@@ -200,8 +223,8 @@ fn http01_issues_from_pebble_and_renews_before_expiry() {
 }
 
 #[test]
-fn tls_alpn01_issues_and_a_ca_down_at_renewal_keeps_the_old_certificate() {
-    let mut t = issue("tls-alpn-01", 60);
+fn tls_alpn01_with_an_account_binding_issues_and_a_ca_down_at_renewal_keeps_the_old_certificate() {
+    let mut t = issue("tls-alpn-01", 60, Some(BINDING));
     assert!(!t.state.join("acme/tls-alpn-01/gw.test.pem").exists(), "the validation certificate is removed after the order");
     // The CA goes away before renewal is due.
     drop(t.ca.take());
@@ -228,7 +251,7 @@ async fn agent(https: u16, trust: &Path) -> agent_client::Ws {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_renewal_drops_no_registered_agent_and_no_call() {
     use futures::SinkExt;
-    let t = tokio::task::block_in_place(|| issue("http-01", 60));
+    let t = tokio::task::block_in_place(|| issue("http-01", 60, None));
     let trust = TempDir::new("acme-trust");
     std::fs::write(trust.path().join("web.crt"), &t.root).unwrap();
     let mut agents = Vec::new();
@@ -268,4 +291,42 @@ async fn a_renewal_drops_no_registered_agent_and_no_call() {
     let status: serde_json::Value = serde_json::from_str(&common::http_get(t.admin, "/status").unwrap()).unwrap();
     assert_eq!(status["registrations"], 20, "{status}");
     agent_client::hang_up(&mut caller, "5001", &to).await;
+}
+
+/// testssl.sh against the HTTPS listener serving Pebble's certificate: no HIGH or CRITICAL
+/// finding, TLS 1.2 and 1.3 only (under a minute here; figures in docs/security.md).
+#[test]
+fn testssl_finds_nothing_high_on_the_acme_certificate() {
+    let t = issue("http-01", 90 * 86_400, None);
+    let trust = TempDir::new("acme-testssl");
+    let ca = trust.path().join("pebble-root.pem");
+    std::fs::write(&ca, &t.root).unwrap();
+    let json = trust.path().join("testssl.json");
+    let began = std::time::Instant::now();
+    let out = Command::new("testssl")
+        .args(["--quiet", "--color", "0", "--warnings", "off", "--add-ca"])
+        .arg(&ca)
+        .args(["--ip", "127.0.0.1", "--jsonfile"])
+        .arg(&json)
+        .arg(format!("gw.test:{}", t.https))
+        .output()
+        .expect("testssl (Debian testssl.sh; scripts/setup installs it)");
+    let findings: Vec<serde_json::Value> = serde_json::from_str(&std::fs::read_to_string(&json).unwrap_or_else(|_| panic!("testssl wrote no JSON:\n{}", String::from_utf8_lossy(&out.stdout)))).unwrap();
+    let mut counts = std::collections::BTreeMap::<String, u32>::new();
+    let mut notable = Vec::new();
+    for f in &findings {
+        let severity = f["severity"].as_str().unwrap_or("?").to_owned();
+        if matches!(severity.as_str(), "LOW" | "MEDIUM" | "HIGH" | "CRITICAL" | "WARN") {
+            notable.push(format!("{severity} {}: {}", f["id"].as_str().unwrap_or("?"), f["finding"].as_str().unwrap_or("?")));
+        }
+        if f["id"].as_str().is_some_and(|id| matches!(id, "SSLv2" | "SSLv3" | "TLS1" | "TLS1_1")) {
+            assert!(f["finding"].as_str().is_some_and(|x| x.starts_with("not offered")), "{f}");
+        }
+        *counts.entry(severity).or_default() += 1;
+    }
+    eprintln!("FIGURE testssl HTTPS with the ACME certificate in {:?}: {counts:?}", began.elapsed());
+    for n in &notable {
+        eprintln!("FIGURE testssl   {n}");
+    }
+    assert!(!counts.contains_key("HIGH") && !counts.contains_key("CRITICAL"), "{notable:#?}");
 }

@@ -60,6 +60,34 @@ pub struct Acme {
     /// Pebble in tests); relative to the profile's directory. Without it, the system's roots.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub directory_ca: Option<PathBuf>,
+    /// External account binding (RFC 8555 section 7.3.4), for CAs that require one (ZeroSSL,
+    /// Google Trust Services, Sectigo): used once, when the account is registered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_account: Option<ExternalAccount>,
+}
+
+/// The key identifier and MAC key a CA hands out for binding an ACME account.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExternalAccount {
+    pub key_id: String,
+    /// A file holding the MAC key as the CA gives it (base64url); relative to the profile's
+    /// directory. Never inline: it would leak with the profile.
+    pub hmac_key_file: PathBuf,
+}
+
+impl ExternalAccount {
+    /// The raw MAC key from its file.
+    pub fn hmac_key(&self, resolve: impl Fn(&std::path::Path) -> PathBuf) -> Result<Vec<u8>, String> {
+        use base64::Engine;
+        let path = resolve(&self.hmac_key_file);
+        let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let text = text.trim().trim_end_matches('=');
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(text)
+            .map_err(|e| format!("{} is not a base64url MAC key: {e}", path.display()))
+            .and_then(|k| if k.is_empty() { Err(format!("{} holds an empty MAC key", path.display())) } else { Ok(k) })
+    }
 }
 
 /// The ACME challenge the gateway answers (RFC 8555 section 8).

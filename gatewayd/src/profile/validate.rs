@@ -363,6 +363,11 @@ impl Validator<'_> {
                     if a.challenge == AcmeChallenge::Http01 && self.p.web.http_redirect.is_empty() {
                         self.error("tls.acme.challenge", "http-01 is answered on a plain HTTP listener: add one to web.http_redirect (port 80 for a public CA)");
                     }
+                    if let Some(eab) = &a.external_account {
+                        if let Err(e) = eab.hmac_key(|p| dir.join(p)) {
+                            self.error("tls.acme.external_account.hmac_key_file", e);
+                        }
+                    }
                     if let Some(ca) = &a.directory_ca {
                         let path = dir.join(ca);
                         match std::fs::read(&path) {

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use instant_acme::{Account, AccountCredentials, AuthorizationStatus, ChallengeType, Identifier, NewAccount, NewOrder, OrderStatus, RetryPolicy};
+use instant_acme::{Account, AccountCredentials, AuthorizationStatus, ExternalAccountKey, ChallengeType, Identifier, NewAccount, NewOrder, OrderStatus, RetryPolicy};
 use tokio::sync::watch;
 
 use super::alpn_challenge::{validation_certificate, TLS_ALPN01_DIR};
@@ -183,7 +183,14 @@ async fn account(acme: &Acme, loaded: &LoadedProfile, dir: &Path) -> Result<Acco
     }
     let contact = [acme.contact.as_str()];
     let new = NewAccount { contact: &contact, terms_of_service_agreed: true, only_return_existing: false };
-    let (account, credentials) = builder.create(&new, acme.directory.clone(), None).await?;
+    let binding = match &acme.external_account {
+        Some(eab) => {
+            let key = eab.hmac_key(|p| loaded.resolve(p)).map_err(|e| AcmeError::State { path: eab.hmac_key_file.display().to_string(), source: std::io::Error::other(e) })?;
+            Some(ExternalAccountKey::new(eab.key_id.clone(), &key))
+        }
+        None => None,
+    };
+    let (account, credentials) = builder.create(&new, acme.directory.clone(), binding.as_ref()).await?;
     let json = serde_json::to_vec(&credentials).map_err(|e| AcmeError::State { path: path.display().to_string(), source: std::io::Error::other(e) })?;
     crate::system::write_private_file(&path, &json).map_err(|source| AcmeError::State { path: path.display().to_string(), source })?;
     tracing::info!(directory = %acme.directory, "ACME: account registered");
