@@ -113,6 +113,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
 
     let watchdog = notifier.watchdog_interval();
     let mut watchdog_tick = tokio::time::interval(watchdog.unwrap_or(std::time::Duration::from_secs(3600)));
+    let mut trim_tick = tokio::time::interval(system::memory::TRIM_INTERVAL);
 
     let sha = profile_rx.borrow().sha256.clone();
     tracing::info!(profile = %opts.profile.display(), profile_sha256 = %sha, admin = %admin_local, https = ?bound.https, state_dir = %state_dir.display(), "gatewayd ready");
@@ -124,6 +125,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
             _ = watchdog_tick.tick(), if watchdog.is_some() => notifier.watchdog(),
+            _ = trim_tick.tick() => system::memory::give_back(),
         }
     }
     notifier.stopping();

@@ -132,6 +132,14 @@ impl Gateway {
         }
     }
 
+    /// Every stderr line so far (what has arrived is taken without waiting).
+    pub fn drain_log(&mut self) -> &[String] {
+        while let Ok(line) = self.lines.try_recv() {
+            self.seen.push(line);
+        }
+        &self.seen
+    }
+
     pub fn signal(&self, sig: &str) {
         let ok = Command::new("kill").arg(format!("-{sig}")).arg(self.child.id().to_string()).status().unwrap().success();
         assert!(ok, "kill -{sig} failed");
