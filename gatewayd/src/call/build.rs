@@ -52,8 +52,20 @@ pub struct InviteSpec<'a> {
     pub sdp: Option<&'a str>,
 }
 
+/// A request built from what a peer sent (a From, a destination, passed-through headers) that
+/// does not parse back: the call is refused with a 500 instead of sending it.
+#[derive(Debug, thiserror::Error)]
+#[error("the request built from the peer's headers does not parse: {0}")]
+pub struct BuildError(String);
+
+impl BuildError {
+    pub fn status_code(&self) -> u16 {
+        500
+    }
+}
+
 /// A new INVITE (new Call-ID, From tag, branch). Returns it with its From tag.
-pub fn invite(spec: &InviteSpec<'_>, rng: &mut impl Rng) -> (Request, String) {
+pub fn invite(spec: &InviteSpec<'_>, rng: &mut impl Rng) -> Result<(Request, String), BuildError> {
     let tag = new_tag(rng);
     // Supported names only what we implement, as `sip::conformance::SUPPORTED` does for Require.
     let mut text = format!(
@@ -73,7 +85,7 @@ pub fn invite(spec: &InviteSpec<'_>, rng: &mut impl Rng) -> (Request, String) {
         text.push_str(&format!("{name}: {value}\r\n"));
     }
     push_body(&mut text, spec.sdp);
-    (parse_request(&text), tag)
+    Ok((parse_request(&text)?, tag))
 }
 
 fn push_body(text: &mut String, sdp: Option<&str>) {
@@ -83,10 +95,11 @@ fn push_body(text: &mut String, sdp: Option<&str>) {
     }
 }
 
-fn parse_request(text: &str) -> Request {
+fn parse_request(text: &str) -> Result<Request, BuildError> {
     match message::parse(text.as_bytes()) {
-        Ok(SipMessage::Request(r)) => r,
-        other => panic!("built an unparsable request ({other:?}):\n{text}"),
+        Ok(SipMessage::Request(r)) => Ok(r),
+        Ok(SipMessage::Response(_)) => Err(BuildError("it reads as a response".into())),
+        Err(e) => Err(BuildError(e.to_string())),
     }
 }
 
@@ -148,5 +161,34 @@ pub fn next_max_forwards(request: &Request) -> Option<u32> {
         Some(0) => None,
         Some(n) => Some(n - 1),
         None => Some(69),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec<'a>(request_uri: &'a str, extra: &'a [(String, String)]) -> InviteSpec<'a> {
+        InviteSpec {
+            request_uri,
+            via_transport: "UDP",
+            via_sent_by: "192.0.2.1:5060",
+            from: "<sip:5001@example.com>",
+            to: "<sip:600@example.com>",
+            contact: "<sip:5001@192.0.2.1:5060>",
+            max_forwards: 70,
+            extra,
+            sdp: None,
+        }
+    }
+
+    #[test]
+    fn a_request_that_does_not_parse_back_is_an_error_not_a_crash() {
+        let mut rng = rand::rng();
+        let (ok, tag) = invite(&spec("sip:600@192.0.2.9", &[("X-Genesys-CallUUID".into(), "ABC".into())]), &mut rng).expect("a plain INVITE builds");
+        assert!(!tag.is_empty() && header(&ok.headers, "X-Genesys-CallUUID").as_deref() == Some("ABC"));
+        // A destination a peer chose that breaks the request line.
+        let err = invite(&spec("sip:600@192.0.2.9 SIP/3.0\r\nbroken", &[]), &mut rng).expect_err("refused");
+        assert_eq!(err.status_code(), 500);
     }
 }

@@ -117,7 +117,7 @@ impl<M: MediaControl> CallControl<M> {
         extra.push(("Session-Expires".into(), c.session_expires.to_string()));
         extra.push(("Min-SE".into(), session_timer::MIN_SE_SECS.to_string()));
         let domain = self.config.domain.clone();
-        let (invite, tag) = build::invite(
+        let (invite, tag) = match build::invite(
             &InviteSpec {
                 request_uri: &format!("sip:{dest}@{server}"),
                 via_transport,
@@ -130,7 +130,10 @@ impl<M: MediaControl> CallControl<M> {
                 sdp: sdp.as_deref(),
             },
             rng,
-        );
+        ) {
+            Ok(built) => built,
+            Err(e) => return self.fail_setup(call, Side::Agent, MediaFailure::new(e.status_code(), e.to_string()), now, rng),
+        };
         match self.tx.send_request(invite.clone(), target, now) {
             Ok(tx) => {
                 self.by_tx.insert(tx, (call, Side::Upstream));
@@ -202,7 +205,7 @@ impl<M: MediaControl> CallControl<M> {
         }
         let target = Target { transport: Transport::Wss, destination: Destination::Conn(conn) };
         let (host, domain) = (self.config.agent_host.clone(), self.config.domain.clone());
-        let (invite, tag) = build::invite(
+        let (invite, tag) = match build::invite(
             &InviteSpec {
                 request_uri: &bare_uri(&contact),
                 via_transport: "WSS",
@@ -215,7 +218,10 @@ impl<M: MediaControl> CallControl<M> {
                 sdp: Some(&browser),
             },
             rng,
-        );
+        ) {
+            Ok(built) => built,
+            Err(e) => return self.fail_setup(id, Side::Upstream, MediaFailure::new(e.status_code(), e.to_string()), now, rng),
+        };
         match self.tx.send_request(invite.clone(), target, now) {
             Ok(agent_tx) => {
                 self.by_tx.insert(agent_tx, (id, Side::Agent));
