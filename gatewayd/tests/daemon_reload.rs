@@ -136,3 +136,53 @@ fn a_separate_metrics_listener_serves_metrics_and_nothing_else() {
     assert!(http_get(ports[&9090], "/health").is_some());
     assert_eq!(http_get(ports[&9090], "/calls").as_deref().map(str::trim), Some("[]"), "no calls in progress");
 }
+
+/// A self-signed pair for `localhost`, as PEM (certificate, key).
+fn pair() -> (String, String) {
+    let g = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    (g.cert.pem(), g.signing_key.serialize_pem())
+}
+
+/// The leaf the HTTPS listener shows a client that trusts `pem`, if the handshake verifies.
+fn served_leaf(port: u16, pem: &str) -> Option<Vec<u8>> {
+    let config = common::tls_trusting(pem.as_bytes());
+    let mut conn = rustls::ClientConnection::new(config, rustls::pki_types::ServerName::try_from("localhost").unwrap()).ok()?;
+    let mut sock = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    sock.set_read_timeout(Some(DEADLINE)).ok()?;
+    while conn.is_handshaking() {
+        conn.complete_io(&mut sock).ok()?;
+    }
+    conn.peer_certificates().and_then(|c| c.first()).map(|c| c.as_ref().to_vec())
+}
+
+#[test]
+fn certificate_files_swap_on_reload_and_a_mismatched_pair_keeps_the_old_one() {
+    let dir = TempDir::new("reload-files");
+    let (text, ports) = lab_profile_free_ports();
+    let text = text.replace("[tls]\nsource = \"self-signed\"\nnames = [\"127.0.0.1\", \"localhost\"]", "[tls]\nsource = \"files\"\ncertificate = \"web.crt\"\nkey = \"web.key\"");
+    assert!(text.contains("source = \"files\""), "the lab profile's [tls] table moved");
+    let profile = dir.path().join("profile.toml");
+    std::fs::write(&profile, &text).unwrap();
+    let (first_crt, first_key) = pair();
+    std::fs::write(dir.path().join("web.crt"), &first_crt).unwrap();
+    std::fs::write(dir.path().join("web.key"), &first_key).unwrap();
+    let https = ports[&8443];
+    let mut gw = Gateway::start(&profile, &dir.path().join("state"), &[]);
+    gw.wait_for_log("gatewayd ready", DEADLINE);
+    let first = eventually("the first certificate served", DEADLINE, || served_leaf(https, &first_crt));
+
+    // A new certificate with the old key: refused, the old pair keeps serving.
+    let (second_crt, second_key) = pair();
+    std::fs::write(dir.path().join("web.crt"), &second_crt).unwrap();
+    gw.signal("HUP");
+    gw.wait_for_log("reload refused", DEADLINE);
+    let line = gw.wait_for_log("tls.key", DEADLINE);
+    assert!(line.contains("does not match"), "{line}");
+    assert_eq!(served_leaf(https, &first_crt).as_deref(), Some(first.as_slice()), "the old pair stays in service");
+
+    // The matching key follows: the new pair serves new handshakes.
+    std::fs::write(dir.path().join("web.key"), &second_key).unwrap();
+    gw.signal("HUP");
+    let second = eventually("the new certificate served", DEADLINE, || served_leaf(https, &second_crt));
+    assert_ne!(second, first);
+}
