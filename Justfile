@@ -21,7 +21,8 @@ run-lab: build
 
 # Every test: Rust unit and integration tests, then the browser tests.
 # The netns tests (firewall_*_netns, ha_netns: keepalived pair, shared bans; ha_scale_out_netns;
-# the browser's ha-netns) run here as root and skip with a message otherwise.
+# tls_acme_netns: ACME on ports 80/443; the browser's ha-netns) run here as root and skip with a
+# message otherwise.
 test: build
     cargo test --workspace
     if [ -f package.json ]; then GATEWAYD_REQUIRE=1 npm run --silent test:browser; fi

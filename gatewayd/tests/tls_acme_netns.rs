@@ -2,9 +2,13 @@
 //! 203.0.113.10 carries HTTPS on 443 and the HTTP listener on 80, and Debian's Pebble validates
 //! http-01 on port 80 of the address its DNS (pebble-challtestsrv) gives for the name, as a
 //! public CA would. A client in the namespace then reaches https://gw.test/ and verifies the
-//! chain against Pebble's root. Root only; the namespace and everything in it go with the test.
+//! chain against Pebble's root. Needs root (skips with a message otherwise); the namespace and
+//! everything in it go with the test.
 
 mod common;
+#[path = "../../tests/netns/lab.rs"]
+#[allow(dead_code)]
+mod lab;
 
 use std::path::Path;
 use std::process::Command;
@@ -92,6 +96,10 @@ fn ip(args: &str) {
 
 #[test]
 fn http01_on_port_80_of_the_public_address_issues_a_certificate_served_on_443() {
+    if let Some(why) = lab::unavailable() {
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
     let ns = Namespace(format!("gwacme{}", std::process::id() % 100_000));
     ip(&format!("netns add {}", ns.0));
     ip(&format!("-n {} link set lo up", ns.0));
