@@ -92,6 +92,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         media: call::media_bridge::BridgeMedia::new(media.clone()),
         queries: calls_query_rx,
         hep,
+        state_dir: state_dir.clone(),
     }));
     let guard = bans.clone();
     tokio::spawn(async move {

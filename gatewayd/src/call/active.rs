@@ -5,14 +5,14 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::build;
 use super::control::{Call, CallControl, Direction, Leg, Side};
 use super::media_port::{CallRef, MediaControl, RtcpSeen};
 
 /// A call: who, which way, since when, and its media figures (so far, or final in a record).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CallSummary {
     pub call: CallRef,
     pub dn: String,
@@ -95,11 +95,17 @@ pub struct CaptureContext {
 impl<M: MediaControl> CallControl<M> {
     /// Every call in progress, oldest first, with its media figures read now.
     pub fn active(&mut self) -> Vec<CallSummary> {
-        let mut calls: Vec<CallSummary> = self.calls.iter().map(|(r, c)| c.summary(*r)).collect();
-        calls.sort_by_key(|c| c.call);
+        let mut calls = self.summaries();
         for c in &mut calls {
             c.media = self.media.stats(c.call);
         }
+        calls
+    }
+
+    /// The calls in progress by call, without asking the media engine for figures.
+    pub fn summaries(&self) -> Vec<CallSummary> {
+        let mut calls: Vec<CallSummary> = self.calls.iter().map(|(r, c)| c.summary(*r)).collect();
+        calls.sort_by_key(|c| c.call);
         calls
     }
 }

@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::agents::{AgentEdge, EdgeConfig, EdgeOutput};
 use super::control::{CallConfig, CallControl, CallOutput, CallRecord};
+use super::in_progress::InProgress;
 use super::internal::{Inbound, InternalSender};
 use super::media_port::MediaControl;
 use super::upstream::Upstreams;
@@ -77,11 +78,13 @@ pub struct CallTask<M> {
     pub queries: mpsc::Receiver<AdminQuery>,
     /// HEP capture of both sides' SIP and of call quality.
     pub hep: HepCapture,
+    /// Where the calls in progress are kept for the records after a crash.
+    pub state_dir: std::path::PathBuf,
 }
 
 /// Runs call control until the agent event channel closes.
 pub async fn run<M: MediaControl>(task: CallTask<M>) {
-    let CallTask { mut events, mut internal, sender, mut profile, secret, failures, mut closures, gauges, media, mut queries, hep } = task;
+    let CallTask { mut events, mut internal, sender, mut profile, secret, failures, mut closures, gauges, media, mut queries, hep, state_dir } = task;
     let loaded = profile.borrow_and_update().clone();
     let calls = CallControl::new(CallConfig::from_profile(&loaded), Upstreams::from_profile(&loaded.profile.upstream), media);
     let mut state = Driver {
@@ -97,8 +100,16 @@ pub async fn run<M: MediaControl>(task: CallTask<M>) {
         gauges,
         rng: StdRng::from_rng(&mut rand::rng()),
         hep,
+        in_progress: InProgress::in_dir(&state_dir),
     };
     state.publish_upstream();
+    let left = state.in_progress.recover();
+    if !left.is_empty() {
+        tracing::warn!(calls = left.len(), "calls were in progress when the gateway last stopped; their records say gateway-restart");
+    }
+    for r in &left {
+        state.record(r);
+    }
     // Media events (a dead browser leg) are looked at once a second.
     let mut media_check = tokio::time::interval(std::time::Duration::from_secs(1));
     media_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -137,6 +148,8 @@ pub async fn run<M: MediaControl>(task: CallTask<M>) {
                 state.calls.check_media(Instant::now(), wall_ms(), &mut state.rng);
                 state.flush_calls();
                 state.capture_rtcp();
+                state.in_progress.update(&state.calls.summaries());
+                state.in_progress.touch();
             }
             Some(query) = queries.recv() => match query {
                 AdminQuery::Calls(reply) => {
@@ -184,6 +197,7 @@ struct Driver<M: MediaControl> {
     gauges: Arc<CallGauges>,
     rng: StdRng,
     hep: HepCapture,
+    in_progress: InProgress,
 }
 
 impl<M: MediaControl> Driver<M> {

@@ -6,7 +6,7 @@ use serde::Serialize;
 pub use crate::media::RtcpSeen;
 
 /// A call as call control numbers it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize)]
 pub struct CallRef(pub u64);
 
 /// Why media could not do what was asked; `status` is the SIP answer (488, 503, 500).

@@ -10,6 +10,7 @@ pub mod config;
 pub mod control;
 mod flows;
 mod in_dialog;
+pub mod in_progress;
 pub mod media_bridge;
 pub mod media_port;
 mod registration;
