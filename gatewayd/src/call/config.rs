@@ -30,6 +30,8 @@ pub struct CallConfig {
     pub session_expires: u32,
     /// Headers of the SIP server's messages that go into call records (`observe.record_headers`).
     pub record_headers: Vec<String>,
+    /// How long an INVITE to a SIP server may go unanswered before the next one is tried.
+    pub reply_timeout: std::time::Duration,
 }
 
 /// How outbound tokens are checked.
@@ -65,6 +67,7 @@ impl CallConfig {
             token: token_policy(loaded),
             registration: RegistrationConfig::from_profile(loaded),
             session_expires: u32::try_from(p.upstream.session_expires.as_secs()).unwrap_or(u32::MAX),
+            reply_timeout: p.upstream.reply_timeout.into(),
             record_headers: p.observe.record_headers.clone(),
         }
     }

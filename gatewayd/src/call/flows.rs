@@ -134,7 +134,7 @@ impl<M: MediaControl> CallControl<M> {
             Ok(built) => built,
             Err(e) => return self.fail_setup(call, Side::Agent, MediaFailure::new(e.status_code(), e.to_string()), now, rng),
         };
-        match self.tx.send_request(invite.clone(), target, now) {
+        match self.tx.send_request_within(invite.clone(), target, now, Some(self.config.reply_timeout)) {
             Ok(tx) => {
                 self.by_tx.insert(tx, (call, Side::Upstream));
                 if let Some(c) = self.calls.get_mut(&call) {
@@ -345,6 +345,12 @@ impl<M: MediaControl> CallControl<M> {
                     }
                     let mf = build::next_max_forwards(&agent.invite).unwrap_or(69);
                     return self.invite_upstream(call, next, mf, now, rng);
+                }
+                if code == 408 && !up.provisional {
+                    // No server answered at all: unavailable, not the agent's request timing out.
+                    let relay = build::response(&agent.invite, 503, Some("SIP Server Not Answering"), &agent.local_tag, None, None);
+                    self.send_response(agent.invite_tx, relay, now);
+                    return self.finish(call, 503, "no SIP server answered");
                 }
                 let relay = build::response(&agent.invite, code, None, &agent.local_tag, None, None);
                 self.send_response(agent.invite_tx, relay, now);

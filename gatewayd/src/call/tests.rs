@@ -84,6 +84,7 @@ impl Harness {
             registration: RegistrationMode::None,
             register_expires: Duration::secs(3600),
             session_expires: Duration::secs(1800),
+            reply_timeout: Duration::secs(2),
             auth_realm: None,
             health: Health { interval: Duration::secs(3600), failures: 3 },
             outbound: Outbound::default(),
@@ -101,6 +102,7 @@ impl Harness {
             registration: None,
             session_expires: 1800,
             record_headers: vec!["X-Genesys-CallUUID".into()],
+            reply_timeout: std::time::Duration::from_secs(2),
         };
         let mut cc = CallControl::new(config, Upstreams::from_profile(&upstream), FakeMedia::default());
         cc.set_binding("5001", Some((CONN, "<sip:abc@xyz.invalid;transport=ws>".into())));
@@ -218,6 +220,42 @@ fn outbound_call_fails_over_when_the_first_server_is_unavailable() {
     let out = h.upstream(SERVER, &server_response(&invite, 503, "Service Unavailable", None));
     assert!(to_server(&out, SERVER2).iter().any(|m| m.starts_with("INVITE sip:1234@127.0.0.1:5082")), "{out:?}");
     assert!(!to_agent(&out).iter().any(|m| m.starts_with("SIP/2.0 503")), "the agent never sees the first failure");
+}
+
+impl Harness {
+    /// Lets `by` pass and runs what falls due.
+    fn wait(&mut self, by: std::time::Duration) -> Vec<(Destination, String)> {
+        self.now += by;
+        self.cc.handle_timeout(self.now, 3000, &mut self.rng);
+        self.outputs()
+    }
+}
+
+#[test]
+fn a_server_that_never_answers_is_left_after_the_reply_timeout_and_the_agent_gets_503() {
+    let mut h = Harness::new();
+    let out = h.agent(&agent_invite("1234", &sdp("browser")));
+    assert!(to_server(&out, SERVER).iter().any(|m| m.starts_with("INVITE")));
+    // Retransmissions only, until two seconds pass without a word from the first server.
+    let out = h.wait(std::time::Duration::from_millis(1_900));
+    assert!(!to_server(&out, SERVER2).iter().any(|m| m.starts_with("INVITE")), "{out:?}");
+    let out = h.wait(std::time::Duration::from_millis(200));
+    assert!(to_server(&out, SERVER2).iter().any(|m| m.starts_with("INVITE sip:1234@127.0.0.1:5082")), "the second server is tried: {out:?}");
+    // The second is silent too: the agent hears 503 about four seconds after dialling.
+    let out = h.wait(std::time::Duration::from_millis(2_100));
+    assert!(to_agent(&out).iter().any(|m| m.starts_with("SIP/2.0 503 SIP Server Not Answering")), "{out:?}");
+    assert!(out.iter().any(|(_, m)| m.starts_with("ENDED Outbound 503")), "{out:?}");
+}
+
+#[test]
+fn a_provisional_answer_stops_the_reply_timeout() {
+    let mut h = Harness::new();
+    let out = h.agent(&agent_invite("1234", &sdp("browser")));
+    let invite = to_server(&out, SERVER).into_iter().find(|m| m.starts_with("INVITE")).unwrap();
+    h.upstream(SERVER, &server_response(&invite, 100, "Trying", None));
+    let out = h.wait(std::time::Duration::from_secs(10));
+    let failed_over = to_server(&out, SERVER2).iter().any(|m| m.starts_with("INVITE"));
+    assert!(!failed_over && !to_agent(&out).iter().any(|m| m.starts_with("SIP/2.0 5")), "a server that said Trying is given its time: {out:?}");
 }
 
 #[test]

@@ -147,6 +147,7 @@ mod tests {
             registration: RegistrationMode::None,
             register_expires: crate::profile::Duration::secs(3600),
             session_expires: crate::profile::Duration::secs(1800),
+            reply_timeout: crate::profile::Duration::secs(2),
             auth_realm: None,
             health: Health { interval: crate::profile::Duration::secs(10), failures: 2 },
             outbound: Outbound::default(),

@@ -34,6 +34,11 @@ pub struct Upstream {
     /// server's own request wins on calls it places. At least 90 s.
     #[serde(default = "default_session_expires")]
     pub session_expires: Duration,
+    /// How long a call's INVITE may wait for any answer (even 100 Trying) from a SIP server
+    /// before the next server is tried, or the agent gets 503: a server that is down fails a
+    /// call in seconds instead of after the 32 s of a SIP transaction timeout.
+    #[serde(default = "default_reply_timeout")]
+    pub reply_timeout: Duration,
     /// Digest realm of the SIP server, for `upstream_ha1_md5`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth_realm: Option<String>,
@@ -49,6 +54,10 @@ fn default_register_expires() -> Duration {
 
 fn default_session_expires() -> Duration {
     Duration::secs(1800)
+}
+
+fn default_reply_timeout() -> Duration {
+    Duration::secs(2)
 }
 
 /// One SIP server. Lower priority is tried first; weight spreads load within a priority.

@@ -303,6 +303,19 @@ impl TransactionLayer {
         target: Target,
         now: Instant,
     ) -> Result<TxId, TxError> {
+        self.send_request_within(request, target, now, None)
+    }
+
+    /// As [`send_request`](Self::send_request); an INVITE that has no response at all after
+    /// `within` (when given) times out then (Timer B shortened, as a proxy's fr_timer), so the
+    /// TU can try elsewhere. A provisional response stops the clock, as it stops Timer B.
+    pub fn send_request_within(
+        &mut self,
+        request: Request,
+        target: Target,
+        now: Instant,
+        within: Option<std::time::Duration>,
+    ) -> Result<TxId, TxError> {
         if request.method == rsip::Method::Ack {
             return Err(TxError::AckNotTransactional);
         }
@@ -318,6 +331,7 @@ impl TransactionLayer {
         let id = self.new_id();
         let t = self.config.timers;
         let mut tx = Transaction::new(id, kind, target.transport.is_reliable(), request, t.t1);
+        tx.give_up = within;
         let actions = tx.start(&t, None);
         self.insert(id, tx, key, target);
         self.apply(id, actions, now);

@@ -67,6 +67,8 @@ pub(crate) struct Transaction {
     pub interval: Duration,
     /// INVITE server: the ACK for our 2xx has arrived.
     pub acked: bool,
+    /// INVITE client: Timer B when the TU wants an answer sooner than 64*T1.
+    pub give_up: Option<Duration>,
 }
 
 fn class(response: &Response) -> u16 {
@@ -96,6 +98,7 @@ impl Transaction {
             ack: None,
             interval: t1,
             acked: false,
+            give_up: None,
         }
     }
 
@@ -113,7 +116,8 @@ impl Transaction {
                 if !self.reliable {
                     actions.push(Action::Arm(retransmit, t.t1));
                 }
-                actions.push(Action::Arm(timeout, t.t1 * 64));
+                let within = if self.kind == Kind::InviteClient { self.give_up } else { None };
+                actions.push(Action::Arm(timeout, within.unwrap_or(t.t1 * 64)));
             }
             Kind::InviteServer => {
                 actions.extend(event.map(Action::Event));
