@@ -599,7 +599,8 @@ impl<M: MediaControl> CallControl<M> {
             crate::sip::message::new_call_id(rng),
         );
         let Ok(SipMessage::Request(options)) = crate::sip::message::parse(text.as_bytes()) else { return };
-        if let Ok(tx) = self.tx.send_request(options, target, now) {
+        // A check that waits out Timer F (32 s) would take minutes to mark a dead server down.
+        if let Ok(tx) = self.tx.send_request_within(options, target, now, Some(self.config.reply_timeout)) {
             self.health_checks.insert(tx, addr);
         }
     }

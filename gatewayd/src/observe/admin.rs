@@ -36,6 +36,9 @@ pub struct Health {
     pub profile_path: String,
     pub profile_sha256: String,
     pub lab_mode: bool,
+    /// SIP servers the health checks find up, of those the profile names (0 up: calls fail).
+    pub upstream_up: usize,
+    pub upstream_servers: usize,
     /// The ACME client's state, when the profile asks for ACME.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub acme: Option<AcmeHealth>,
@@ -133,6 +136,7 @@ fn health_of(p: &LoadedProfile, calls: &CallGauges) -> Health {
         orders_failed: a.failures.load(Ordering::Relaxed),
         last_error: a.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone(),
     });
+    let upstream = calls.upstream();
     Health {
         status: "ok",
         version: env!("CARGO_PKG_VERSION"),
@@ -140,6 +144,8 @@ fn health_of(p: &LoadedProfile, calls: &CallGauges) -> Health {
         profile_path: p.path.display().to_string(),
         profile_sha256: p.sha256.clone(),
         lab_mode: p.profile.site.lab_mode,
+        upstream_up: upstream.iter().filter(|s| s.up).count(),
+        upstream_servers: upstream.len(),
         acme,
     }
 }

@@ -306,9 +306,10 @@ impl TransactionLayer {
         self.send_request_within(request, target, now, None)
     }
 
-    /// As [`send_request`](Self::send_request); an INVITE that has no response at all after
-    /// `within` (when given) times out then (Timer B shortened, as a proxy's fr_timer), so the
-    /// TU can try elsewhere. A provisional response stops the clock, as it stops Timer B.
+    /// As [`send_request`](Self::send_request); a request that has no response at all after
+    /// `within` (when given) times out then (Timer B or F shortened, as a proxy's fr_timer), so
+    /// the TU can try elsewhere. For an INVITE a provisional response stops the clock, as it
+    /// stops Timer B.
     pub fn send_request_within(
         &mut self,
         request: Request,

@@ -67,7 +67,7 @@ pub(crate) struct Transaction {
     pub interval: Duration,
     /// INVITE server: the ACK for our 2xx has arrived.
     pub acked: bool,
-    /// INVITE client: Timer B when the TU wants an answer sooner than 64*T1.
+    /// Client: Timer B or F when the TU wants an answer sooner than 64*T1.
     pub give_up: Option<Duration>,
 }
 
@@ -116,8 +116,7 @@ impl Transaction {
                 if !self.reliable {
                     actions.push(Action::Arm(retransmit, t.t1));
                 }
-                let within = if self.kind == Kind::InviteClient { self.give_up } else { None };
-                actions.push(Action::Arm(timeout, within.unwrap_or(t.t1 * 64)));
+                actions.push(Action::Arm(timeout, self.give_up.unwrap_or(t.t1 * 64)));
             }
             Kind::InviteServer => {
                 actions.extend(event.map(Action::Event));
