@@ -572,6 +572,9 @@ async fn acme_serves_a_placeholder_until_its_certificate_is_there() {
         directory: "https://acme.invalid/directory".into(),
         contact: "mailto:noc@example.com".into(),
         domains: vec!["agents.example.com".into()],
+        challenge: profile::AcmeChallenge::Http01,
+        directory_ca: None,
+        external_account: None,
     });
     let (profile, rx) = watch::channel(Arc::new(first.clone()));
     let (events_tx, events) = mpsc::channel(64);
