@@ -33,20 +33,7 @@ const JOURNALD: &str = "/usr/lib/systemd/systemd-journald";
 /// A CA, the collector's certificate (for 127.0.0.1) and the gateway's client certificate, as
 /// PEM files in `dir`: ca.pem, collector.{crt,key}, gateway.{crt,key}.
 fn certificates(dir: &Path) {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name.push(DnType::CommonName, "log collection CA");
-    std::fs::write(dir.join("ca.pem"), ca.self_signed(&ca_key).unwrap().pem()).unwrap();
-    let issuer = Issuer::from_params(&ca, &ca_key);
-    for (name, sans) in [("collector", vec!["127.0.0.1".to_owned(), "localhost".to_owned()]), ("gateway", vec!["gateway.invalid".to_owned()])] {
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(sans).unwrap();
-        params.distinguished_name.push(DnType::CommonName, name);
-        std::fs::write(dir.join(format!("{name}.crt")), params.signed_by(&key, &issuer).unwrap().pem()).unwrap();
-        std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).unwrap();
-    }
+    common::write_ca_and_leaves(dir, "log collection CA", &[("collector", &["127.0.0.1", "localhost"]), ("gateway", &["gateway.invalid"])]);
 }
 
 /// Runs until killed: journald, the gateway under it, and the uploader, in a mount namespace.

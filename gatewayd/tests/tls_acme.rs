@@ -31,17 +31,7 @@ impl Drop for Proc {
 
 /// A CA for Pebble's own HTTPS (ca.pem) and the certificate Pebble serves (pebble.{crt,key}).
 fn pebble_certificates(dir: &Path) {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name.push(DnType::CommonName, "ACME directory test CA");
-    std::fs::write(dir.join("ca.pem"), ca.self_signed(&ca_key).unwrap().pem()).unwrap();
-    let issuer = Issuer::from_params(&ca, &ca_key);
-    let key = KeyPair::generate().unwrap();
-    let params = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
-    std::fs::write(dir.join("pebble.crt"), params.signed_by(&key, &issuer).unwrap().pem()).unwrap();
-    std::fs::write(dir.join("pebble.key"), key.serialize_pem()).unwrap();
+    common::write_ca_and_leaves(dir, "ACME directory test CA", &[("pebble", &["127.0.0.1", "localhost"])]);
 }
 
 struct Ca {

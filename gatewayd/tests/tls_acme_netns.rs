@@ -38,16 +38,7 @@ fn profile() -> String {
 
 /// Pebble's own HTTPS certificate and the CA the gateway trusts it by (ca.pem).
 fn pebble_certificates(dir: &Path) {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name.push(DnType::CommonName, "ACME directory test CA");
-    std::fs::write(dir.join("ca.pem"), ca.self_signed(&ca_key).unwrap().pem()).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let leaf = CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap().signed_by(&key, &Issuer::from_params(&ca, &ca_key)).unwrap();
-    std::fs::write(dir.join("pebble.crt"), leaf.pem()).unwrap();
-    std::fs::write(dir.join("pebble.key"), key.serialize_pem()).unwrap();
+    common::write_ca_and_leaves(dir, "ACME directory test CA", &[("pebble", &["127.0.0.1"])]);
 }
 
 /// Inside the namespace: the CA's DNS and Pebble, the gateway, then a verifying client.

@@ -213,3 +213,22 @@ pub fn tls_trusting(pem: &[u8]) -> std::sync::Arc<rustls::ClientConfig> {
         .with_no_client_auth();
     std::sync::Arc::new(config)
 }
+
+/// A throwaway CA (`dir/ca.pem`, common name `ca_name`) and, for each `(name, names)`, a leaf it
+/// signs for those names: `dir/<name>.crt` and `dir/<name>.key`.
+pub fn write_ca_and_leaves(dir: &Path, ca_name: &str, leaves: &[(&str, &[&str])]) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name.push(DnType::CommonName, ca_name);
+    std::fs::write(dir.join("ca.pem"), ca.self_signed(&ca_key).unwrap().pem()).unwrap();
+    let issuer = Issuer::from_params(&ca, &ca_key);
+    for (name, names) in leaves {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, *name);
+        std::fs::write(dir.join(format!("{name}.crt")), params.signed_by(&key, &issuer).unwrap().pem()).unwrap();
+        std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).unwrap();
+    }
+}
