@@ -5,7 +5,8 @@
 // server's registrar. Chromium runs in the internet namespace and loads the softphone from the
 // public virtual address. Killing the active gatewayd (kill -9): the softphone reconnects on its
 // own and is registered on the standby within 10 s, and its echo call carries the tone. The
-// active node's public link going down instead is a known failure for now (marked todo below).
+// active node's public link going down: nothing closes the softphone's connection, its
+// keepalive goes unanswered and it reconnects, within 10 s of the failure as well.
 // Needs root, `ip netns`, nft, keepalived and sipp; skips with a message otherwise.
 
 import { after, before, describe, test } from 'node:test';
@@ -194,9 +195,8 @@ const active = (n) => {
   return holds(n, VIP_PUBLIC, 'pub0') && holds(n, VIP_INTERNAL, 'int0') && !holds(other, VIP_PUBLIC, 'pub0') && !holds(other, VIP_INTERNAL, 'int0');
 };
 
-// One pair per failure: `fail(gateways)` breaks node a, `label` names it in figures; `todo`
-// says why a suite is known to fail (it runs, and its failure does not fail the run).
-function failoverSuite(title, label, fail, { todo = false } = {}) {
+// One pair per failure: `fail(gateways)` breaks node a, `label` names it in figures.
+function failoverSuite(title, label, fail) {
 describe(title, { skip: chromiumMissing() || gatewayMissing() || unavailable(), timeout: 180_000 }, () => {
   let tmp;
   const procs = [];
@@ -252,7 +252,7 @@ describe(title, { skip: chromiumMissing() || gatewayMissing() || unavailable(), 
     if (tmp) await rm(tmp, { recursive: true, force: true });
   });
 
-  test('registered on the standby within 10 s, and the echo call has audio', { todo }, async () => {
+  test('registered on the standby within 10 s, and the echo call has audio', async () => {
     const { context, page, seen } = await openPhone(browser, `https://${VIP_PUBLIC}`, '5001', 'pass5001', { query: '?raw-audio=1' });
     try {
       await waitForRegState(page, 'Registered', { timeout: 15_000 });
@@ -299,9 +299,8 @@ failoverSuite('a JsSIP softphone through kill -9 of the active gatewayd', 'kill'
   await gateways.a.exited;
 });
 
-// Known to fail: the old node neither closes the connection nor answers any more, and the
-// softphone sends nothing on an idle connection (no keepalive), so it stays "Registered" on a
-// dead socket until its next REGISTER refresh. See docs/ha.md.
+// The old node neither closes the connection nor answers any more: only the softphone's
+// keepalive (web/src/keepalive.js) finds out. See docs/ha.md.
 failoverSuite("a JsSIP softphone through the active node's public link going down", 'link', async () => {
   sh(`ip -n ${NS.a} link set pub0 down`);
-}, { todo: 'the softphone has no keepalive: a connection to a node that vanished goes unnoticed while idle' });
+});
