@@ -253,13 +253,26 @@ describe(title, { skip: chromiumMissing() || gatewayMissing() || unavailable(), 
   });
 
   test('registered on the standby within 10 s, and the echo call has audio', async () => {
-    const { context, page, seen } = await openPhone(browser, `https://${VIP_PUBLIC}`, '5001', 'pass5001', { query: '?raw-audio=1' });
+    // The keepalive answers the page receives (a lone CRLF on its SIP WebSocket).
+    const pongs = [];
+    const closes = [];
+    const { context, page, seen } = await openPhone(browser, `https://${VIP_PUBLIC}`, '5001', 'pass5001', {
+      query: '?raw-audio=1',
+      beforeLoad: (p) => p.on('websocket', (ws) => {
+        ws.on('framereceived', (f) => String(f.payload) === '\r\n' && pongs.push(Date.now()));
+        ws.on('close', () => closes.push(Date.now()));
+      }),
+    });
     try {
       await waitForRegState(page, 'Registered', { timeout: 15_000 });
       const registrations = async () => ((await readFile(join(tmp, 'registrar.log'), 'utf8').catch(() => '')).match(/\nREGISTER sip:/g) || []).length;
       await waitFor(async () => (await registrations()) > 0, { what: "a's REGISTER for 5001 at sipp" });
       const before = await registrations();
 
+      // The worst moment to fail: just after a keepalive was answered, so the next one is a
+      // whole interval away.
+      const since = Date.now();
+      await waitFor(() => pongs.some((t) => t >= since), { timeout: 10_000, what: 'a keepalive answered' });
       const failed = Date.now();
       await fail(gateways);
       await waitFor(() => active('b'), { timeout: 3_000, interval: 20, what: 'the virtual addresses on b', describe: keepalivedLogs });
@@ -274,6 +287,8 @@ describe(title, { skip: chromiumMissing() || gatewayMissing() || unavailable(), 
       await waitFor(async () => (await onB()) && (await page.locator('#reg-state').textContent()).trim() === 'Registered',
         { timeout: 10_000 - (Date.now() - failed), what: 'the softphone registered on b', describe: async () => `${await page.locator('#reg-state').textContent()} / ${await page.locator('#reg-detail').textContent().catch(() => '')}` });
       const registered = Date.now() - failed;
+      const gaveUp = closes.find((t) => t >= failed);
+      console.log(`FIGURE ha browser ${label}: the softphone's connection to a ended ${gaveUp - failed} ms after the failure`);
       console.log(`FIGURE ha browser ${label}: JsSIP registered on b ${registered} ms after the failure`);
       assert.ok(registered < 10_000);
       await waitFor(async () => (await registrations()) > before, { timeout: 10_000, what: "b's REGISTER for 5001 at sipp" });
@@ -300,7 +315,8 @@ failoverSuite('a JsSIP softphone through kill -9 of the active gatewayd', 'kill'
 });
 
 // The old node neither closes the connection nor answers any more: only the softphone's
-// keepalive (web/src/keepalive.js) finds out. See docs/ha.md.
+// keepalive (web/src/keepalive.js) finds out, at worst (the link fails just after a keepalive
+// was answered, as here) 4 s + 2 s later, and JsSIP reconnects 2 s after that. See docs/ha.md.
 failoverSuite("a JsSIP softphone through the active node's public link going down", 'link', async () => {
   sh(`ip -n ${NS.a} link set pub0 down`);
 });
