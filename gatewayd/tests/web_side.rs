@@ -568,14 +568,14 @@ async fn acme_serves_a_placeholder_until_its_certificate_is_there() {
     let dir = temp_dir();
     let mut first = lab(&dir, &new_pair(), "unused", "placeholder");
     first.profile.tls.source = TlsSource::Acme;
-    first.profile.tls.acme = Some(profile::Acme {
-        directory: "https://acme.invalid/directory".into(),
-        contact: "mailto:noc@example.com".into(),
-        domains: vec!["agents.example.com".into()],
-        challenge: profile::AcmeChallenge::Http01,
-        directory_ca: None,
-        external_account: None,
-    });
+    // From TOML, as a profile gives it, so the fields left out take their defaults.
+    let acme: profile::Acme = toml::from_str(
+        r#"directory = "https://acme.invalid/directory"
+contact = "mailto:noc@example.com"
+domains = ["agents.example.com"]"#,
+    )
+    .unwrap();
+    first.profile.tls.acme = Some(acme);
     let (profile, rx) = watch::channel(Arc::new(first.clone()));
     let (events_tx, events) = mpsc::channel(64);
     let (failures_tx, failures) = mpsc::channel(64);

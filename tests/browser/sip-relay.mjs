@@ -97,7 +97,13 @@ export class SipRelay {
   }
 
   onMessage(ws, text) {
-    if (/^\s*$/.test(text)) return; // keep-alive
+    // RFC 5626 keepalives, answered as the gateway does (the page drops a connection whose
+    // ping goes unanswered).
+    if (text === '\r\n\r\n') {
+      ws.send('\r\n');
+      return;
+    }
+    if (/^\s*$/.test(text)) return;
     const msg = parseSip(text);
     const host = viaHost(msg.get('via'));
     // A request's top Via names its sender; a response's names where it must go.

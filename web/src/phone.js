@@ -4,6 +4,7 @@
 
 import JsSIP from 'jssip';
 import { autoAnswerDelay } from './autoanswer.js';
+import { KeepaliveSocket } from './keepalive.js';
 import { audioConstraints } from './media.js';
 import { summarize, intervalLoss, grade } from './quality.js';
 import { Ringtone } from './ringtone.js';
@@ -155,7 +156,9 @@ export class Phone extends EventTarget {
   }
 
   createUa(dn, password) {
-    const socket = new JsSIP.WebSocketInterface(this.config.ws_url);
+    // The keepalive notices a connection that died while idle, so JsSIP reconnects and
+    // registers again (see keepalive.js).
+    const socket = new KeepaliveSocket(new JsSIP.WebSocketInterface(this.config.ws_url));
     return new JsSIP.UA({
       sockets: [socket],
       uri: `sip:${dn}@${this.config.sip_domain}`,
