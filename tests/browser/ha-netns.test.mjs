@@ -19,7 +19,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
 import {
-  CALL_ENDED, CHROMIUM, CHROMIUM_ARGS, SIPP, chromiumMissing, gatewayBinary, gatewayMissing, openPhone,
+  CALL_ENDED, CHROMIUM, CHROMIUM_ARGS, ROOT, SIPP, chromiumMissing, gatewayBinary, gatewayMissing, openPhone,
   waitFor, waitForAudio, waitForCallState, waitForRegState, writeToneWav,
 } from './lib.mjs';
 
@@ -117,36 +117,8 @@ admin = "10.20.0.${me}:9090"
 `;
 }
 
-// sipp as registrar and OPTIONS responder: every REGISTER gets 200 with its Contact.
-const REGISTRAR = `<?xml version="1.0" encoding="ISO-8859-1" ?>
-<scenario name="registrar">
-  <recv request="REGISTER" optional="true" next="reg"/>
-  <recv request="OPTIONS"/>
-  <send next="end"><![CDATA[
-SIP/2.0 200 OK
-[last_Via:]
-[last_From:]
-[last_To:];tag=[pid]o[call_number]
-[last_Call-ID:]
-[last_CSeq:]
-Content-Length: 0
-
-]]></send>
-  <label id="reg"/>
-  <send><![CDATA[
-SIP/2.0 200 OK
-[last_Via:]
-[last_From:]
-[last_To:];tag=[pid]r[call_number]
-[last_Call-ID:]
-[last_CSeq:]
-[last_Contact:];expires=300
-Content-Length: 0
-
-]]></send>
-  <label id="end"/>
-</scenario>
-`;
+// sipp as registrar and OPTIONS responder, shared with the Rust HA tests.
+const REGISTRAR = join(ROOT, 'tests', 'sipp', 'registrar.xml');
 
 function createNamespaces() {
   for (const ns of Object.values(NS)) {
@@ -210,8 +182,7 @@ describe(title, { skip: chromiumMissing() || gatewayMissing() || unavailable(), 
   before(async () => {
     tmp = await mkdtemp(join(tmpdir(), 'softphone-ha-'));
     createNamespaces();
-    await writeFile(join(tmp, 'registrar.xml'), REGISTRAR);
-    const registrar = start(['ip', 'netns', 'exec', NS.internal, SIPP, '-sf', join(tmp, 'registrar.xml'), '-i', SIP_SERVER, '-p', '5060', '-nostdin',
+    const registrar = start(['ip', 'netns', 'exec', NS.internal, SIPP, '-sf', REGISTRAR, '-i', SIP_SERVER, '-p', '5060', '-nostdin',
       '-trace_msg', '-message_file', join(tmp, 'registrar.log')]);
     procs.push({ name: 'sipp', ...registrar });
     for (const n of ['a', 'b']) {
