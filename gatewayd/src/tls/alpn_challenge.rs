@@ -15,15 +15,16 @@ pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
 /// Where validation certificates wait, under the state directory.
 pub const TLS_ALPN01_DIR: &str = "acme/tls-alpn-01";
 
-/// Chooses between the certificate in service and a pending validation certificate.
+/// Chooses between the certificate in service (whatever resolver the listener's config
+/// already had) and a pending validation certificate.
 #[derive(Debug)]
 pub struct ChallengeResolver {
-    serving: Arc<CertifiedKey>,
+    serving: Arc<dyn ResolvesServerCert>,
     dir: PathBuf,
 }
 
 impl ChallengeResolver {
-    pub fn new(serving: Arc<CertifiedKey>, state_dir: &Path) -> ChallengeResolver {
+    pub fn new(serving: Arc<dyn ResolvesServerCert>, state_dir: &Path) -> ChallengeResolver {
         ChallengeResolver { serving, dir: state_dir.join(TLS_ALPN01_DIR) }
     }
 
@@ -45,7 +46,7 @@ impl ResolvesServerCert for ChallengeResolver {
             // show the certificate in service under the wrong protocol.
             return hello.server_name().and_then(|n| self.validation(n));
         }
-        Some(self.serving.clone())
+        self.serving.resolve(hello)
     }
 }
 
@@ -88,7 +89,7 @@ mod tests {
     fn names_that_could_leave_the_directory_are_never_read() {
         let dir = std::env::temp_dir().join(format!("alpn-challenge-{}", std::process::id()));
         let serving = certified_key(validation_certificate("serving.example", &[0; 32]).unwrap().as_bytes()).unwrap();
-        let r = ChallengeResolver::new(serving, &dir);
+        let r = ChallengeResolver::new(Arc::new(rustls::sign::SingleCertAndKey::from(serving)), &dir);
         for bad in ["../etc/passwd", "a/b", "", ".hidden", "x\u{0}y"] {
             assert!(r.validation(bad).is_none(), "{bad:?}");
         }

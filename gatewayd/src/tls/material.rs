@@ -88,12 +88,8 @@ pub fn server_config(pem: &CertifiedPem, alpn: &[&[u8]]) -> Result<Arc<ServerCon
 /// As [`server_config`], and also answers TLS-ALPN-01 validations (RFC 8737) with the
 /// validation certificates the ACME client leaves under `state_dir`.
 pub fn server_config_answering_tls_alpn(pem: &CertifiedPem, alpn: &[&[u8]], state_dir: &Path) -> Result<Arc<ServerConfig>, PairError> {
-    let single = server_config(pem, alpn)?;
-    let (chain, key) = parse(&pem.chain, &pem.key)?;
-    let signing = rustls::crypto::ring::default_provider().key_provider.load_private_key(key).map_err(|e| PairError::BadKey(e.to_string()))?;
-    let serving = Arc::new(rustls::sign::CertifiedKey::new(chain, signing));
-    let mut config = (*single).clone();
-    config.cert_resolver = Arc::new(super::alpn_challenge::ChallengeResolver::new(serving, state_dir));
+    let mut config = (*server_config(pem, alpn)?).clone();
+    config.cert_resolver = Arc::new(super::alpn_challenge::ChallengeResolver::new(config.cert_resolver.clone(), state_dir));
     config.alpn_protocols.push(super::alpn_challenge::ACME_TLS_ALPN.to_vec());
     Ok(Arc::new(config))
 }

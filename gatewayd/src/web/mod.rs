@@ -133,7 +133,6 @@ impl WebHandle {
         self.applied.clone()
     }
 
-    /// Lets TURN take the TLS connections it wants from the HTTPS listeners it shares.
     /// A hook that makes the web side reread its certificate (one ACME renewed) with the
     /// running profile: new handshakes get it, open connections keep theirs.
     pub fn certificate_refresher(&self) -> Arc<dyn Fn() + Send + Sync> {
@@ -141,6 +140,7 @@ impl WebHandle {
         Arc::new(move || shared.certificates.notify_one())
     }
 
+    /// Lets TURN take the TLS connections it wants from the HTTPS listeners it shares.
     pub fn share_with_turn(&self, turn: Arc<dyn TurnHandoff>) {
         let _ = self.shared.turn.set(turn);
     }
