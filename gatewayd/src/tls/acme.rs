@@ -10,7 +10,7 @@
 //! account key (`account.json` is written owner-only).
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -35,8 +35,6 @@ const ORDER_DEADLINE: Duration = Duration::from_secs(300);
 pub struct AcmeStatus {
     /// True until a certificate from the CA is in service (a self-signed stand-in is served).
     pub stand_in: AtomicBool,
-    /// notAfter of the certificate in service (Unix seconds; 0 when none).
-    pub not_after: AtomicI64,
     pub issued: AtomicU64,
     pub failures: AtomicU64,
     pub last_error: Mutex<Option<String>>,
@@ -66,6 +64,8 @@ pub enum AcmeError {
 pub async fn run(mut profile: watch::Receiver<Arc<LoadedProfile>>, state_dir: PathBuf, status: Arc<AcmeStatus>, installed: Arc<dyn Fn() + Send + Sync>) {
     let mut failures = 0u32;
     let mut last_attempt = None;
+    // The retry a failure planned (and logged), kept so the wait is the one announced.
+    let mut planned_retry = None;
     loop {
         let loaded = profile.borrow_and_update().clone();
         let acme = match (&loaded.profile.tls.source, &loaded.profile.tls.acme) {
@@ -80,8 +80,7 @@ pub async fn run(mut profile: watch::Receiver<Arc<LoadedProfile>>, state_dir: Pa
         };
         let current = current_validity(&state_dir);
         status.stand_in.store(current.is_none(), Ordering::Relaxed);
-        status.not_after.store(current.map_or(0, |v| v.not_after), Ordering::Relaxed);
-        let at = renewal::next_attempt(unix_now(), current, failures, last_attempt, rand::random::<f64>());
+        let at = planned_retry.unwrap_or_else(|| renewal::next_attempt(unix_now(), current, failures, last_attempt, rand::random::<f64>()));
         let wait = Duration::from_secs(at.saturating_sub(unix_now()).max(0) as u64);
         tokio::select! {
             changed = profile.changed() => {
@@ -91,12 +90,12 @@ pub async fn run(mut profile: watch::Receiver<Arc<LoadedProfile>>, state_dir: Pa
             _ = tokio::time::sleep(wait) => {}
         }
         last_attempt = Some(unix_now());
+        planned_retry = None;
         let attempt = tokio::time::timeout(ORDER_DEADLINE, obtain(&acme, &loaded, &state_dir)).await.unwrap_or(Err(AcmeError::Timeout(ORDER_DEADLINE)));
         match attempt {
             Ok(validity) => {
                 failures = 0;
                 status.issued.fetch_add(1, Ordering::Relaxed);
-                status.not_after.store(validity.not_after, Ordering::Relaxed);
                 status.stand_in.store(false, Ordering::Relaxed);
                 *status.last_error.lock().unwrap_or_else(|e| e.into_inner()) = None;
                 tracing::info!(domains = ?acme.domains, not_after = validity.not_after, "ACME: certificate issued and installed");
@@ -105,7 +104,8 @@ pub async fn run(mut profile: watch::Receiver<Arc<LoadedProfile>>, state_dir: Pa
             Err(e) => {
                 failures += 1;
                 status.failures.fetch_add(1, Ordering::Relaxed);
-                let next = renewal::next_attempt(unix_now(), current, failures, last_attempt, 0.5);
+                let next = renewal::next_attempt(unix_now(), current, failures, last_attempt, rand::random::<f64>());
+                planned_retry = Some(next);
                 tracing::warn!(error = %e, failures, retry_in_s = next - unix_now(), "ACME: no certificate this time; the one in service stays");
                 *status.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.to_string());
             }
@@ -216,9 +216,7 @@ pub fn current_validity(state_dir: &Path) -> Option<Validity> {
     let chain = std::fs::read(dir.join("web.crt")).ok()?;
     let key = std::fs::read(dir.join("web.key")).ok()?;
     super::check_pair(&chain, &key).ok()?;
-    let der = rustls_pemfile::certs(&mut &chain[..]).next()?.ok()?;
-    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).ok()?;
-    Some(Validity { not_before: cert.validity().not_before.timestamp(), not_after: cert.validity().not_after.timestamp() })
+    Validity::of_leaf(&chain)
 }
 
 fn unix_now() -> i64 {

@@ -1,6 +1,7 @@
 //! When to ask the ACME CA for a certificate: a pure function of the certificate in service,
 //! the failures since the last success, the current time and a random draw. It never touches
-//! the CA, the clock or the files (the driver in `acme` does).
+//! the CA, the clock or the files (the driver in `acme` does); it reads a certificate's
+//! validity from PEM it is given.
 //!
 //! A certificate is renewed once two thirds of its lifetime have passed (a 90-day certificate
 //! at day 60, as Let's Encrypt advises), which leaves a month of retries before it expires.
@@ -22,6 +23,13 @@ pub struct Validity {
 }
 
 impl Validity {
+    /// The validity of the first certificate in a PEM chain.
+    pub fn of_leaf(chain_pem: &[u8]) -> Option<Validity> {
+        let der = rustls_pemfile::certs(&mut &chain_pem[..]).next()?.ok()?;
+        let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).ok()?;
+        Some(Validity { not_before: cert.validity().not_before.timestamp(), not_after: cert.validity().not_after.timestamp() })
+    }
+
     /// When renewal is due: two thirds into the lifetime.
     pub fn renew_at(&self) -> i64 {
         let lifetime = (self.not_after - self.not_before).max(0);

@@ -133,9 +133,7 @@ fn acme_certificate(loaded: &LoadedProfile, state_dir: &Path) -> Result<Certifie
 
 /// The notAfter of the first certificate in a PEM chain, in Unix seconds.
 pub fn leaf_not_after(pem: &CertifiedPem) -> Option<i64> {
-    let der = rustls_pemfile::certs(&mut &pem.chain[..]).next()?.ok()?;
-    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).ok()?;
-    Some(cert.validity().not_after.timestamp())
+    tls::renewal::Validity::of_leaf(&pem.chain).map(|v| v.not_after)
 }
 
 /// SHA-256 of the first certificate in a PEM chain, hex; empty when there is none.
