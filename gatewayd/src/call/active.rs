@@ -102,6 +102,14 @@ impl<M: MediaControl> CallControl<M> {
         calls
     }
 
+    /// Each call in progress and when it was answered, by call: what the crash record
+    /// (`in_progress`) compares each second before asking for [`summaries`](Self::summaries).
+    pub fn answer_states(&self) -> Vec<(u64, Option<u64>)> {
+        let mut states: Vec<(u64, Option<u64>)> = self.calls.iter().map(|(r, c)| (r.0, c.answered_ms)).collect();
+        states.sort_unstable();
+        states
+    }
+
     /// The calls in progress by call, without asking the media engine for figures.
     pub fn summaries(&self) -> Vec<CallSummary> {
         let mut calls: Vec<CallSummary> = self.calls.iter().map(|(r, c)| c.summary(*r)).collect();

@@ -148,7 +148,7 @@ pub async fn run<M: MediaControl>(task: CallTask<M>) {
                 state.calls.check_media(Instant::now(), wall_ms(), &mut state.rng);
                 state.flush_calls();
                 state.capture_rtcp();
-                state.in_progress.update(&state.calls.summaries());
+                state.in_progress.update(state.calls.answer_states(), || state.calls.summaries());
                 state.in_progress.touch();
             }
             Some(query) = queries.recv() => match query {

@@ -18,8 +18,8 @@ use super::control::CallRecord;
 pub const RESTART_CAUSE: &str = "gateway-restart";
 const FILE: &str = "calls-in-progress.json";
 
-/// What was last written: each call and whether it was answered.
-type Written = Vec<(u64, Option<u64>)>;
+/// What was last written: each call (by number) and when it was answered.
+pub type Written = Vec<(u64, Option<u64>)>;
 
 pub struct InProgress {
     path: PathBuf,
@@ -47,18 +47,19 @@ impl InProgress {
         records_of(calls, last_alive_ms)
     }
 
-    /// Keeps the file in step with `calls` (sorted by call), writing only on a change; an
-    /// empty set removes it.
-    pub fn update(&mut self, calls: &[CallSummary]) {
-        let now: Written = calls.iter().map(|c| (c.call.0, c.answered_ms)).collect();
+    /// Keeps the file in step with the calls, writing only on a change; an empty set removes
+    /// it. `now` is each call and its answer time, sorted by call (cheap to compare each
+    /// second); `calls` is asked for the summaries only when they must be written.
+    pub fn update(&mut self, now: Written, calls: impl FnOnce() -> Vec<CallSummary>) {
         if now == self.written {
             return;
         }
+        let calls = calls();
         let result = if calls.is_empty() {
             std::fs::remove_file(&self.path).or_else(|e| if e.kind() == std::io::ErrorKind::NotFound { Ok(()) } else { Err(e) })
         } else {
             let tmp = self.path.with_extension("json.new");
-            serde_json::to_vec(calls).map_err(std::io::Error::other).and_then(|bytes| crate::system::write_private_file(&tmp, &bytes)).and_then(|()| std::fs::rename(&tmp, &self.path))
+            serde_json::to_vec(&calls).map_err(std::io::Error::other).and_then(|bytes| crate::system::write_private_file(&tmp, &bytes)).and_then(|()| std::fs::rename(&tmp, &self.path))
         };
         match result {
             Ok(()) => self.written = now,
@@ -84,6 +85,10 @@ mod tests {
     use crate::call::control::Direction;
     use crate::call::media_port::CallRef;
 
+    fn update(live: &mut InProgress, calls: &[CallSummary]) {
+        live.update(calls.iter().map(|c| (c.call.0, c.answered_ms)).collect(), || calls.to_vec());
+    }
+
     fn call(n: u64, answered: Option<u64>) -> CallSummary {
         CallSummary {
             call: CallRef(n),
@@ -105,7 +110,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("in-progress-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let mut live = InProgress::in_dir(&dir);
-        live.update(&[call(1, Some(2_000)), call(2, None)]);
+        update(&mut live, &[call(1, Some(2_000)), call(2, None)]);
         assert!(dir.join(FILE).exists());
         // The process dies here; the next one finds them.
         let mut next = InProgress::in_dir(&dir);
@@ -122,15 +127,15 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("in-progress-w-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let mut live = InProgress::in_dir(&dir);
-        live.update(&[call(1, None)]);
+        update(&mut live, &[call(1, None)]);
         let first = std::fs::read(dir.join(FILE)).unwrap();
         let mut same = call(1, None);
         same.media = Some(serde_json::json!({"changed": true}));
-        live.update(&[same]);
+        update(&mut live, &[same]);
         assert_eq!(std::fs::read(dir.join(FILE)).unwrap(), first, "media figures alone do not rewrite it");
-        live.update(&[call(1, Some(5))]);
+        update(&mut live, &[call(1, Some(5))]);
         assert_ne!(std::fs::read(dir.join(FILE)).unwrap(), first, "an answer does");
-        live.update(&[]);
+        update(&mut live, &[]);
         assert!(!dir.join(FILE).exists());
         let _ = std::fs::remove_dir_all(&dir);
     }
