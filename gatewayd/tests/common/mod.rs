@@ -65,7 +65,15 @@ pub fn lab_profile_free_ports() -> (String, HashMap<u16, u16>) {
         rest = &rest[i + re.len()..];
         let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
         let port: u16 = digits.parse().unwrap();
-        let new = *map.entry(port).or_insert_with(free_port);
+        let new = match map.get(&port) {
+            Some(new) => *new,
+            None => {
+                // Distinct within the profile: free_port alone may hand the same port out twice.
+                let new = std::iter::repeat_with(free_port).find(|p| !map.values().any(|v| v == p)).unwrap();
+                map.insert(port, new);
+                new
+            }
+        };
         out.push_str(&new.to_string());
         rest = &rest[digits.len()..];
     }
