@@ -29,9 +29,9 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
     let loaded = profile::load(&opts.profile).map_err(|d| anyhow::anyhow!("{d}"))?;
-    // Both ring (ours) and aws-lc-rs (the media stack's) are linked, so a library that builds
-    // its own TLS client (the ACME client's HTTPS) needs to be told which one to use.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    // One crypto library for TLS, DTLS and SRTP: aws-lc-rs, the media stack's. A library that
+    // builds its own TLS client (the ACME client's HTTPS) takes the process default.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let log = observe::init_logging(&loaded.profile.observe.log_level);
     let notifier = Notifier;
     if loaded.profile.site.lab_mode {

@@ -54,7 +54,7 @@ impl ResolvesServerCert for ChallengeResolver {
 pub fn certified_key(pem: &[u8]) -> Option<Arc<CertifiedKey>> {
     let chain: Vec<_> = rustls_pemfile::certs(&mut &pem[..]).collect::<Result<_, _>>().ok()?;
     let key = rustls_pemfile::private_key(&mut &pem[..]).ok()??;
-    let signing = rustls::crypto::ring::default_provider().key_provider.load_private_key(key).ok()?;
+    let signing = rustls::crypto::aws_lc_rs::default_provider().key_provider.load_private_key(key).ok()?;
     (!chain.is_empty()).then(|| Arc::new(CertifiedKey::new(chain, signing)))
 }
 

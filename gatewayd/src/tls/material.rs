@@ -53,7 +53,7 @@ fn parse(cert_pem: &[u8], key_pem: &[u8]) -> Result<(Vec<CertificateDer<'static>
 /// Checks that a PEM chain and PEM key parse and belong together.
 pub fn check_pair(cert_pem: &[u8], key_pem: &[u8]) -> Result<(), PairError> {
     let (chain, key) = parse(cert_pem, key_pem)?;
-    let provider = rustls::crypto::ring::default_provider();
+    let provider = rustls::crypto::aws_lc_rs::default_provider();
     let signing = provider.key_provider.load_private_key(key).map_err(|e| PairError::BadKey(e.to_string()))?;
     let certified = rustls::sign::CertifiedKey::new(chain, signing);
     match certified.keys_match() {
@@ -65,10 +65,10 @@ pub fn check_pair(cert_pem: &[u8], key_pem: &[u8]) -> Result<(), PairError> {
     }
 }
 
-/// A rustls server config (TLS 1.2 and 1.3, ring's modern suites only) for a PEM pair.
+/// A rustls server config (TLS 1.2 and 1.3, aws-lc-rs's AEAD suites only: the crypto library of the media stack too) for a PEM pair.
 pub fn server_config(pem: &CertifiedPem, alpn: &[&[u8]]) -> Result<Arc<ServerConfig>, PairError> {
     let (chain, key) = parse(&pem.chain, &pem.key)?;
-    let provider = rustls::crypto::ring::default_provider();
+    let provider = rustls::crypto::aws_lc_rs::default_provider();
     let mut config = ServerConfig::builder_with_provider(Arc::new(provider))
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| PairError::BadKey(e.to_string()))?
@@ -79,7 +79,7 @@ pub fn server_config(pem: &CertifiedPem, alpn: &[&[u8]]) -> Result<Arc<ServerCon
             e => PairError::BadKey(e.to_string()),
         })?;
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    // Our order (ring's: AEAD suites, strongest first), not the client's: a client offering a
+    // Our order (the provider's: AEAD suites, strongest first), not the client's: a client offering a
     // weaker suite first does not get it (testssl.sh rates the other way HIGH).
     config.ignore_client_order = true;
     Ok(Arc::new(config))

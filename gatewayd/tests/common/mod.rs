@@ -214,7 +214,7 @@ pub fn tls_trusting(pem: &[u8]) -> std::sync::Arc<rustls::ClientConfig> {
     for cert in rustls_pemfile::certs(&mut &pem[..]) {
         roots.add(cert.unwrap()).unwrap();
     }
-    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_root_certificates(roots)
