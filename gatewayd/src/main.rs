@@ -32,6 +32,10 @@ enum Command {
     Validate {
         #[arg(required = true)]
         profiles: Vec<PathBuf>,
+        /// `text` (the lines above) or `json`: one object with each profile's path, validity,
+        /// SHA-256 and problems (line, column, key, message), for editors and CI tools.
+        #[arg(long, value_enum, default_value_t = ValidateFormat::Text)]
+        format: ValidateFormat,
     },
     /// Print the JSON Schema of the profile (or its Markdown reference).
     Schema {
@@ -137,6 +141,12 @@ enum BansCommand {
     },
 }
 
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ValidateFormat {
+    Text,
+    Json,
+}
+
 #[derive(Subcommand)]
 enum HaCommand {
     /// This node lost the virtual addresses: end the calls it holds (keepalived notify_backup/fault).
@@ -148,7 +158,7 @@ enum HaCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Validate { profiles } => validate(&profiles),
+        Command::Validate { profiles, format } => validate(&profiles, format),
         Command::Schema { markdown } => {
             if markdown {
                 print!("{}", profile::reference_markdown());
@@ -185,21 +195,47 @@ fn main() -> ExitCode {
     }
 }
 
-fn validate(paths: &[PathBuf]) -> ExitCode {
+fn validate(paths: &[PathBuf], format: ValidateFormat) -> ExitCode {
     let mut ok = true;
+    let mut reports = Vec::new();
     for path in paths {
-        match profile::load(path) {
-            Ok(_) => println!("ok: {}", path.display()),
-            Err(diagnostics) => {
-                ok = false;
-                println!("{diagnostics}");
-            }
+        let result = profile::load(path);
+        ok &= result.is_ok();
+        match format {
+            ValidateFormat::Text => match &result {
+                Ok(_) => println!("ok: {}", path.display()),
+                Err(diagnostics) => println!("{diagnostics}"),
+            },
+            ValidateFormat::Json => reports.push(validation_report(path, &result)),
         }
+    }
+    if let ValidateFormat::Json = format {
+        println!("{}", serde_json::json!({ "valid": ok, "profiles": reports }));
     }
     if ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+/// One profile's entry in `validate --format json`.
+fn validation_report(path: &std::path::Path, result: &Result<profile::LoadedProfile, profile::Diagnostics>) -> serde_json::Value {
+    match result {
+        Ok(loaded) => serde_json::json!({
+            "path": path.display().to_string(), "valid": true, "sha256": loaded.sha256,
+            "overrides": loaded.overrides, "problems": [],
+        }),
+        Err(diagnostics) => serde_json::json!({
+            "path": path.display().to_string(), "valid": false,
+            "problems": diagnostics.0.iter().map(|d| serde_json::json!({
+                "file": d.path.display().to_string(),
+                "line": d.position.map(|(line, _)| line),
+                "column": d.position.map(|(_, col)| col),
+                "key": d.key,
+                "message": d.message,
+            })).collect::<Vec<_>>(),
+        }),
     }
 }
 

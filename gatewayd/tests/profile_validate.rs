@@ -47,6 +47,38 @@ fn validate_reports_every_file_and_fails_if_any_is_invalid() {
     assert_eq!(out.status.code(), Some(1));
 }
 
+/// `--format json`: the same verdicts as the text lines, as one object tools can read.
+#[test]
+fn validate_json_gives_each_profile_its_verdict_checksum_and_problems() {
+    let broken = "tests/profiles/broken/duplicate-dn.toml";
+    let out = gatewayd().args(["validate", "--format", "json", "profiles/lab.toml", broken]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    assert_eq!(report["valid"], false);
+    let lab = &report["profiles"][0];
+    assert_eq!(lab["path"], "profiles/lab.toml");
+    assert_eq!(lab["valid"], true);
+    assert_eq!(lab["problems"].as_array().unwrap().len(), 0);
+    use sha2::Digest;
+    let sha = sha2::Sha256::digest(std::fs::read(root().join("profiles/lab.toml")).unwrap());
+    let hex: String = sha.iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(lab["sha256"], hex.as_str());
+
+    // Each problem is the text line's parts: file:line:col: key: message.
+    let text = String::from_utf8_lossy(&gatewayd().args(["validate", broken]).output().unwrap().stdout).into_owned();
+    let problems = report["profiles"][1]["problems"].as_array().unwrap();
+    assert_eq!(report["profiles"][1]["valid"], false);
+    assert_eq!(problems.len(), text.lines().count(), "{text}");
+    for (p, line) in problems.iter().zip(text.lines()) {
+        let rebuilt = format!("{}:{}:{}: {}: {}", p["file"].as_str().unwrap(), p["line"], p["column"], p["key"].as_str().unwrap(), p["message"].as_str().unwrap());
+        assert_eq!(rebuilt, line);
+    }
+
+    let ok = gatewayd().args(["validate", "--format", "json", "profiles/lab.toml"]).output().unwrap();
+    assert!(ok.status.success());
+    assert_eq!(serde_json::from_slice::<serde_json::Value>(&ok.stdout).unwrap()["valid"], true);
+}
+
 #[test]
 fn missing_profile_is_reported() {
     let out = gatewayd().args(["validate", "tests/profiles/nowhere.toml"]).output().unwrap();
