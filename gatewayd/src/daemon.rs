@@ -13,6 +13,7 @@ use crate::firewall::Firewall;
 use crate::guard::{BanService, BanStore};
 use crate::observe::{self, LogHandle};
 use crate::profile::{self, LoadedProfile};
+use crate::system::last_good::{self, Choice, LastGoodStore};
 use crate::system::{self, Notifier};
 
 /// How `gatewayd run` was invoked.
@@ -39,6 +40,8 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     }
     let state_dir = system::state_dir(opts.state_dir.as_deref(), &loaded.dir, loaded.profile.site.state_dir.as_deref());
     std::fs::create_dir_all(&state_dir).with_context(|| format!("cannot create the state directory {}", state_dir.display()))?;
+    let last_good = LastGoodStore::in_dir(&state_dir);
+    let loaded = choose_profile(&opts, loaded, &last_good);
 
     let firewall = Arc::new(Firewall::new());
     let bans = Arc::new(BanService::new(&loaded.profile, firewall.clone(), Some(BanStore::in_dir(&state_dir))));
@@ -118,11 +121,23 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
 
     let sha = profile_rx.borrow().sha256.clone();
     tracing::info!(profile = %opts.profile.display(), profile_sha256 = %sha, admin = %admin_local, https = ?bound.https, state_dir = %state_dir.display(), "gatewayd ready");
-    notifier.ready(&format!("running profile {}", &sha[..12]));
+    let fallback = profile_rx.borrow().fallback.clone();
+    match fallback {
+        None => {
+            remember_good(&last_good, &profile_rx.borrow());
+            notifier.ready(&format!("running profile {}", &sha[..12]));
+        }
+        Some(f) => notifier.ready(&format!(
+            "running the LAST GOOD profile {}: profile {} failed to start {} times",
+            &sha[..12],
+            &f.failed_sha256[..12],
+            f.failed_starts
+        )),
+    }
 
     loop {
         tokio::select! {
-            _ = hangup.recv() => reload(&opts, &profile_tx, &log, &notifier, &bans, &call_gauges).await,
+            _ = hangup.recv() => reload(&opts, &profile_tx, &log, &notifier, &bans, &call_gauges, &last_good).await,
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
             _ = watchdog_tick.tick(), if watchdog.is_some() => notifier.watchdog(),
@@ -136,7 +151,15 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
 }
 
 /// Re-reads the profile; a valid one replaces the running one, an invalid one is refused.
-async fn reload(opts: &RunOptions, tx: &watch::Sender<Arc<LoadedProfile>>, log: &LogHandle, notifier: &Notifier, bans: &BanService, gauges: &observe::metrics::CallGauges) {
+async fn reload(
+    opts: &RunOptions,
+    tx: &watch::Sender<Arc<LoadedProfile>>,
+    log: &LogHandle,
+    notifier: &Notifier,
+    bans: &BanService,
+    gauges: &observe::metrics::CallGauges,
+    last_good: &LastGoodStore,
+) {
     notifier.reloading();
     let old = tx.borrow().clone();
     match profile::load(&opts.profile) {
@@ -164,10 +187,54 @@ async fn reload(opts: &RunOptions, tx: &watch::Sender<Arc<LoadedProfile>>, log: 
                 tracing::error!(error = %e, "the new firewall ruleset was not applied; the previous one stays");
             }
             let sha = new.sha256.clone();
+            remember_good(last_good, &new);
             tx.send_replace(Arc::new(new));
             gauges.reload(true);
             tracing::info!(profile_sha256 = %sha, changed = changes.len(), "profile reloaded");
             notifier.ready(&format!("running profile {}", &sha[..12]));
         }
+    }
+}
+
+/// The operator's profile, or the last good one when the operator's has failed to reach READY
+/// too many times (`system::last_good`). Relative paths resolve as for the operator's file.
+fn choose_profile(opts: &RunOptions, loaded: LoadedProfile, store: &LastGoodStore) -> LoadedProfile {
+    let good_text = store.last_good();
+    let good = good_text.as_deref().and_then(|text| match profile::load_str(&opts.profile, text, std::env::vars()) {
+        Ok(good) => Some(good),
+        Err(d) => {
+            tracing::warn!(problems = %d, "the last good profile no longer validates; it cannot be fallen back to");
+            None
+        }
+    });
+    match last_good::choose(store.record().as_ref(), &loaded.sha256, good.as_ref().map(|g| g.sha256.as_str())) {
+        Choice::Current { record } => {
+            if let Err(e) = store.set_record(&record) {
+                tracing::warn!(error = %e, "cannot record this start of the profile");
+            }
+            loaded
+        }
+        Choice::LastGood { failed_sha256, failed_starts } => {
+            let mut good = good.expect("choose falls back only to a last good profile");
+            tracing::error!(
+                profile = %opts.profile.display(), failed_sha256 = %failed_sha256, failed_starts, last_good_sha256 = %good.sha256,
+                "the profile failed to reach READY {failed_starts} times: running the LAST GOOD profile; fix the profile and restart or reload"
+            );
+            good.fallback = Some(profile::ProfileFallback { failed_sha256, failed_starts });
+            good
+        }
+    }
+}
+
+/// A profile in service (READY, or a reload applied) becomes the last good one: the file's text,
+/// if it is still the text that was loaded.
+fn remember_good(store: &LastGoodStore, loaded: &LoadedProfile) {
+    use sha2::Digest;
+    let Ok(text) = std::fs::read_to_string(&loaded.path) else { return };
+    if hex::encode(sha2::Sha256::digest(text.as_bytes())) != loaded.sha256 {
+        return;
+    }
+    if let Err(e) = store.reached_ready(&text) {
+        tracing::warn!(error = %e, "cannot keep the last good profile");
     }
 }

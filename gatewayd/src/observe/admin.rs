@@ -42,6 +42,10 @@ pub struct Health {
     /// The ACME client's state, when the profile asks for ACME.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub acme: Option<AcmeHealth>,
+    /// Present when the daemon runs its last good profile because the operator's kept failing
+    /// to start: `profile_sha256` is then the last good one's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub profile_fallback: Option<crate::profile::ProfileFallback>,
 }
 
 /// Whether the CA's certificate is in service yet, and how ordering went.
@@ -147,6 +151,7 @@ fn health_of(p: &LoadedProfile, calls: &CallGauges) -> Health {
         upstream_up: upstream.iter().filter(|s| s.up).count(),
         upstream_servers: upstream.len(),
         acme,
+        profile_fallback: p.fallback.clone(),
     }
 }
 

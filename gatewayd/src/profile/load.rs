@@ -32,6 +32,18 @@ pub struct LoadedProfile {
     pub sha256: String,
     /// Environment variables that overrode values, by name.
     pub overrides: Vec<String>,
+    /// Set when this is the last good profile, run because the one at `path` kept failing to
+    /// start (`system::last_good`).
+    pub fallback: Option<ProfileFallback>,
+}
+
+/// Why a start runs the last good profile instead of the operator's.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ProfileFallback {
+    /// The operator's profile that did not reach READY.
+    pub failed_sha256: String,
+    /// Its starts that did not reach READY.
+    pub failed_starts: u32,
 }
 
 impl LoadedProfile {
@@ -82,7 +94,7 @@ pub fn load_str(
         return Err(Diagnostics(problems));
     }
     let sha256 = hex::encode(Sha256::digest(text.as_bytes()));
-    Ok(LoadedProfile { profile, path: path.to_owned(), dir, sha256, overrides })
+    Ok(LoadedProfile { profile, path: path.to_owned(), dir, sha256, overrides, fallback: None })
 }
 
 /// Syntax, types and unknown keys, with the position and key path of the first problem.
