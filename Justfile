@@ -59,6 +59,22 @@ bench-turn allocations="500" seconds="30":
 bench-bans:
     bench/bans/run.sh
 
+# A statically linked gatewayd for x86-64 (glibc static-pie; runs `validate` on any x86-64
+# Linux without Rust or libraries): target/x86_64-unknown-linux-gnu/release/gatewayd.
+static: web
+    RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --target x86_64-unknown-linux-gnu -p gatewayd
+    file target/x86_64-unknown-linux-gnu/release/gatewayd
+
+# The Debian package around the static binary: target/deb/gatewayd_VERSION_amd64.deb.
+deb: static
+    packaging/deb/build
+
+# The static binary validates profiles in an empty root (no libraries, no Rust), and the .deb
+# installs into a Debian 12 container (debootstrap + systemd-nspawn) whose systemd runs the
+# unit until /health answers (root; see packaging/README.md).
+package-test: deb
+    packaging/test
+
 # Build the appliance image: image/out/gatewayd.raw and gatewayd.raw.zst (see image/README.md).
 image:
     image/build
