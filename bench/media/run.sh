@@ -11,7 +11,8 @@
 # agent_codecs = [opus]; rtpengine with codec transcode/mask flags). The client checks the
 # payload type, size and energy of what arrives on each side. Results: *-transcode-CALLS.json
 # and rows-transcode.md. RTPENGINE_LOG_LEVEL=7 keeps rtpengine's debug log (its transcoder
-# set-up lines) in bench/out/media/rtpengine.log; not for recorded runs.
+# set-up lines) in bench/out/media/rtpengine.log; not for recorded runs. ENGINES=gatewayd
+# skips rtpengine (for loads it cannot carry on one CPU).
 #
 # Results (one JSON line per engine) go to bench/out/media/; the last line printed is a
 # markdown table row for RESULTS.md (commit, load average, ratio to rtpengine), also appended
@@ -48,7 +49,9 @@ wait_for 10 grep -q ready "$OUT/bridge.log"
 taskset -c 1 "$BIN/media-load" gatewayd 127.0.0.1:7700 "$BPID" "$CALLS" "$SECS" | tee "$G_JSON"
 kill "$BPID"; wait "$BPID" 2>/dev/null || true
 
-if command -v rtpengine > /dev/null; then
+if [[ " ${ENGINES:-gatewayd rtpengine} " != *" rtpengine "* ]]; then
+  echo "rtpengine skipped (ENGINES=$ENGINES)" >&2
+elif command -v rtpengine > /dev/null; then
   echo "== rtpengine (userspace, $MODE), $CALLS calls, ${SECS}s, load $(cut -d' ' -f1-3 /proc/loadavg)" >&2
   taskset -c 0 rtpengine --foreground --log-stderr --log-level="${RTPENGINE_LOG_LEVEL:-3}" --table=-1 --interface=127.0.0.1 \
     --listen-ng=127.0.0.1:2223 --port-min=30000 --port-max=39999 --delete-delay=0 \
