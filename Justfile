@@ -47,6 +47,10 @@ bench-setup:
 bench-media calls="500" seconds="30":
     bench/media/run.sh {{calls}} {{seconds}}
 
+# The same with every call transcoded (Opus browser side, PCMU SIP side), against rtpengine's transcoding.
+bench-media-transcode calls="40" seconds="30":
+    MODE=transcode bench/media/run.sh {{calls}} {{seconds}}
+
 # Call setups/s through the B2BUA, and through Kamailio as the anchor (MODE: signalling or media).
 bench-calls rate="200" seconds="30" agents="500" mode="signalling":
     bench/calls/run.sh {{rate}} {{seconds}} {{agents}} {{mode}}

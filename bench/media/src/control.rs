@@ -17,15 +17,19 @@ pub struct CallSetup {
     pub bridge_public: SocketAddr,
     /// Where the bridge wants (and sends) this call's plain RTP.
     pub bridge_internal: SocketAddr,
+    /// The payload type of Opus in the browser offer, if it has Opus.
+    pub opus_pt: Option<u8>,
 }
 
 pub enum Control {
     Gatewayd { tcp: TcpStream, lines: BufReader<TcpStream> },
-    Rtpengine { sock: UdpSocket, server: SocketAddr },
+    /// `transcode`: the browser side gets Opus only, the plain side keeps PCMU.
+    Rtpengine { sock: UdpSocket, server: SocketAddr, transcode: bool },
 }
 
 impl Control {
-    pub fn connect(mode: &str, addr: &str) -> Control {
+    /// gatewayd's bench bridge is told to transcode on its command line (media-bridge opus).
+    pub fn connect(mode: &str, addr: &str, transcode: bool) -> Control {
         match mode {
             "gatewayd" => {
                 let tcp = TcpStream::connect(addr).expect("bridge control");
@@ -36,7 +40,7 @@ impl Control {
             "rtpengine" => {
                 let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
                 sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-                Control::Rtpengine { sock, server: addr.parse().expect("rtpengine ng address") }
+                Control::Rtpengine { sock, server: addr.parse().expect("rtpengine ng address"), transcode }
             }
             m => panic!("unknown mode {m}"),
         }
@@ -51,11 +55,11 @@ impl Control {
                 let answer = rtc.sdp_api().accept_offer(SdpOffer::from_sdp_string(&offer).unwrap()).unwrap();
                 writeln!(tcp, "ANSWER {}", answer.to_sdp_string().replace("\r\n", "\\n")).unwrap();
                 let internal = reply(lines, "OK ").parse().unwrap();
-                CallSetup { mid: mid_of(&offer), bridge_public: candidate_of(&offer), bridge_internal: internal }
+                CallSetup { mid: mid_of(&offer), bridge_public: candidate_of(&offer), bridge_internal: internal, opus_pt: opus_pt_of(&offer) }
             }
-            Control::Rtpengine { sock, server } => {
+            Control::Rtpengine { sock, server, transcode } => {
                 let (cid, ft, tt) = (format!("bench-{i}-{}", std::process::id()), format!("f{i}"), format!("t{i}"));
-                let r = ng(sock, *server, &format!("o{i}"), B::D(vec![
+                let mut offer_flags = vec![
                     ("command".into(), s("offer")),
                     ("call-id".into(), s(&cid)),
                     ("from-tag".into(), s(&ft)),
@@ -65,7 +69,14 @@ impl Control {
                     ("transport-protocol".into(), s("UDP/TLS/RTP/SAVPF")),
                     ("rtcp-mux".into(), B::L(vec![s("require")])),
                     ("SDES".into(), B::L(vec![s("off")])),
-                ]));
+                ];
+                if *transcode {
+                    // Opus (mono, 24 kbit/s: what gatewayd sends) is added toward the browser
+                    // and PCMU masked there: still accepted on the plain side, so rtpengine
+                    // transcodes between the two.
+                    offer_flags.push(("codec".into(), B::D(vec![("transcode".into(), B::L(vec![s(&std::env::var("MEDIA_LOAD_RTPENGINE_OPUS").unwrap_or_else(|_| OPUS_FOR_RTPENGINE.to_owned()))])), ("mask".into(), B::L(vec![s("PCMU")]))])));
+                }
+                let r = ng(sock, *server, &format!("o{i}"), B::D(offer_flags));
                 let offer = with_mid(&bdec_str(&r, "sdp").unwrap_or_else(|| panic!("rtpengine offer: {}", String::from_utf8_lossy(&r))));
                 let mid = mid_of(&offer);
                 let answer = rtc.sdp_api().accept_offer(SdpOffer::from_sdp_string(&offer).unwrap()).unwrap();
@@ -74,7 +85,7 @@ impl Control {
                     ("call-id".into(), s(&cid)),
                     ("from-tag".into(), s(&ft)),
                     ("to-tag".into(), s(&tt)),
-                    ("sdp".into(), s(&answer.to_sdp_string())),
+                    ("sdp".into(), s(&mono_opus(&answer.to_sdp_string()))),
                     ("transport-protocol".into(), s("RTP/AVP")),
                     ("ICE".into(), s("remove")),
                     ("rtcp-mux".into(), B::L(vec![s("demux")])),
@@ -84,7 +95,7 @@ impl Control {
                     rtc.direct_api().expect_stream_rx(str0m::rtp::Ssrc::from(plain_ssrc(i)), None, m, None);
                 }
                 let plain_answer = bdec_str(&r, "sdp").unwrap_or_else(|| panic!("rtpengine answer: {}", String::from_utf8_lossy(&r)));
-                CallSetup { mid, bridge_public: candidate_of(&offer), bridge_internal: target_of(&plain_answer) }
+                CallSetup { mid, bridge_public: candidate_of(&offer), bridge_internal: target_of(&plain_answer), opus_pt: opus_pt_of(&offer) }
             }
         }
     }
@@ -98,6 +109,30 @@ impl Control {
         let v: Vec<&str> = line.split_whitespace().collect();
         Some(format!("{{\"packets\":{},\"p50\":{},\"p99\":{},\"max\":{}}}", v.first()?, v.get(1)?, v.get(2)?, v.get(3)?))
     }
+}
+
+/// rtpengine's codec spec: encoding/clock rate/channels/bitrate.
+const OPUS_FOR_RTPENGINE: &str = "opus/48000/2/24000";
+
+/// The payload type of the offer's Opus rtpmap.
+fn opus_pt_of(sdp: &str) -> Option<u8> {
+    sdp.lines().find_map(|l| {
+        let (pt, enc) = l.strip_prefix("a=rtpmap:")?.split_once(' ')?;
+        enc.to_ascii_lowercase().starts_with("opus/48000").then(|| pt.parse().ok())?
+    })
+}
+
+/// Says in the answer's Opus fmtp what RFC 7587 makes the default anyway (mono both ways):
+/// rtpengine 10.5 otherwise encodes toward the browser in stereo, twice gatewayd's work.
+fn mono_opus(sdp: &str) -> String {
+    let Some(pt) = opus_pt_of(sdp) else { return sdp.to_owned() };
+    let fmtp = format!("a=fmtp:{pt} ");
+    sdp.split_inclusive('\n')
+        .map(|l| match l.strip_prefix(&fmtp) {
+            Some(rest) if !rest.contains("stereo") => format!("{fmtp}stereo=0;sprop-stereo=0;{rest}"),
+            _ => l.to_owned(),
+        })
+        .collect()
 }
 
 /// The SSRC the plain side of call `i` sends with.

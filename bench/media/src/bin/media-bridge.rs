@@ -1,10 +1,14 @@
 //! Runs the gatewayd media bridge alone, with a line protocol on TCP so the load client can set
 //! up calls: `CALL <plain-rtp-port>` -> `OFFER <browser offer>`; `ANSWER <browser answer>` ->
 //! `OK <internal-rtp-addr>`. SDP travels with CRLF escaped as `\n`. Loopback only.
+//!
+//! media-bridge [LISTEN_ADDR] [opus]: with `opus` the browser side is offered Opus only
+//! (agent_codecs = [opus], as a profile with `media.agent_codecs = ["opus"]`) and every call
+//! is transcoded to and from the server side's PCMU.
 
 use std::time::Duration;
 
-use gatewayd::media::{DtlsIdentity, MediaConfig, MediaEngine};
+use gatewayd::media::{AudioCodec, DtlsIdentity, MediaConfig, MediaEngine};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 
@@ -24,6 +28,9 @@ async fn main() {
     cfg.internal_ports = 22000..=25999;
     cfg.max_calls = 2000;
     cfg.no_media_timeout = Duration::from_secs(60);
+    if args.get(2).map(String::as_str) == Some("opus") {
+        cfg.agent_codecs = vec![AudioCodec::Opus];
+    }
     let engine = std::sync::Arc::new(MediaEngine::start(cfg).expect("media engine starts"));
     let listener = TcpListener::bind(&listen).await.expect("listen");
     println!("ready {}", std::process::id());
