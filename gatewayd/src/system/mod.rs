@@ -1,7 +1,9 @@
 //! Process integration: systemd notification (READY, RELOADING, STOPPING, WATCHDOG), the state
-//! directory, careful file writes, handing freed memory back (`memory`), and the appliance's OS files rendered from the profile
+//! directory, careful file writes, handing freed memory back (`memory`), the open-file limit
+//! (`limits`), and the appliance's OS files rendered from the profile
 //! (`render`). It must not know about SIP or media.
 
+pub mod limits;
 pub mod memory;
 mod notify;
 pub mod render;
