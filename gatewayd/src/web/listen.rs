@@ -24,7 +24,7 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const HEADER_TIMEOUT: Duration = Duration::from_secs(15);
 /// Largest request head accepted.
 const MAX_HEAD_BYTES: usize = 16 * 1024;
-/// With more TLS handshakes than this in progress at once, one that times out is the
+/// With more TLS handshakes than this in progress when one began or when it timed out, its timeout is the
 /// gateway's own slowness (its CPU shared among them), not evidence against its source: it is
 /// not reported to the guard. Without this, a burst of handshakes the gateway cannot finish
 /// within HANDSHAKE_TIMEOUT (thousands at once on two cores) counted as handshake failures
@@ -37,9 +37,10 @@ const BUSY_HANDSHAKES: usize = 256;
 struct InHandshake<'a>(&'a std::sync::atomic::AtomicUsize);
 
 impl<'a> InHandshake<'a> {
-    fn enter(count: &'a std::sync::atomic::AtomicUsize) -> Self {
-        count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        InHandshake(count)
+    /// Counts this one in; how many are in progress with it.
+    fn enter(count: &'a std::sync::atomic::AtomicUsize) -> (Self, usize) {
+        let now = count.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        (InHandshake(count), now)
     }
 }
 
@@ -201,9 +202,9 @@ async fn serve_https(tcp: TcpStream, peer: SocketAddr, local: SocketAddr, shared
     }
     let _ = tcp.set_nodelay(true);
     let acceptor = TlsAcceptor::from(settings.tls.clone());
-    let in_handshake = InHandshake::enter(&shared.handshakes);
+    let (in_handshake, at_start) = InHandshake::enter(&shared.handshakes);
     let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await;
-    let busy = shared.handshakes.load(std::sync::atomic::Ordering::Relaxed) > BUSY_HANDSHAKES;
+    let busy = at_start.max(shared.handshakes.load(std::sync::atomic::Ordering::Relaxed)) > BUSY_HANDSHAKES;
     drop(in_handshake);
     let mut tls = match handshake {
         Ok(Ok(tls)) => tls,

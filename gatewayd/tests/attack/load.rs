@@ -186,10 +186,12 @@ pub struct Crowd {
 }
 
 impl Crowd {
-    /// `per_source` connections from each address; `websocket`: upgrade each to a SIP WebSocket
-    /// and keep reading it (so pings are answered, as a browser does), else TLS only.
-    pub fn open(on: &Attackers, sources: &[(String, String)], per_source: usize, websocket: bool, limit: Duration) -> Crowd {
+    /// `per_source` connections from each address, at most `opening` of them opening at a time
+    /// (`usize::MAX`: all at once); `websocket`: upgrade each to a SIP WebSocket and keep
+    /// reading it (so pings are answered, as a browser does), else TLS only.
+    pub fn open(on: &Attackers, sources: &[(String, String)], per_source: usize, opening: usize, websocket: bool, limit: Duration) -> Crowd {
         let handle = on.handle();
+        let gate = Arc::new(tokio::sync::Semaphore::new(opening.min(tokio::sync::Semaphore::MAX_PERMITS)));
         let began = Instant::now();
         let counter = || Arc::new(AtomicUsize::new(0));
         let (open, peak, settled, pinged) = (counter(), counter(), counter(), counter());
@@ -198,8 +200,11 @@ impl Crowd {
         for (ns, src) in sources {
             for socket in sockets(ns, src, per_source) {
                 let (open, peak, settled, pinged, mut released) = (open.clone(), peak.clone(), settled.clone(), pinged.clone(), released.clone());
+                let gate = gate.clone();
                 set.spawn_on(async move {
+                    let permit = gate.acquire_owned().await.expect("the gate stays open");
                     let opened = one(socket, websocket, limit).await;
+                    drop(permit);
                     settled.fetch_add(1, Ordering::Relaxed);
                     let mut conn = opened?;
                     let ready_after = began.elapsed();
