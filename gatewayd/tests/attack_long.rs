@@ -263,6 +263,56 @@ fn agents_toml(dns: std::ops::RangeInclusive<u32>) -> String {
     agents
 }
 
+/// One `kill -9` and restart under the office's agents (running in `seen`): all of them
+/// registered again within 30 s, nothing unanswered, every 503 with Retry-After, no ban.
+async fn restart_round(site: &mut Site, seen: &Seen, src: &str, label: &str, problems: &mut Vec<String>) {
+    const AGENTS: usize = 300;
+    let (limited, unanswered) = (seen.rate_limited.load(Ordering::Relaxed), seen.unanswered.load(Ordering::Relaxed));
+    let restarted = site.kill_and_restart();
+    let ready = tokio::task::block_in_place(|| {
+        site.daemon.wait_for_log("gatewayd ready", Duration::from_secs(30));
+        restarted.elapsed()
+    });
+    let end = restarted + Duration::from_secs(30);
+    while seen.registered_since(restarted) < AGENTS && Instant::now() < end {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let back = seen.registered_since(restarted);
+    let last = seen.last_of(restarted).map(|at| at - restarted).unwrap_or_default();
+    let limited = seen.rate_limited.load(Ordering::Relaxed) - limited;
+    let unanswered = seen.unanswered.load(Ordering::Relaxed) - unanswered;
+    let without = seen.without_retry_after.load(Ordering::Relaxed);
+    let mut refused = std::collections::BTreeMap::<String, usize>::new();
+    for f in seen.failures_since(restarted) {
+        *refused.entry(f).or_default() += 1;
+    }
+    // The registrar's gauge follows the 200s by a moment.
+    let end = Instant::now() + Duration::from_secs(5);
+    let mut registrations = site.metric("gatewayd_registrations");
+    while registrations != AGENTS as f64 && Instant::now() < end {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        registrations = site.metric("gatewayd_registrations");
+    }
+    let bans = site.metric("gatewayd_bans_active");
+    eprintln!(
+        "FIGURE restart, office {label}: kill -9 with {AGENTS} agents registered from one address; daemon ready {ready:.1?} after the restart began, {back} of {AGENTS} registered again, the last {last:.1?} after it (bound 30 s); \
+         {limited} requests answered 503 with Retry-After ({without} without), {unanswered} unanswered; connection attempts that failed, by reason: {refused:?}; registrar holds {registrations}; bans {bans}; failures counted {:?}",
+        failures(site)
+    );
+    if back != AGENTS {
+        problems.push(format!("{label}: {back} of {AGENTS} agents back within 30 s"));
+    }
+    if unanswered != 0 || without != 0 {
+        problems.push(format!("{label}: {unanswered} requests unanswered, {without} 503s without Retry-After"));
+    }
+    if bans != 0.0 || site.dropped(&site.office.ns, src).await {
+        problems.push(format!("{label}: the office was banned"));
+    }
+    if registrations != AGENTS as f64 {
+        problems.push(format!("{label}: the registrar holds {registrations}"));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_hundred_agents_behind_one_office_address_log_in_and_after_a_kill_9_are_back_within_30_s() {
     if !enabled(&[]) {
@@ -296,40 +346,17 @@ async fn three_hundred_agents_behind_one_office_address_log_in_and_after_a_kill_
     assert_eq!(site.metric("gatewayd_failures_total{kind=\"rate-limited\"}"), 0.0, "rate limited: {:?}", failures(&site));
 
     // kill -9 with all of them registered; the test restarts the daemon at once on the same
-    // state directory (systemd's Restart=, here without RestartSec's 2 s).
-    let (limited, unanswered) = (seen.rate_limited.load(Ordering::Relaxed), seen.unanswered.load(Ordering::Relaxed));
-    let restarted = site.kill_and_restart();
-    let ready = tokio::task::block_in_place(|| {
-        site.daemon.wait_for_log("gatewayd ready", Duration::from_secs(30));
-        restarted.elapsed()
-    });
-    let end = restarted + Duration::from_secs(30);
-    while seen.registered_since(restarted) < AGENTS && Instant::now() < end {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let back = seen.registered_since(restarted);
-    let last = seen.last_of(restarted).map(|at| at - restarted).unwrap_or_default();
-    let limited = seen.rate_limited.load(Ordering::Relaxed) - limited;
-    let unanswered = seen.unanswered.load(Ordering::Relaxed) - unanswered;
-    let without = seen.without_retry_after.load(Ordering::Relaxed);
-    let mut refused = std::collections::BTreeMap::<String, usize>::new();
-    for f in seen.failures_since(restarted) {
-        *refused.entry(f).or_default() += 1;
-    }
+    // state directory (systemd's Restart=, here without RestartSec's 2 s). Then again with the
+    // office given half the burst the reference's rule asks for: some requests get 503, and
+    // the agents wait as Retry-After says.
+    let mut problems = Vec::new();
+    restart_round(&mut site, &seen, &src, "sized by the reference (burst 600)", &mut problems).await;
+    let profile = site.dir.path().join("profile.toml");
+    let text = std::fs::read_to_string(&profile).unwrap().replace("burst = 600", "burst = 300");
+    std::fs::write(&profile, text).unwrap();
+    restart_round(&mut site, &seen, &src, "half the burst (300)", &mut problems).await;
     seen.stop.store(true, Ordering::Relaxed);
-    let registrations = site.metric("gatewayd_registrations");
-    eprintln!(
-        "FIGURE restart: kill -9 with {AGENTS} agents registered from one address; daemon ready {ready:.1?} after the restart began, {back} of {AGENTS} registered again, the last {last:.1?} after it (bound 30 s); \
-         {limited} requests answered 503 with Retry-After ({without} without), {unanswered} unanswered; connection attempts that failed, by reason: {refused:?}; registrar holds {registrations}; bans {}; failures counted {:?}",
-        site.metric("gatewayd_bans_active"),
-        failures(&site)
-    );
-    assert_eq!(back, AGENTS, "not all agents came back within 30 s");
-    assert_eq!(unanswered, 0, "requests left unanswered");
-    assert_eq!(without, 0, "503 without Retry-After");
-    assert_eq!(site.metric("gatewayd_bans_active"), 0.0, "a ban after the restart");
-    assert!(!site.dropped(&site.office.ns, &src).await, "the office address was banned after the restart");
-    assert_eq!(registrations, AGENTS as f64, "the registrar after the restart");
+    assert!(problems.is_empty(), "{problems:#?}");
     let _ = tokio::time::timeout(Duration::from_secs(10), tasks.join_all()).await;
 }
 
