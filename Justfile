@@ -94,7 +94,7 @@ fuzz seconds="600" *targets="":
 
 # SIPVicious, nmap, testssl.sh, floods and resource bounds, 300 agents behind one address,
 # each test alone; the FIGURE lines go to target/attack/figures.txt (record: docs/security.md).
-# Attack tools and floods against the daemon in network namespaces (root; about 20 minutes).
+# Attack tools and floods against the daemon in network namespaces (root; about 25 minutes).
 attack: build
     mkdir -p target/attack
     cargo test -p gatewayd --test attack_netns --test attack_long --no-run

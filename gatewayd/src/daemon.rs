@@ -35,6 +35,13 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let log = observe::init_logging(&loaded.profile.observe.log_level);
     let notifier = Notifier;
+    match system::limits::raise_open_files() {
+        Ok(files) if files.now < system::limits::WANTED_OPEN_FILES => {
+            tracing::warn!(open_files = files.now, wanted = system::limits::WANTED_OPEN_FILES, "the open-file limit leaves room for few connections; raise the hard limit (LimitNOFILE= in the unit)")
+        }
+        Ok(files) => tracing::info!(open_files = files.now, was = files.before, "open-file limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+    }
     if loaded.profile.site.lab_mode {
         tracing::warn!("site.lab_mode is on: plaintext passwords and self-signed certificates are accepted; never expose this gateway to the internet");
     }

@@ -180,6 +180,11 @@ impl AgentEdge {
         std::mem::take(&mut self.out)
     }
 
+    /// Once a second or so: forgets what expired nonces left behind (`now_ms`: wall clock).
+    pub fn housekeeping(&mut self, now_ms: u64) {
+        self.digest.purge_expired(now_ms);
+    }
+
     /// The next summary of rejected input for the log.
     pub fn poll_summary(&mut self) -> Option<Summary> {
         self.summaries.pop_front()

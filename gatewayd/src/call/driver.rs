@@ -150,6 +150,7 @@ pub async fn run<M: MediaControl>(task: CallTask<M>) {
                 state.capture_rtcp();
                 state.in_progress.update(state.calls.answer_states(), || state.calls.summaries());
                 state.in_progress.touch();
+                state.edge.housekeeping(wall_ms());
             }
             Some(query) = queries.recv() => match query {
                 AdminQuery::Calls(reply) => {

@@ -1,8 +1,10 @@
 //! Process integration: systemd notification (READY, RELOADING, STOPPING, WATCHDOG), the state
-//! directory, careful file writes, handing freed memory back (`memory`), the last known good
-//! profile (`last_good`), and the appliance's OS files rendered from the profile (`render`). It must not know about SIP or media.
+//! directory, careful file writes, handing freed memory back (`memory`), the open-file limit
+//! (`limits`), the last known good profile (`last_good`), and the appliance's OS files rendered
+//! from the profile (`render`). It must not know about SIP or media.
 
 pub mod last_good;
+pub mod limits;
 pub mod memory;
 mod notify;
 pub mod render;

@@ -293,7 +293,7 @@ async fn spawn_listener(inner: &Arc<Inner>, transport: Transport, addr: SocketAd
             Ok(Running::Plane(token))
         }
         Transport::Tcp | Transport::Tls => {
-            let listener = tokio::net::TcpListener::bind(addr).await?;
+            let listener = crate::web::bind_public(addr)?;
             let local = listener.local_addr()?;
             tracing::info!(listener = if transport == Transport::Tcp { "turn.listen_tcp" } else { "turn.listen_tls" }, %local, "turn: listening");
             Ok(Running::Task(tokio::spawn(super::stream::accept(inner.clone(), listener, local, transport)).abort_handle()))

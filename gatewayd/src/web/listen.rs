@@ -24,6 +24,46 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const HEADER_TIMEOUT: Duration = Duration::from_secs(15);
 /// Largest request head accepted.
 const MAX_HEAD_BYTES: usize = 16 * 1024;
+/// With more TLS handshakes than this in progress when one began or when it timed out, its timeout is the
+/// gateway's own slowness (its CPU shared among them), not evidence against its source: it is
+/// not reported to the guard. Without this, a burst of handshakes the gateway cannot finish
+/// within HANDSHAKE_TIMEOUT (thousands at once on two cores) counted as handshake failures
+/// against every source in it, and the `auth` rule banned them, an office of agents
+/// reconnecting after a restart as much as a flood. A peer that stalls its handshake on
+/// purpose is still cut at the timeout and held to its per-source connection limit.
+const BUSY_HANDSHAKES: usize = 256;
+
+/// Counts one handshake in progress while it lives.
+struct InHandshake<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> InHandshake<'a> {
+    /// Counts this one in; how many are in progress with it.
+    fn enter(count: &'a std::sync::atomic::AtomicUsize) -> (Self, usize) {
+        let now = count.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        (InHandshake(count), now)
+    }
+}
+
+impl Drop for InHandshake<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Accept queue of the public listeners (the kernel caps it at `net.core.somaxconn`, 4096 by
+/// default). tokio's `TcpListener::bind` asks for 128, as std does: when hundreds of agents
+/// reconnect at once, or a connection flood arrives, every SYN beyond that is dropped and its
+/// client waits out SYN retransmission (1 s, then 3 s, 7 s, ...) before it is even accepted.
+pub(crate) const PUBLIC_BACKLOG: u32 = 4096;
+
+/// A listening socket on a public address with the deeper accept queue.
+pub(crate) fn bind_public(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    // As TcpListener::bind does: a restarted daemon can bind while old connections linger.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(PUBLIC_BACKLOG)
+}
 
 /// What a request handler knows about its connection.
 #[derive(Clone)]
@@ -103,7 +143,7 @@ impl Listeners {
                 Kind::Https => "web.https",
                 Kind::Redirect => "web.http_redirect",
             };
-            let listener = match TcpListener::bind(addr).await {
+            let listener = match bind_public(addr) {
                 Ok(l) => l,
                 Err(source) => {
                     abort_new(current, out);
@@ -162,12 +202,20 @@ async fn serve_https(tcp: TcpStream, peer: SocketAddr, local: SocketAddr, shared
     }
     let _ = tcp.set_nodelay(true);
     let acceptor = TlsAcceptor::from(settings.tls.clone());
-    let mut tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+    let (in_handshake, at_start) = InHandshake::enter(&shared.handshakes);
+    let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await;
+    let busy = at_start.max(shared.handshakes.load(std::sync::atomic::Ordering::Relaxed)) > BUSY_HANDSHAKES;
+    drop(in_handshake);
+    let mut tls = match handshake {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
             if let Some(detail) = handshake_failure(&e) {
                 shared.fail(peer.ip(), FailureKind::TlsHandshake, detail);
             }
+            return;
+        }
+        Err(_) if busy => {
+            tracing::debug!(%peer, "web: handshake timed out while the gateway was busy with others; not held against the source");
             return;
         }
         Err(_) => {

@@ -37,6 +37,7 @@ use crate::guard::Report;
 use crate::profile::{FailureKind, LoadedProfile};
 
 pub use handoff::{Prefixed, TlsConnection, TurnHandoff};
+pub(crate) use listen::bind_public;
 pub(crate) use listen::handshake_failure;
 pub use origin::{parse_host, Origin, OriginPolicy, OriginRefusal};
 pub use redirect::HTTP01_DIR;
@@ -173,6 +174,7 @@ pub async fn start(
         limiter: Mutex::new(crate::guard::RateLimiter::new(&settings.bans)),
         next_id: AtomicU64::new(1),
         sessions: AtomicUsize::new(0),
+        handshakes: AtomicUsize::new(0),
         state_dir: state_dir.to_owned(),
         turn: std::sync::OnceLock::new(),
         certificates: tokio::sync::Notify::new(),
@@ -230,6 +232,8 @@ pub(crate) struct Shared {
     next_id: AtomicU64,
     /// Open SIP WebSockets.
     sessions: AtomicUsize,
+    /// TLS handshakes in progress on the HTTPS listeners.
+    handshakes: AtomicUsize,
     /// Where http-01 challenge answers are read from (`acme/http-01/<token>`).
     state_dir: PathBuf,
     /// TURN, when it shares HTTPS listeners.

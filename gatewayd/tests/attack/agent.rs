@@ -98,6 +98,11 @@ impl Agent {
         self.tally.lock().unwrap().clone()
     }
 
+    /// The slowest registration since the last call (and starts counting again).
+    pub fn take_slowest(&self) -> Duration {
+        std::mem::take(&mut self.tally.lock().unwrap().slowest_register)
+    }
+
     pub async fn stop(self) -> Tally {
         self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
         let _ = tokio::time::timeout(Duration::from_secs(15), self.task).await;
@@ -175,7 +180,7 @@ Contact: <sip:a{dn}@agent.invalid;transport=ws>\r\nContent-Type: application/sdp
     )
 }
 
-fn header<'a>(text: &'a str, name: &str) -> Option<&'a str> {
+pub fn header<'a>(text: &'a str, name: &str) -> Option<&'a str> {
     text.lines().find_map(|l| l.split_once(':').filter(|(n, _)| n.trim().eq_ignore_ascii_case(name)).map(|(_, v)| v.trim()))
 }
 

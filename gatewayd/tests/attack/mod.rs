@@ -6,6 +6,9 @@
 #![allow(dead_code)]
 
 pub mod agent;
+pub mod flood;
+pub mod load;
+pub mod office;
 pub mod shim;
 
 use std::net::{IpAddr, SocketAddr};
@@ -123,15 +126,32 @@ impl Site {
 
     /// The daemon's CPU time so far (user + system), from /proc.
     pub fn cpu_time(&self) -> Duration {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.daemon.child.id())).unwrap_or_default();
-        let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, r)| r.split_whitespace().collect()).unwrap_or_default();
-        let ticks: u64 = fields.get(11).and_then(|u| u.parse().ok()).unwrap_or(0) + fields.get(12).and_then(|s| s.parse().ok()).unwrap_or(0);
-        Duration::from_millis(ticks * 10)
+        load::cpu_time(self.daemon.child.id())
     }
 
     /// The metrics text, fetched from the management source.
     pub fn metrics(&self) -> String {
-        run(&["ip", "netns", "exec", &self.lab.internal, "curl", "-s", "--max-time", "5", "--interface", OTHER_INTERNAL, &format!("http://{INTERNAL_GW}:9090/metrics")]).unwrap_or_default()
+        self.admin("/metrics")
+    }
+
+    /// `GET path` on the admin listener, from the management source ("" when it fails).
+    pub fn admin(&self, path: &str) -> String {
+        run(&["ip", "netns", "exec", &self.lab.internal, "curl", "-s", "--max-time", "5", "--interface", OTHER_INTERNAL, &format!("http://{INTERNAL_GW}:9090{path}")]).unwrap_or_default()
+    }
+
+    /// A counter or gauge from the metrics, by its whole series name (`name{labels}`); 0 when absent.
+    pub fn metric(&self, series: &str) -> f64 {
+        self.metrics().lines().find(|l| l.starts_with(series) && l[series.len()..].starts_with(' ')).and_then(|l| l.rsplit(' ').next()?.parse().ok()).unwrap_or(0.0)
+    }
+
+    /// `kill -9`, then the daemon started again on the same profile and state directory, as
+    /// systemd's `Restart=` does (without its `RestartSec`); returns when the restart began.
+    pub fn kill_and_restart(&mut self) -> std::time::Instant {
+        let _ = self.daemon.child.kill();
+        let _ = self.daemon.child.wait();
+        let restarted = std::time::Instant::now();
+        self.daemon = Gateway::start_in_netns(&self.lab.gw, &self.dir.path().join("profile.toml"), &self.state());
+        restarted
     }
 
     /// Whether the kernel currently drops `src`'s connections to the HTTPS port.

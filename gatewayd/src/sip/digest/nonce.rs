@@ -149,14 +149,21 @@ impl NonceCounts {
         CountCheck::Accepted
     }
 
-    /// Drops nonces that have expired anyway; they are refused by age, not by this map.
+    /// Drops nonces that have expired anyway; they are refused by age, not by this map. When
+    /// that leaves the map mostly empty its table shrinks too: after a burst of logins the
+    /// table would otherwise keep the burst's size (a HashMap never shrinks by itself).
     pub(crate) fn purge_expired(&mut self, now_ms: u64, lifetime_ms: u64) {
+        let mut purged = false;
         while let Some((issued, _)) = self.by_issue.first() {
             if now_ms.saturating_sub(*issued) <= lifetime_ms {
                 break;
             }
             let (_, nonce) = self.by_issue.pop_first().expect("first exists");
             self.counts.remove(&nonce);
+            purged = true;
+        }
+        if purged && self.counts.len() * 4 < self.counts.capacity() {
+            self.counts.shrink_to_fit();
         }
     }
 }
@@ -240,5 +247,21 @@ mod tests {
         counts.purge_expired(1_200, 1_000);
         assert_eq!(counts.len(), 1);
         assert_eq!(counts.record("b", 500, 1), CountCheck::Replayed);
+    }
+
+    #[test]
+    fn purging_what_expired_gives_the_table_back() {
+        let mut counts = NonceCounts::new(10_000);
+        for n in 0..5_000u64 {
+            assert_eq!(counts.record(&format!("nonce-{n}"), n, 1), CountCheck::Accepted);
+        }
+        let full = counts.counts.capacity();
+        counts.purge_expired(5_000 + 1_000, 999);
+        assert_eq!(counts.len(), 0);
+        assert!(counts.counts.capacity() < full / 4, "{} of {full}", counts.counts.capacity());
+        // What is still fresh stays tracked: its replay is still refused.
+        assert_eq!(counts.record("late", 6_000, 1), CountCheck::Accepted);
+        counts.purge_expired(6_500, 999);
+        assert_eq!(counts.record("late", 6_000, 1), CountCheck::Replayed);
     }
 }

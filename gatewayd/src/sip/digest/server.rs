@@ -172,6 +172,13 @@ impl DigestServer {
         self.counts.set_capacity(self.config.max_tracked_nonces);
     }
 
+    /// Forgets the nonce-counts of nonces past their lifetime (they are refused by age anyway).
+    /// Called on a slow tick, so that the memory a burst of logins took is given back when the
+    /// gateway goes quiet, not only at the next authenticated request.
+    pub fn purge_expired(&mut self, now_ms: u64) {
+        self.counts.purge_expired(now_ms, self.config.nonce_lifetime_ms);
+    }
+
     /// Nonces currently tracked for replay detection.
     pub fn tracked_nonces(&self) -> usize {
         self.counts.len()
