@@ -3,7 +3,7 @@
 
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import http from 'node:http';
 import https from 'node:https';
 import { tmpdir } from 'node:os';
@@ -111,6 +111,21 @@ export async function launchBrowser({ fakeAudioFile, extraArgs = [] } = {}) {
   const args = [...CHROMIUM_ARGS, ...extraArgs];
   if (fakeAudioFile) args.push(`--use-file-for-fake-audio-capture=${fakeAudioFile}`);
   return chromium.launch({ executablePath: CHROMIUM, headless: true, args });
+}
+
+/**
+ * Launches chromium inside network namespace `ns` (through a wrapper script in `dir`), trusting
+ * the gateway certificate at `certPath` by its key, with `fakeAudioFile` as the microphone.
+ */
+export async function launchBrowserInNetns(ns, dir, { certPath, fakeAudioFile, extraArgs = [] }) {
+  const wrapper = join(dir, 'chromium-in-netns');
+  await writeFile(wrapper, `#!/bin/sh\nexec ip netns exec ${ns} ${CHROMIUM} "$@"\n`);
+  await chmod(wrapper, 0o755);
+  const r = spawnSync('sh', ['-c', `openssl x509 -pubkey -noout -in ${certPath} | openssl pkey -pubin -outform der | openssl dgst -sha256 -binary | base64`], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`the SPKI hash of ${certPath}: ${r.stderr}`);
+  const args = [...CHROMIUM_ARGS, ...extraArgs, `--ignore-certificate-errors-spki-list=${r.stdout.trim()}`];
+  if (fakeAudioFile) args.push(`--use-file-for-fake-audio-capture=${fakeAudioFile}`);
+  return chromium.launch({ executablePath: wrapper, headless: true, args });
 }
 
 export async function newContext(browser) {

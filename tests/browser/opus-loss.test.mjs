@@ -15,13 +15,12 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { chromium } from 'playwright-core';
 import {
-  CALL_ENDED, CHROMIUM, CHROMIUM_ARGS, ROOT, capturePeerConnections, chromiumMissing, gatewayBinary, gatewayMissing,
-  openPhone, waitFor, waitForAudio, waitForCallState, waitForRegState, writeToneWav,
+  CALL_ENDED, ROOT, capturePeerConnections, chromiumMissing, gatewayBinary, gatewayMissing,
+  launchBrowserInNetns, openPhone, waitFor, waitForAudio, waitForCallState, waitForRegState, writeToneWav,
 } from './lib.mjs';
 
 const NS = `gwt-opusloss-${process.pid % 100000}`;
@@ -122,15 +121,9 @@ describe('Opus conceals less than G.711 with 10 % loss on the browser leg', { sk
     // The first start makes the web certificate the browser is told to trust; the second
     // start keeps the same state directory and so the same certificate.
     await startGatewayInNs('["opus", "PCMU", "PCMA"]');
-    const wrapper = join(tmp, 'chromium-in-netns');
-    await writeFile(wrapper, `#!/bin/sh\nexec ip netns exec ${NS} ${CHROMIUM} "$@"\n`);
-    await chmod(wrapper, 0o755);
-    const tone = await writeToneWav(join(tmp, 'tone.wav'), { freq: 620, seconds: 120 });
-    const spki = run(['sh', '-c', `openssl x509 -pubkey -noout -in ${join(tmp, 'state', 'web.crt')} | openssl pkey -pubin -outform der | openssl dgst -sha256 -binary | base64`]).trim();
-    browser = await chromium.launch({
-      executablePath: wrapper,
-      headless: true,
-      args: [...CHROMIUM_ARGS, `--use-file-for-fake-audio-capture=${tone}`, `--ignore-certificate-errors-spki-list=${spki}`],
+    browser = await launchBrowserInNetns(NS, tmp, {
+      certPath: join(tmp, 'state', 'web.crt'),
+      fakeAudioFile: await writeToneWav(join(tmp, 'tone.wav'), { freq: 620, seconds: 120 }),
     });
   });
 

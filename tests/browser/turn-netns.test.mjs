@@ -9,12 +9,11 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { chromium } from 'playwright-core';
 import {
-  CALL_ENDED, CHROMIUM, CHROMIUM_ARGS, ROOT, chromiumMissing, gatewayBinary, gatewayMissing, openPhone,
+  CALL_ENDED, ROOT, chromiumMissing, gatewayBinary, gatewayMissing, launchBrowserInNetns, openPhone,
   waitFor, waitForAudio, waitForCallState, waitForRegState, writeToneWav,
 } from './lib.mjs';
 
@@ -69,15 +68,9 @@ describe('audio through TURN when the agent network drops direct UDP', { skip: s
     gateway.stderr.on('data', keep);
     await waitFor(() => output.includes('gatewayd ready'), { timeout: 30_000, what: 'the gateway in the namespace', describe: () => output.slice(-3000) });
 
-    const wrapper = join(tmp, 'chromium-in-netns');
-    await writeFile(wrapper, `#!/bin/sh\nexec ip netns exec ${NS} ${CHROMIUM} "$@"\n`);
-    await chmod(wrapper, 0o755);
-    const tone = await writeToneWav(join(tmp, 'tone.wav'), { seconds: 60 });
-    const spki = run(['sh', '-c', `openssl x509 -pubkey -noout -in ${join(tmp, 'state', 'web.crt')} | openssl pkey -pubin -outform der | openssl dgst -sha256 -binary | base64`]).trim();
-    browser = await chromium.launch({
-      executablePath: wrapper,
-      headless: true,
-      args: [...CHROMIUM_ARGS, `--use-file-for-fake-audio-capture=${tone}`, `--ignore-certificate-errors-spki-list=${spki}`],
+    browser = await launchBrowserInNetns(NS, tmp, {
+      certPath: join(tmp, 'state', 'web.crt'),
+      fakeAudioFile: await writeToneWav(join(tmp, 'tone.wav'), { seconds: 60 }),
     });
   });
 
