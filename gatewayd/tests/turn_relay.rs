@@ -44,7 +44,10 @@ fn lab(allow_loopback: bool) -> Lab {
     std::fs::write(&profile, &text).unwrap();
     let mut gw = Gateway::start(&profile, &dir.path().join("state"), &[]);
     gw.wait_for_log("gatewayd ready", DEADLINE);
-    let peer_port = free_port();
+    // Outside the lab's media range (40000-40999): a peer there is one of the gateway's own
+    // media ports, which the stock profile lets TURN reach, and the refusal test would pass
+    // traffic by the port's chance.
+    let peer_port = std::iter::repeat_with(free_port).find(|p| !(40000..=40999).contains(p)).unwrap();
     let peer = Command::new("turnutils_peer")
         .args(["-L", "127.0.0.1", "-p", &peer_port.to_string()])
         .stdout(Stdio::null())
