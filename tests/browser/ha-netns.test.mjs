@@ -20,7 +20,7 @@ import { join } from 'node:path';
 import { chromium } from 'playwright-core';
 import {
   CALL_ENDED, CHROMIUM, CHROMIUM_ARGS, ROOT, SIPP, chromiumMissing, gatewayBinary, gatewayMissing, openPhone,
-  waitFor, waitForAudio, waitForCallState, waitForRegState, writeToneWav,
+  waitFor, waitForAudio, waitForCallState, waitForRegState, writeToneWav, netnsUnavailable, runChecked as run,
 } from './lib.mjs';
 
 const ID = process.pid % 100000;
@@ -31,21 +31,7 @@ const AGENT = '203.0.113.100';
 const SIP_SERVER = '192.168.210.81';
 const NODES = { a: { me: 11, peer: 12, priority: 150 }, b: { me: 12, peer: 11, priority: 100 } };
 
-function run(args, input) {
-  const r = spawnSync(args[0], args.slice(1), { input, encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`${args.join(' ')}: ${r.stderr || r.error}`);
-  return r.stdout;
-}
 const sh = (line) => run(line.split(/\s+/));
-
-function unavailable() {
-  if (process.getuid && process.getuid() !== 0) return 'needs root for ip netns, nft and keepalived';
-  if (spawnSync('ip', ['netns', 'list']).status !== 0) return 'ip netns is not available';
-  for (const tool of ['nft', 'keepalived', SIPP]) {
-    if (spawnSync('sh', ['-c', `command -v ${tool}`]).status !== 0) return `${tool} is not installed`;
-  }
-  return false;
-}
 
 // One node's profile: the pair's, as profiles/ha-pair-{a,b}.toml in lab form.
 function profile({ me, peer, priority }) {
@@ -171,7 +157,7 @@ const active = (n) => {
 
 // One pair per failure: `fail(gateways)` breaks node a, `label` names it in figures.
 function failoverSuite(title, label, fail) {
-describe(title, { skip: chromiumMissing() || gatewayMissing() || unavailable(), timeout: 180_000 }, () => {
+describe(title, { skip: chromiumMissing() || gatewayMissing() || netnsUnavailable(['nft', 'keepalived', SIPP]), timeout: 180_000 }, () => {
   let tmp;
   const procs = [];
   const gateways = {};

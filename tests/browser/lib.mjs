@@ -113,6 +113,23 @@ export async function launchBrowser({ fakeAudioFile, extraArgs = [] } = {}) {
   return chromium.launch({ executablePath: CHROMIUM, headless: true, args });
 }
 
+/** Runs a command to its end; its stdout, or an error carrying its stderr. */
+export function runChecked(args, input) {
+  const r = spawnSync(args[0], args.slice(1), { input, encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`${args.join(' ')}: ${r.stderr || r.error}`);
+  return r.stdout;
+}
+
+/** Why a test that makes network namespaces cannot run here (root, `ip netns`, `tools`), or false. */
+export function netnsUnavailable(tools = ['nft']) {
+  if (process.getuid && process.getuid() !== 0) return `needs root for ip netns and ${tools.join(', ')}`;
+  if (spawnSync('ip', ['netns', 'list']).status !== 0) return 'ip netns is not available';
+  for (const tool of tools) {
+    if (spawnSync('sh', ['-c', `command -v ${tool}`]).status !== 0) return `${tool} is not installed`;
+  }
+  return false;
+}
+
 /**
  * Launches chromium inside network namespace `ns` (through a wrapper script in `dir`), trusting
  * the gateway certificate at `certPath` by its key, with `fakeAudioFile` as the microphone.

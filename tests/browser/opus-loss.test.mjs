@@ -21,25 +21,13 @@ import { join } from 'node:path';
 import {
   CALL_ENDED, ROOT, capturePeerConnections, chromiumMissing, gatewayBinary, gatewayMissing,
   launchBrowserInNetns, openPhone, waitFor, waitForAudio, waitForCallState, waitForRegState, writeToneWav,
+  netnsUnavailable, runChecked as run,
 } from './lib.mjs';
 
 const NS = `gwt-opusloss-${process.pid % 100000}`;
 const LOSS_PERCENT = 10;
 // Seconds of audio played out while the loss is on before the figures are taken.
 const LOSSY_SECONDS = 12;
-
-function run(args, input) {
-  const r = spawnSync(args[0], args.slice(1), { input, encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`${args.join(' ')}: ${r.stderr || r.error}`);
-  return r.stdout;
-}
-
-function unavailable() {
-  if (process.getuid && process.getuid() !== 0) return 'needs root for ip netns and nft';
-  if (spawnSync('ip', ['netns', 'list']).status !== 0) return 'ip netns is not available';
-  if (spawnSync('nft', ['--version']).status !== 0) return 'nft is not installed';
-  return false;
-}
 
 const nft = (...args) => run(['ip', 'netns', 'exec', NS, 'nft', ...args]);
 
@@ -79,7 +67,7 @@ function inboundAudio(page) {
   });
 }
 
-describe('Opus conceals less than G.711 with 10 % loss on the browser leg', { skip: chromiumMissing() || gatewayMissing() || unavailable(), timeout: 240_000 }, () => {
+describe('Opus conceals less than G.711 with 10 % loss on the browser leg', { skip: chromiumMissing() || gatewayMissing() || netnsUnavailable(), timeout: 240_000 }, () => {
   let tmp;
   let browser;
   let gateway = null;

@@ -15,26 +15,13 @@ import { join } from 'node:path';
 import {
   CALL_ENDED, ROOT, chromiumMissing, gatewayBinary, gatewayMissing, launchBrowserInNetns, openPhone,
   waitFor, waitForAudio, waitForCallState, waitForRegState, writeToneWav,
+  netnsUnavailable, runChecked as run,
 } from './lib.mjs';
 
 const NS = `gwt-turnmedia-${process.pid % 100000}`;
 
-function run(args, input) {
-  const r = spawnSync(args[0], args.slice(1), { input, encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`${args.join(' ')}: ${r.stderr || r.error}`);
-  return r.stdout;
-}
-
-function unavailable() {
-  if (process.getuid && process.getuid() !== 0) return 'needs root for ip netns and nft';
-  const ip = spawnSync('ip', ['netns', 'list']);
-  if (ip.status !== 0) return 'ip netns is not available';
-  if (spawnSync('nft', ['--version']).status !== 0) return 'nft is not installed';
-  return false;
-}
-
 function skipReason() {
-  return chromiumMissing() || gatewayMissing() || unavailable();
+  return chromiumMissing() || gatewayMissing() || netnsUnavailable();
 }
 
 // Drops UDP toward the media range unless it comes from the TURN relay range.
