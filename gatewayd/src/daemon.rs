@@ -206,39 +206,40 @@ async fn reload(
 /// The operator's profile, or the last good one when the operator's has failed to reach READY
 /// too many times (`system::last_good`). Relative paths resolve as for the operator's file.
 fn choose_profile(opts: &RunOptions, loaded: LoadedProfile, store: &LastGoodStore) -> LoadedProfile {
+    let record = store.record();
     let good_text = store.last_good();
-    let good = good_text.as_deref().and_then(|text| match profile::load_str(&opts.profile, text, std::env::vars()) {
-        Ok(good) => Some(good),
-        Err(d) => {
-            tracing::warn!(problems = %d, "the last good profile no longer validates; it cannot be fallen back to");
-            None
-        }
-    });
-    match last_good::choose(store.record().as_ref(), &loaded.sha256, good.as_ref().map(|g| g.sha256.as_str())) {
-        Choice::Current { record } => {
-            if let Err(e) = store.set_record(&record) {
-                tracing::warn!(error = %e, "cannot record this start of the profile");
+    let good_sha = good_text.as_deref().map(profile::text_sha256);
+    let mut choice = last_good::choose(record.as_ref(), &loaded.sha256, good_sha.as_deref());
+    // The last good profile is parsed only when it is wanted, not on every start.
+    if let (Choice::LastGood { failed_sha256, failed_starts }, Some(text)) = (&choice, good_text.as_deref()) {
+        match profile::load_str(&opts.profile, text, std::env::vars()) {
+            Ok(mut good) => {
+                tracing::error!(
+                    profile = %opts.profile.display(), failed_sha256 = %failed_sha256, failed_starts, last_good_sha256 = %good.sha256,
+                    "the profile failed to reach READY {failed_starts} times: running the LAST GOOD profile; fix the profile and restart or reload"
+                );
+                good.fallback = Some(profile::ProfileFallback { failed_sha256: failed_sha256.clone(), failed_starts: *failed_starts });
+                return good;
             }
-            loaded
-        }
-        Choice::LastGood { failed_sha256, failed_starts } => {
-            let mut good = good.expect("choose falls back only to a last good profile");
-            tracing::error!(
-                profile = %opts.profile.display(), failed_sha256 = %failed_sha256, failed_starts, last_good_sha256 = %good.sha256,
-                "the profile failed to reach READY {failed_starts} times: running the LAST GOOD profile; fix the profile and restart or reload"
-            );
-            good.fallback = Some(profile::ProfileFallback { failed_sha256, failed_starts });
-            good
+            Err(d) => {
+                tracing::warn!(problems = %d, "the last good profile no longer validates; it cannot be fallen back to");
+                choice = last_good::choose(record.as_ref(), &loaded.sha256, None);
+            }
         }
     }
+    if let Choice::Current { record } = choice {
+        if let Err(e) = store.set_record(&record) {
+            tracing::warn!(error = %e, "cannot record this start of the profile");
+        }
+    }
+    loaded
 }
 
 /// A profile in service (READY, or a reload applied) becomes the last good one: the file's text,
 /// if it is still the text that was loaded.
 fn remember_good(store: &LastGoodStore, loaded: &LoadedProfile) {
-    use sha2::Digest;
     let Ok(text) = std::fs::read_to_string(&loaded.path) else { return };
-    if hex::encode(sha2::Sha256::digest(text.as_bytes())) != loaded.sha256 {
+    if profile::text_sha256(&text) != loaded.sha256 {
         return;
     }
     if let Err(e) = store.reached_ready(&text) {

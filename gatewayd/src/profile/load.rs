@@ -93,8 +93,13 @@ pub fn load_str(
         problems.sort_by_key(|d| d.position.unwrap_or((usize::MAX, 0)));
         return Err(Diagnostics(problems));
     }
-    let sha256 = hex::encode(Sha256::digest(text.as_bytes()));
+    let sha256 = text_sha256(text);
     Ok(LoadedProfile { profile, path: path.to_owned(), dir, sha256, overrides, fallback: None })
+}
+
+/// The SHA-256 (hex) that names a profile's text: `LoadedProfile::sha256`, `/health`.
+pub fn text_sha256(text: &str) -> String {
+    hex::encode(Sha256::digest(text.as_bytes()))
 }
 
 /// Syntax, types and unknown keys, with the position and key path of the first problem.

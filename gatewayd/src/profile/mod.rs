@@ -24,7 +24,7 @@ pub use diag::{Diagnostic, Diagnostics};
 pub use diff::{diff, Change, Section};
 pub use edge::*;
 pub use ha::{Ha, HaSide, MIN_BANS_KEY};
-pub use load::{load, load_str, LoadedProfile, ProfileFallback, ENV_PREFIX, ENV_SEPARATOR};
+pub use load::{load, load_str, text_sha256, LoadedProfile, ProfileFallback, ENV_PREFIX, ENV_SEPARATOR};
 pub use protection::*;
 pub use reference::reference_markdown;
 pub use services::*;
