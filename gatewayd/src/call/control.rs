@@ -3,7 +3,7 @@
 //! randomness come in; messages to send and call records go out. One transaction layer serves
 //! both sides; media is reached through the synchronous `MediaControl` port.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use super::active::CallSummary;
 use super::build;
+use super::deadlines::Deadlines;
 pub use super::config::{CallConfig, TokenPolicy};
 use super::media_port::{CallRef, MediaControl};
 use super::registration::Registrations;
@@ -23,7 +24,7 @@ use crate::sip::registrar::ConnId;
 use crate::sip::transaction::{Destination, Output, Target, TransactionLayer, Transport, TxConfig, TxEvent, TxId};
 
 /// Which side of a call a message belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Side {
     Agent,
@@ -163,6 +164,17 @@ pub struct CallControl<M: MediaControl> {
     pub(crate) ended: VecDeque<super::active::EndedCall>,
     pub(crate) out: VecDeque<CallOutput>,
     pub(crate) wall_ms: u64,
+    /// Each leg's session-timer deadline, so a wake-up looks at what is due, not at every call.
+    pub(crate) timers: Deadlines<CallTimer>,
+    /// Calls whose legs may have changed since their deadlines were last taken.
+    pub(crate) touched: HashSet<CallRef>,
+}
+
+/// What a call's deadline is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) enum CallTimer {
+    /// The RFC 4028 session timer of one leg.
+    Session(CallRef, Side),
 }
 
 impl<M: MediaControl> CallControl<M> {
@@ -188,6 +200,8 @@ impl<M: MediaControl> CallControl<M> {
             ended: VecDeque::new(),
             out: VecDeque::new(),
             wall_ms: 0,
+            timers: Deadlines::default(),
+            touched: HashSet::new(),
         }
     }
 
@@ -267,7 +281,7 @@ impl<M: MediaControl> CallControl<M> {
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        [self.tx.poll_timeout(), self.upstreams.poll_timeout(), self.registrations.poll_timeout(), self.session_deadline()].into_iter().flatten().min()
+        [self.tx.poll_timeout(), self.upstreams.poll_timeout(), self.registrations.poll_timeout(), self.timers.next()].into_iter().flatten().min()
     }
 
     pub fn handle_timeout(&mut self, now: Instant, wall_ms: u64, rng: &mut impl Rng) {
@@ -328,6 +342,19 @@ impl<M: MediaControl> CallControl<M> {
             match o {
                 Output::Send { target, message, .. } => self.out.push_back(CallOutput::Send { target, message }),
                 Output::Event(event) => self.on_event(event, now, rng),
+            }
+        }
+        self.take_deadlines();
+    }
+
+    /// Brings the deadlines of the calls touched since the last look up to date.
+    fn take_deadlines(&mut self) {
+        for call in std::mem::take(&mut self.touched) {
+            let c = self.calls.get(&call);
+            for side in [Side::Agent, Side::Upstream] {
+                let leg = c.and_then(|c| if side == Side::Agent { c.agent.as_ref() } else { c.upstream.as_ref() });
+                let at = leg.and_then(|l| l.session.as_ref()).map(super::session_timer::SessionTimer::deadline);
+                self.timers.set(CallTimer::Session(call, side), at);
             }
         }
     }
@@ -445,8 +472,10 @@ impl<M: MediaControl> CallControl<M> {
         }
     }
 
+    /// A leg to read or change; its call's deadlines are taken again before the wake-up.
     pub(crate) fn leg_mut(&mut self, call: CallRef, side: Side) -> Option<&mut Leg> {
         let c = self.calls.get_mut(&call)?;
+        self.touched.insert(call);
         match side {
             Side::Agent => c.agent.as_mut(),
             Side::Upstream => c.upstream.as_mut(),
@@ -549,6 +578,7 @@ impl<M: MediaControl> CallControl<M> {
     /// Drops a call's state and emits its record.
     pub(crate) fn finish(&mut self, call: CallRef, status: u16, cause: &str) {
         let Some(c) = self.calls.remove(&call) else { return };
+        self.touched.insert(call);
         self.remember_ended(&c);
         self.by_dialog.retain(|_, (r, _)| *r != call);
         let mut summary = c.summary(call);

@@ -9,7 +9,7 @@ use rand::Rng;
 use rsip::{Header, Method, Request, Response};
 
 use super::build;
-use super::control::{CallControl, Direction, Side};
+use super::control::{CallControl, CallTimer, Direction, Side};
 use super::media_port::{CallRef, MediaControl};
 use super::session_timer::{self, Due, Refresher, SessionExpires, SessionTimer, UasDecision};
 use crate::sip::message::new_tag;
@@ -108,20 +108,17 @@ impl<M: MediaControl> CallControl<M> {
         }
     }
 
-    /// The earliest session-timer deadline over all calls.
-    pub(crate) fn session_deadline(&self) -> Option<Instant> {
-        self.calls.values().flat_map(|c| [c.agent.as_ref(), c.upstream.as_ref()]).flatten().filter_map(|l| l.session.as_ref().map(SessionTimer::deadline)).min()
-    }
-
-    /// Sends the refreshes that are due and ends the calls whose peer stopped refreshing.
+    /// Sends the refreshes that are due and ends the calls whose peer stopped refreshing: only
+    /// the legs whose deadline has come are looked at.
     pub(crate) fn run_session_timers(&mut self, now: Instant, rng: &mut impl Rng) {
         let mut due = Vec::new();
-        for (call, c) in &self.calls {
-            for (leg, side) in [(&c.agent, Side::Agent), (&c.upstream, Side::Upstream)] {
-                match leg.as_ref().and_then(|l| l.session.as_ref()).map(|s| s.due(now)) {
-                    Some(Due::Nothing) | None => {}
-                    Some(d) => due.push((*call, side, d)),
-                }
+        for timer in self.timers.take_due(now) {
+            let CallTimer::Session(call, side) = timer;
+            // Taken out of the deadlines: the call's are taken again once it has been handled.
+            self.touched.insert(call);
+            match self.leg_mut(call, side).and_then(|l| l.session.as_ref()).map(|s| s.due(now)) {
+                Some(Due::Nothing) | None => {}
+                Some(d) => due.push((call, side, d)),
             }
         }
         for (call, side, d) in due {

@@ -6,6 +6,7 @@ pub mod active;
 pub mod agent_view;
 pub mod agents;
 mod build;
+mod deadlines;
 pub mod config;
 pub mod control;
 mod flows;
