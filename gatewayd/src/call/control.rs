@@ -1,7 +1,8 @@
 //! The B2BUA core, sans-IO: calls between an agent leg (SIP over WebSocket) and an upstream leg
 //! (SIP over UDP/TCP toward the SIP server) or the echo endpoint. Messages, the current time and
 //! randomness come in; messages to send and call records go out. One transaction layer serves
-//! both sides; media is reached through the synchronous `MediaControl` port.
+//! both sides; media is asked for with commands among the outputs, whose replies come back as
+//! inputs (`awaiting`): the core never waits on media.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -15,7 +16,8 @@ use super::active::CallSummary;
 use super::build;
 use super::deadlines::Deadlines;
 pub use super::config::{CallConfig, TokenPolicy};
-use super::media_port::{CallRef, MediaControl};
+use super::awaiting::Pending;
+use super::media_port::{CallRef, MediaCommand, MediaOp};
 use super::registration::Registrations;
 use super::upstream::Upstreams;
 use crate::sip::dialog::Dialog;
@@ -57,6 +59,9 @@ pub struct CallRecord {
 #[derive(Debug, Clone)]
 pub enum CallOutput {
     Send { target: Target, message: SipMessage },
+    /// A media operation to start; its reply goes to `CallControl::media_reply`.
+    Media(MediaCommand),
+    /// A call's record; its media figures follow from the reply to the call's `Close`.
     Ended(CallRecord),
 }
 
@@ -133,13 +138,14 @@ pub(crate) struct Call {
     pub answered_ms: Option<u64>,
     /// What the call's record carries from the peers' messages.
     pub notes: super::active::Notes,
+    /// The media reply the call waits for, and what it then does.
+    pub pending: Option<Pending>,
 }
 
 /// The B2BUA state.
-pub struct CallControl<M: MediaControl> {
+pub struct CallControl {
     pub(crate) config: CallConfig,
     pub(crate) tx: TransactionLayer,
-    pub(crate) media: M,
     pub(crate) upstreams: Upstreams,
     pub(crate) calls: HashMap<CallRef, Call>,
     pub(crate) by_tx: HashMap<TxId, (CallRef, Side)>,
@@ -160,6 +166,7 @@ pub struct CallControl<M: MediaControl> {
     invite_keys: HashMap<(String, String, u32), TxId>,
     invite_key_of: HashMap<TxId, (String, String, u32)>,
     pub(crate) next_call: u64,
+    pub(crate) next_media_op: u64,
     /// Calls that just ended, for the capture of their last messages (BYE and its answer).
     pub(crate) ended: VecDeque<super::active::EndedCall>,
     pub(crate) out: VecDeque<CallOutput>,
@@ -175,15 +182,16 @@ pub struct CallControl<M: MediaControl> {
 pub(crate) enum CallTimer {
     /// The RFC 4028 session timer of one leg.
     Session(CallRef, Side),
+    /// How long the call's pending media operation may take.
+    Media(CallRef),
 }
 
-impl<M: MediaControl> CallControl<M> {
-    pub fn new(config: CallConfig, upstreams: Upstreams, media: M) -> Self {
+impl CallControl {
+    pub fn new(config: CallConfig, upstreams: Upstreams) -> Self {
         let tx_config = TxConfig { max_transactions: transaction_limit(config.max_calls), ..TxConfig::default() };
         CallControl {
             config,
             tx: TransactionLayer::new(tx_config),
-            media,
             upstreams,
             calls: HashMap::new(),
             by_tx: HashMap::new(),
@@ -197,6 +205,7 @@ impl<M: MediaControl> CallControl<M> {
             invite_keys: HashMap::new(),
             invite_key_of: HashMap::new(),
             next_call: 1,
+            next_media_op: 1,
             ended: VecDeque::new(),
             out: VecDeque::new(),
             wall_ms: 0,
@@ -209,10 +218,6 @@ impl<M: MediaControl> CallControl<M> {
         self.tx.set_max_transactions(transaction_limit(config.max_calls));
         self.config = config;
         self.upstreams.reconfigure(upstream);
-    }
-
-    pub fn media(&mut self) -> &mut M {
-        &mut self.media
     }
 
     pub fn active_calls(&self) -> usize {
@@ -291,18 +296,26 @@ impl<M: MediaControl> CallControl<M> {
             self.send_health_check(addr, now, rng);
         }
         self.refresh_registrations(now, rng);
-        self.run_session_timers(now, rng);
+        self.run_call_timers(now, rng);
         self.drain(now, rng);
     }
 
-    /// Ends the calls whose media died: both legs are released and the record says why.
-    pub fn check_media(&mut self, now: Instant, wall_ms: u64, rng: &mut impl Rng) {
+    /// Ends a call whose media died: both legs are released and the record says why.
+    pub fn media_died(&mut self, call: CallRef, reason: &str, now: Instant, wall_ms: u64, rng: &mut impl Rng) {
         self.wall_ms = wall_ms;
-        for (call, reason) in self.media.poll_dead() {
+        if self.calls.contains_key(&call) {
             tracing::warn!(call = call.0, reason = %reason, "ending a call whose media died");
-            self.terminate(call, &reason, now, rng);
+            self.terminate(call, reason, now, rng);
         }
         self.drain(now, rng);
+    }
+
+    /// Asks media for `op` on `call`; returns the command's id, which its reply carries.
+    pub(crate) fn command(&mut self, call: CallRef, op: MediaOp) -> u64 {
+        let id = self.next_media_op;
+        self.next_media_op += 1;
+        self.out.push_back(CallOutput::Media(MediaCommand { call, id, op }));
+        id
     }
 
     /// Releases both legs of a call (BYE, CANCEL or a final response, as each leg's state
@@ -314,7 +327,7 @@ impl<M: MediaControl> CallControl<M> {
                 self.release_leg(call, side, leg, 480, now, rng);
             }
         }
-        self.finish(call, 480, cause);
+        self.finish(call, 480, cause, now);
     }
 
     pub fn poll_output(&mut self) -> Option<CallOutput> {
@@ -547,7 +560,7 @@ impl<M: MediaControl> CallControl<M> {
                 self.send_response(leg.invite_tx, r, now);
             }
         }
-        self.finish(call, status, cause);
+        self.finish(call, status, cause, now);
     }
 
     /// Tells one leg the call is over, whatever state it is in.
@@ -576,13 +589,15 @@ impl<M: MediaControl> CallControl<M> {
     }
 
     /// Drops a call's state and emits its record.
-    pub(crate) fn finish(&mut self, call: CallRef, status: u16, cause: &str) {
+    pub(crate) fn finish(&mut self, call: CallRef, status: u16, cause: &str, now: Instant) {
         let Some(c) = self.calls.remove(&call) else { return };
         self.touched.insert(call);
+        self.timers.set(CallTimer::Media(call), None);
         self.remember_ended(&c);
         self.by_dialog.retain(|_, (r, _)| *r != call);
-        let mut summary = c.summary(call);
-        summary.media = self.media.close(call);
+        self.abandon(&c, now);
+        self.command(call, MediaOp::Close);
+        let summary = c.summary(call);
         self.out.push_back(CallOutput::Ended(CallRecord { summary, ended_ms: self.wall_ms, cause: cause.to_owned(), status }));
     }
 

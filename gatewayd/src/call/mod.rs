@@ -5,6 +5,7 @@
 pub mod active;
 pub mod agent_view;
 pub mod agents;
+mod awaiting;
 mod build;
 mod deadlines;
 pub mod config;

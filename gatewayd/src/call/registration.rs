@@ -12,7 +12,6 @@ use rsip::{Response, SipMessage};
 
 use super::control::CallControl;
 use super::deadlines::Deadlines;
-use super::media_port::MediaControl;
 use crate::profile::{LoadedProfile, RegistrationMode};
 use crate::sip::digest::{authorize_request, ClientSecret};
 use crate::sip::message::{new_branch, new_call_id, new_tag};
@@ -79,7 +78,7 @@ impl Registrations {
     }
 }
 
-impl<M: MediaControl> CallControl<M> {
+impl CallControl {
     /// The agent edge bound (`true`) or unbound (`false`) a DN: mirror it upstream.
     pub fn mirror_registration(&mut self, dn: &str, registered: bool, now: Instant, rng: &mut impl Rng) {
         let Some(config) = self.config.registration.clone() else { return };
