@@ -564,3 +564,7 @@ fn log_registration(event: &RegistrarEvent) {
         RegistrarEvent::Replaced { dn, old_conn, new_conn } => tracing::info!(dn = %dn, old = old_conn.0, new = new_conn.0, "agent registration replaced"),
     }
 }
+
+#[cfg(test)]
+#[path = "driver_tests.rs"]
+mod tests;
