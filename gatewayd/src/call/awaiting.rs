@@ -11,8 +11,8 @@ use rand::Rng;
 use rsip::Request;
 
 use super::build;
-use super::control::{Call, CallControl, CallTimer, Side};
-use super::media_port::{CallRef, MediaDone, MediaFailure, MediaOp, MediaReply};
+use super::control::{Call, CallControl, CallOutput, CallTimer, Side};
+use super::media_port::{CallRef, MediaCommand, MediaDone, MediaFailure, MediaOp, MediaReply};
 use crate::sip::registrar::ConnId;
 use crate::sip::transaction::TxId;
 
@@ -43,6 +43,24 @@ pub(crate) struct Pending {
 }
 
 impl CallControl {
+    /// Ends a call whose media died: both legs are released and the record says why.
+    pub fn media_died(&mut self, call: CallRef, reason: &str, now: Instant, wall_ms: u64, rng: &mut impl Rng) {
+        self.wall_ms = wall_ms;
+        if self.calls.contains_key(&call) {
+            tracing::warn!(call = call.0, reason = %reason, "ending a call whose media died");
+            self.terminate(call, reason, now, rng);
+        }
+        self.drain(now, rng);
+    }
+
+    /// Asks media for `op` on `call`; returns the command's id, which its reply carries.
+    pub(crate) fn command(&mut self, call: CallRef, op: MediaOp) -> u64 {
+        let id = self.next_media_op;
+        self.next_media_op += 1;
+        self.out.push_back(CallOutput::Media(MediaCommand { call, id, op }));
+        id
+    }
+
     /// A media operation the call cannot go on without: it waits for the reply (or its timeout).
     pub(crate) fn wait_for(&mut self, call: CallRef, op: MediaOp, waiting: Waiting, now: Instant) {
         let id = self.command(call, op);

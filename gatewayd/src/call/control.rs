@@ -300,24 +300,6 @@ impl CallControl {
         self.drain(now, rng);
     }
 
-    /// Ends a call whose media died: both legs are released and the record says why.
-    pub fn media_died(&mut self, call: CallRef, reason: &str, now: Instant, wall_ms: u64, rng: &mut impl Rng) {
-        self.wall_ms = wall_ms;
-        if self.calls.contains_key(&call) {
-            tracing::warn!(call = call.0, reason = %reason, "ending a call whose media died");
-            self.terminate(call, reason, now, rng);
-        }
-        self.drain(now, rng);
-    }
-
-    /// Asks media for `op` on `call`; returns the command's id, which its reply carries.
-    pub(crate) fn command(&mut self, call: CallRef, op: MediaOp) -> u64 {
-        let id = self.next_media_op;
-        self.next_media_op += 1;
-        self.out.push_back(CallOutput::Media(MediaCommand { call, id, op }));
-        id
-    }
-
     /// Releases both legs of a call (BYE, CANCEL or a final response, as each leg's state
     /// calls for) and emits its record.
     pub(crate) fn terminate(&mut self, call: CallRef, cause: &str, now: Instant, rng: &mut impl Rng) {
@@ -600,62 +582,6 @@ impl CallControl {
         let summary = c.summary(call);
         self.out.push_back(CallOutput::Ended(CallRecord { summary, ended_ms: self.wall_ms, cause: cause.to_owned(), status }));
     }
-
-    /// Via transport and sent-by for requests we send to `target`: WSS toward agents, the
-    /// upstream server's own transport from our internal listener.
-    pub(crate) fn via_for(&self, target: Target) -> (&'static str, String) {
-        match (target.destination, target.transport) {
-            (Destination::Conn(_), _) => ("WSS", self.config.agent_host.clone()),
-            (Destination::Addr(_), Transport::Tcp) => ("TCP", self.config.internal_sent_by.clone()),
-            (Destination::Addr(_), _) => ("UDP", self.config.internal_sent_by.clone()),
-        }
-    }
-
-    /// Where in-dialog requests on a leg go: toward the SIP server, the dialog's next hop (its
-    /// Contact or first Record-Route) when that is one of the upstream servers, else the address
-    /// the leg started with; toward an agent, its connection.
-    pub(crate) fn dialog_target(&self, leg_target: Target, dialog: &Dialog) -> Target {
-        let destination = match leg_target.destination {
-            Destination::Addr(server) => {
-                Destination::Addr(addr_of(&dialog.next_hop()).filter(|a| self.upstreams.is_upstream(a.ip())).unwrap_or(server))
-            }
-            conn => conn,
-        };
-        Target { transport: leg_target.transport, destination }
-    }
-
-    /// Where requests to upstream server `server` go, over the transport the profile gives it.
-    pub(crate) fn upstream_target(&self, server: SocketAddr) -> Target {
-        let transport = match self.upstreams.transport_of(server) {
-            Some(crate::profile::Transport::Tcp) => Transport::Tcp,
-            _ => Transport::Udp,
-        };
-        Target { transport, destination: Destination::Addr(server) }
-    }
-
-    fn send_health_check(&mut self, addr: SocketAddr, now: Instant, rng: &mut impl Rng) {
-        let target = self.upstream_target(addr);
-        let (name, sent_by) = self.via_for(target);
-        let text = format!(
-            "OPTIONS sip:{addr} SIP/2.0\r\nVia: SIP/2.0/{name} {sent_by};branch={}\r\nMax-Forwards: 70\r\nFrom: <sip:gatewayd@{}>;tag={}\r\nTo: <sip:{addr}>\r\nCall-ID: {}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
-            crate::sip::message::new_branch(rng),
-            self.config.domain,
-            new_tag(rng),
-            crate::sip::message::new_call_id(rng),
-        );
-        let Ok(SipMessage::Request(options)) = crate::sip::message::parse(text.as_bytes()) else { return };
-        // A check that waits out Timer F (32 s) would take minutes to mark a dead server down.
-        if let Ok(tx) = self.tx.send_request_within(options, target, now, Some(self.config.reply_timeout)) {
-            self.health_checks.insert(tx, addr);
-        }
-    }
-}
-
-/// The socket address a SIP URI names, when its host is an IP literal.
-fn addr_of(uri: &rsip::Uri) -> Option<SocketAddr> {
-    let ip: std::net::IpAddr = uri.host_with_port.host.to_string().trim_matches(['[', ']']).parse().ok()?;
-    let port = uri.host_with_port.port.as_ref().map(|p| *p.value()).unwrap_or(5060);
-    Some(SocketAddr::new(ip, port))
 }
 
 /// How many transactions may live at once. A finished call leaves about three behind for 32 s

@@ -16,6 +16,7 @@ pub mod in_progress;
 pub mod media_bridge;
 pub mod media_port;
 mod registration;
+mod routing;
 mod session_timer;
 pub mod token;
 pub mod driver;
