@@ -84,7 +84,7 @@ impl CallControl {
             tracing::debug!(call = call.0, "media reply for a call that has ended: dropped");
             return;
         };
-        if c.pending.as_ref().map_or(true, |p| p.id != id) {
+        if c.pending.as_ref().is_none_or(|p| p.id != id) {
             // An operation nothing waits on (an answer accepted), or one that timed out.
             if let Err(f) = result {
                 tracing::warn!(call = call.0, status = f.status, reason = %f.reason, "media refused an operation");
@@ -99,7 +99,7 @@ impl CallControl {
                 self.outbound_media_ready(call, browser_answer, internal_offer, max_forwards, now, rng)
             }
             (Waiting::Inbound { conn, contact }, Ok(MediaDone::Inbound { browser_offer, internal_answer })) => {
-                self.inbound_media_ready(call, internal_answer, browser_offer, conn, contact, now, rng)
+                self.inbound_media_ready(call, internal_answer, browser_offer, (conn, contact), now, rng)
             }
             (Waiting::LateOffer, Ok(MediaDone::Sdp(offer))) => {
                 if let Some(c) = self.calls.get_mut(&call) {
@@ -111,7 +111,7 @@ impl CallControl {
                 if let Some(c) = self.calls.get_mut(&call) {
                     *c.our_sdp_mut(side) = Some(answer.clone());
                 }
-                self.answer_reoffer(tx, call, side, &request, Some(&answer), now, rng);
+                self.answer_reoffer(tx, call, side, &request, Some(&answer), now);
             }
             (waiting, result) => {
                 let failure = match result {

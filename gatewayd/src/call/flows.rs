@@ -182,7 +182,9 @@ impl CallControl {
     }
 
     /// Inbound: media for both legs is there; the agent is called with our browser offer.
-    pub(crate) fn inbound_media_ready(&mut self, id: CallRef, internal: Option<String>, browser: String, conn: ConnId, contact: String, now: Instant, rng: &mut impl Rng) {
+    /// `agent` is the connection and Contact the agent was registered with when the INVITE came.
+    pub(crate) fn inbound_media_ready(&mut self, id: CallRef, internal: Option<String>, browser: String, agent: (ConnId, String), now: Instant, rng: &mut impl Rng) {
+        let (conn, contact) = agent;
         let Some(c) = self.calls.get_mut(&id) else { return };
         c.upstream_sdp = internal;
         let dn = c.dn.clone();

@@ -60,12 +60,13 @@ impl CallControl {
                 return self.wait_for(call, op, Waiting::Reoffer { tx, side, request: request.clone() }, now);
             }
         };
-        self.answer_reoffer(tx, call, side, request, body.as_deref(), now, rng);
+        self.answer_reoffer(tx, call, side, request, body.as_deref(), now);
     }
 
     /// Our 2xx to a re-INVITE or UPDATE on `side`, with our description when it needs one.
-    pub(crate) fn answer_reoffer(&mut self, tx: TxId, call: CallRef, side: Side, request: &Request, body: Option<&str>, now: Instant, rng: &mut impl Rng) {
-        let tag = self.leg_mut(call, side).map(|l| l.local_tag.clone()).unwrap_or_else(|| new_tag(rng));
+    pub(crate) fn answer_reoffer(&mut self, tx: TxId, call: CallRef, side: Side, request: &Request, body: Option<&str>, now: Instant) {
+        // The request was matched to this leg by our tag on it, so the leg is there.
+        let tag = self.leg_mut(call, side).map(|l| l.local_tag.clone()).unwrap_or_default();
         let contact = self.contact_for(call, side);
         let mut r = build::response(request, 200, None, &tag, Some(&contact), body);
         self.session_as_uas(call, side, request, &mut r, now);
