@@ -140,6 +140,8 @@ pub(crate) struct Call {
     pub notes: super::active::Notes,
     /// The media reply the call waits for, and what it then does.
     pub pending: Option<Pending>,
+    /// The `by_dialog` keys that lead to this call, removed with it (no walk of every dialog).
+    pub dialog_keys: Vec<(String, String)>,
 }
 
 /// The B2BUA state.
@@ -509,14 +511,23 @@ impl CallControl {
     pub(crate) fn index_leg(&mut self, call: CallRef, side: Side) {
         let key = self.leg_mut(call, side).and_then(|l| Some((build::header(&l.invite.headers, "Call-ID")?, l.local_tag.clone())));
         if let Some(key) = key {
-            self.by_dialog.insert(key, (call, side));
+            self.remember_dialog_key(call, side, key);
         }
+    }
+
+    fn remember_dialog_key(&mut self, call: CallRef, side: Side, key: (String, String)) {
+        if let Some(c) = self.calls.get_mut(&call) {
+            if !c.dialog_keys.contains(&key) {
+                c.dialog_keys.push(key.clone());
+            }
+        }
+        self.by_dialog.insert(key, (call, side));
     }
 
     pub(crate) fn index_dialog(&mut self, call: CallRef, side: Side) {
         let key = self.leg_mut(call, side).and_then(|l| l.dialog.as_ref()).map(|d| (d.id.call_id.clone(), d.id.local_tag.clone()));
         if let Some(key) = key {
-            self.by_dialog.insert(key, (call, side));
+            self.remember_dialog_key(call, side, key);
         }
     }
 
@@ -576,7 +587,11 @@ impl CallControl {
         self.touched.insert(call);
         self.timers.set(CallTimer::Media(call), None);
         self.remember_ended(&c);
-        self.by_dialog.retain(|_, (r, _)| *r != call);
+        for key in &c.dialog_keys {
+            if self.by_dialog.get(key).is_some_and(|(r, _)| *r == call) {
+                self.by_dialog.remove(key);
+            }
+        }
         self.abandon(&c, now);
         self.command(call, MediaOp::Close);
         let summary = c.summary(call);

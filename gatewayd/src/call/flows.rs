@@ -46,6 +46,7 @@ impl CallControl {
             answered_ms: None,
             notes: Default::default(),
             pending: None,
+            dialog_keys: Vec::new(),
         };
 
         if self.config.echo_number.as_deref() == Some(dest.as_str()) {
@@ -175,6 +176,7 @@ impl CallControl {
             answered_ms: None,
             notes: Default::default(),
             pending: None,
+            dialog_keys: Vec::new(),
         });
         self.by_tx.insert(tx, (id, Side::Upstream));
         self.index_leg(id, Side::Upstream);

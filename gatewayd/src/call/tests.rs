@@ -193,6 +193,7 @@ fn echo_number_is_answered_by_the_gateway_and_bye_ends_it() {
     assert!(to_agent(&out).iter().any(|m| m.starts_with("SIP/2.0 200") && m.contains("BYE")), "{out:?}");
     assert!(out.iter().any(|(_, m)| m == "ENDED Echo 200 agent hung up"), "{out:?}");
     assert_eq!(h.media.closed.len(), 1);
+    assert!(h.cc.by_dialog.is_empty());
     assert_eq!(h.cc.active_calls(), 0);
 }
 
@@ -230,6 +231,11 @@ fn outbound_call_fails_over_when_the_first_server_is_unavailable() {
     let out = h.upstream(SERVER, &server_response(&invite, 503, "Service Unavailable", None));
     assert!(to_server(&out, SERVER2).iter().any(|m| m.starts_with("INVITE sip:1234@127.0.0.1:5082")), "{out:?}");
     assert!(!to_agent(&out).iter().any(|m| m.starts_with("SIP/2.0 503")), "the agent never sees the first failure");
+    // The second server refuses: the call ends and neither leg's dialog key is left behind.
+    let second = to_server(&out, SERVER2).into_iter().find(|m| m.starts_with("INVITE")).unwrap();
+    let out = h.upstream(SERVER2, &server_response(&second, 486, "Busy Here", None));
+    assert!(out.iter().any(|(_, m)| m.starts_with("ENDED Outbound 486")), "{out:?}");
+    assert!(h.cc.by_dialog.is_empty(), "{:?}", h.cc.by_dialog);
 }
 
 impl Harness {
