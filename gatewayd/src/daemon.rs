@@ -90,6 +90,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let web_failures = failure_tx.clone();
     let turn_failures = failure_tx.clone();
     let secret = call::driver::digest_secret(&state_dir).context("cannot keep the digest nonce key")?;
+    let (media_notes_tx, media_notes) = mpsc::channel(call::driver::EVENT_QUEUE);
     tokio::spawn(call::driver::run(call::driver::CallTask {
         events: conn_rx,
         internal: sip_inbound,
@@ -99,7 +100,8 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         failures: failure_tx,
         closures: bans.subscribe_closures(),
         gauges: call_gauges.clone(),
-        media: call::media_bridge::BridgeMedia::new(media.clone()),
+        media: call::media_bridge::BridgeMedia::new(media.clone(), media_notes_tx),
+        media_notes,
         queries: calls_query_rx,
         hep,
         state_dir: state_dir.clone(),

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::build;
 use super::control::{Call, CallControl, Direction, Leg, Side};
-use super::media_port::{CallRef, MediaControl, RtcpSeen};
+use super::media_port::{CallRef, RtcpSeen};
 
 /// A call: who, which way, since when, and its media figures (so far, or final in a record).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -92,16 +92,7 @@ pub struct CaptureContext {
     pub dn: String,
 }
 
-impl<M: MediaControl> CallControl<M> {
-    /// Every call in progress, oldest first, with its media figures read now.
-    pub fn active(&mut self) -> Vec<CallSummary> {
-        let mut calls = self.summaries();
-        for c in &mut calls {
-            c.media = self.media.stats(c.call);
-        }
-        calls
-    }
-
+impl CallControl {
     /// Each call in progress and when it was answered, by call: what the crash record
     /// (`in_progress`) compares each second before asking for [`summaries`](Self::summaries).
     pub fn answer_states(&self) -> Vec<(u64, Option<u64>)> {
@@ -110,7 +101,7 @@ impl<M: MediaControl> CallControl<M> {
         states
     }
 
-    /// The calls in progress by call, without asking the media engine for figures.
+    /// The calls in progress, oldest first, without media figures (the driver asks media).
     pub fn summaries(&self) -> Vec<CallSummary> {
         let mut calls: Vec<CallSummary> = self.calls.iter().map(|(r, c)| c.summary(*r)).collect();
         calls.sort_by_key(|c| c.call);
@@ -118,7 +109,7 @@ impl<M: MediaControl> CallControl<M> {
     }
 }
 
-impl<M: MediaControl> CallControl<M> {
+impl CallControl {
     /// Takes what the record needs from a message of `side` on `call`: the SIP server's
     /// correlation ids, the agent's user agent.
     pub(crate) fn note_headers(&mut self, call: CallRef, side: Side, headers: &rsip::Headers) {
@@ -173,12 +164,11 @@ impl<M: MediaControl> CallControl<M> {
         })
     }
 
-    /// The RTCP the media bridge copied since the last look, each with the Call-ID of the leg
-    /// it crossed (the agent's for the browser leg, the SIP server's for the internal one) and
-    /// its call's capture ties; and how many copies the bridge dropped.
-    pub fn take_rtcp(&mut self) -> (Vec<(String, CaptureContext, RtcpSeen)>, u64) {
-        let (seen, dropped) = self.media.take_rtcp();
-        let tied = seen
+    /// The RTCP the media bridge copied, each with the Call-ID of the leg it crossed (the
+    /// agent's for the browser leg, the SIP server's for the internal one) and its call's
+    /// capture ties; copies of calls no longer here are left out.
+    pub fn tie_rtcp(&self, seen: Vec<(CallRef, RtcpSeen)>) -> Vec<(String, CaptureContext, RtcpSeen)> {
+        seen
             .into_iter()
             .filter_map(|(call, s)| {
                 let c = self.calls.get(&call)?;
@@ -190,8 +180,7 @@ impl<M: MediaControl> CallControl<M> {
                 let context = context_of(c, &own, agent, upstream);
                 Some((own, context, s))
             })
-            .collect();
-        (tied, dropped)
+            .collect()
     }
 
     /// Keeps an ending call's capture ties for the messages that follow its end.

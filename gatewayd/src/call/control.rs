@@ -1,9 +1,10 @@
 //! The B2BUA core, sans-IO: calls between an agent leg (SIP over WebSocket) and an upstream leg
 //! (SIP over UDP/TCP toward the SIP server) or the echo endpoint. Messages, the current time and
 //! randomness come in; messages to send and call records go out. One transaction layer serves
-//! both sides; media is reached through the synchronous `MediaControl` port.
+//! both sides; media is asked for with commands among the outputs, whose replies come back as
+//! inputs (`awaiting`): the core never waits on media.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -13,8 +14,10 @@ use serde::Serialize;
 
 use super::active::CallSummary;
 use super::build;
+use super::deadlines::Deadlines;
 pub use super::config::{CallConfig, TokenPolicy};
-use super::media_port::{CallRef, MediaControl};
+use super::awaiting::Pending;
+use super::media_port::{CallRef, MediaCommand, MediaOp};
 use super::registration::Registrations;
 use super::upstream::Upstreams;
 use crate::sip::dialog::Dialog;
@@ -23,7 +26,7 @@ use crate::sip::registrar::ConnId;
 use crate::sip::transaction::{Destination, Output, Target, TransactionLayer, Transport, TxConfig, TxEvent, TxId};
 
 /// Which side of a call a message belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Side {
     Agent,
@@ -56,6 +59,9 @@ pub struct CallRecord {
 #[derive(Debug, Clone)]
 pub enum CallOutput {
     Send { target: Target, message: SipMessage },
+    /// A media operation to start; its reply goes to `CallControl::media_reply`.
+    Media(MediaCommand),
+    /// A call's record; its media figures follow from the reply to the call's `Close`.
     Ended(CallRecord),
 }
 
@@ -132,13 +138,16 @@ pub(crate) struct Call {
     pub answered_ms: Option<u64>,
     /// What the call's record carries from the peers' messages.
     pub notes: super::active::Notes,
+    /// The media reply the call waits for, and what it then does.
+    pub pending: Option<Pending>,
+    /// The `by_dialog` keys that lead to this call, removed with it (no walk of every dialog).
+    pub dialog_keys: Vec<(String, String)>,
 }
 
 /// The B2BUA state.
-pub struct CallControl<M: MediaControl> {
+pub struct CallControl {
     pub(crate) config: CallConfig,
     pub(crate) tx: TransactionLayer,
-    pub(crate) media: M,
     pub(crate) upstreams: Upstreams,
     pub(crate) calls: HashMap<CallRef, Call>,
     pub(crate) by_tx: HashMap<TxId, (CallRef, Side)>,
@@ -159,19 +168,32 @@ pub struct CallControl<M: MediaControl> {
     invite_keys: HashMap<(String, String, u32), TxId>,
     invite_key_of: HashMap<TxId, (String, String, u32)>,
     pub(crate) next_call: u64,
+    pub(crate) next_media_op: u64,
     /// Calls that just ended, for the capture of their last messages (BYE and its answer).
     pub(crate) ended: VecDeque<super::active::EndedCall>,
     pub(crate) out: VecDeque<CallOutput>,
     pub(crate) wall_ms: u64,
+    /// Each leg's session-timer deadline, so a wake-up looks at what is due, not at every call.
+    pub(crate) timers: Deadlines<CallTimer>,
+    /// Calls whose legs may have changed since their deadlines were last taken.
+    pub(crate) touched: HashSet<CallRef>,
 }
 
-impl<M: MediaControl> CallControl<M> {
-    pub fn new(config: CallConfig, upstreams: Upstreams, media: M) -> Self {
+/// What a call's deadline is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) enum CallTimer {
+    /// The RFC 4028 session timer of one leg.
+    Session(CallRef, Side),
+    /// How long the call's pending media operation may take.
+    Media(CallRef),
+}
+
+impl CallControl {
+    pub fn new(config: CallConfig, upstreams: Upstreams) -> Self {
         let tx_config = TxConfig { max_transactions: transaction_limit(config.max_calls), ..TxConfig::default() };
         CallControl {
             config,
             tx: TransactionLayer::new(tx_config),
-            media,
             upstreams,
             calls: HashMap::new(),
             by_tx: HashMap::new(),
@@ -185,9 +207,12 @@ impl<M: MediaControl> CallControl<M> {
             invite_keys: HashMap::new(),
             invite_key_of: HashMap::new(),
             next_call: 1,
+            next_media_op: 1,
             ended: VecDeque::new(),
             out: VecDeque::new(),
             wall_ms: 0,
+            timers: Deadlines::default(),
+            touched: HashSet::new(),
         }
     }
 
@@ -195,10 +220,6 @@ impl<M: MediaControl> CallControl<M> {
         self.tx.set_max_transactions(transaction_limit(config.max_calls));
         self.config = config;
         self.upstreams.reconfigure(upstream);
-    }
-
-    pub fn media(&mut self) -> &mut M {
-        &mut self.media
     }
 
     pub fn active_calls(&self) -> usize {
@@ -267,7 +288,7 @@ impl<M: MediaControl> CallControl<M> {
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        [self.tx.poll_timeout(), self.upstreams.poll_timeout(), self.registrations.poll_timeout(), self.session_deadline()].into_iter().flatten().min()
+        [self.tx.poll_timeout(), self.upstreams.poll_timeout(), self.registrations.poll_timeout(), self.timers.next()].into_iter().flatten().min()
     }
 
     pub fn handle_timeout(&mut self, now: Instant, wall_ms: u64, rng: &mut impl Rng) {
@@ -277,17 +298,7 @@ impl<M: MediaControl> CallControl<M> {
             self.send_health_check(addr, now, rng);
         }
         self.refresh_registrations(now, rng);
-        self.run_session_timers(now, rng);
-        self.drain(now, rng);
-    }
-
-    /// Ends the calls whose media died: both legs are released and the record says why.
-    pub fn check_media(&mut self, now: Instant, wall_ms: u64, rng: &mut impl Rng) {
-        self.wall_ms = wall_ms;
-        for (call, reason) in self.media.poll_dead() {
-            tracing::warn!(call = call.0, reason = %reason, "ending a call whose media died");
-            self.terminate(call, &reason, now, rng);
-        }
+        self.run_call_timers(now, rng);
         self.drain(now, rng);
     }
 
@@ -300,7 +311,7 @@ impl<M: MediaControl> CallControl<M> {
                 self.release_leg(call, side, leg, 480, now, rng);
             }
         }
-        self.finish(call, 480, cause);
+        self.finish(call, 480, cause, now);
     }
 
     pub fn poll_output(&mut self) -> Option<CallOutput> {
@@ -328,6 +339,19 @@ impl<M: MediaControl> CallControl<M> {
             match o {
                 Output::Send { target, message, .. } => self.out.push_back(CallOutput::Send { target, message }),
                 Output::Event(event) => self.on_event(event, now, rng),
+            }
+        }
+        self.take_deadlines();
+    }
+
+    /// Brings the deadlines of the calls touched since the last look up to date.
+    fn take_deadlines(&mut self) {
+        for call in std::mem::take(&mut self.touched) {
+            let c = self.calls.get(&call);
+            for side in [Side::Agent, Side::Upstream] {
+                let leg = c.and_then(|c| if side == Side::Agent { c.agent.as_ref() } else { c.upstream.as_ref() });
+                let at = leg.and_then(|l| l.session.as_ref()).map(super::session_timer::SessionTimer::deadline);
+                self.timers.set(CallTimer::Session(call, side), at);
             }
         }
     }
@@ -445,8 +469,10 @@ impl<M: MediaControl> CallControl<M> {
         }
     }
 
+    /// A leg to read or change; its call's deadlines are taken again before the wake-up.
     pub(crate) fn leg_mut(&mut self, call: CallRef, side: Side) -> Option<&mut Leg> {
         let c = self.calls.get_mut(&call)?;
+        self.touched.insert(call);
         match side {
             Side::Agent => c.agent.as_mut(),
             Side::Upstream => c.upstream.as_mut(),
@@ -485,14 +511,23 @@ impl<M: MediaControl> CallControl<M> {
     pub(crate) fn index_leg(&mut self, call: CallRef, side: Side) {
         let key = self.leg_mut(call, side).and_then(|l| Some((build::header(&l.invite.headers, "Call-ID")?, l.local_tag.clone())));
         if let Some(key) = key {
-            self.by_dialog.insert(key, (call, side));
+            self.remember_dialog_key(call, side, key);
         }
+    }
+
+    fn remember_dialog_key(&mut self, call: CallRef, side: Side, key: (String, String)) {
+        if let Some(c) = self.calls.get_mut(&call) {
+            if !c.dialog_keys.contains(&key) {
+                c.dialog_keys.push(key.clone());
+            }
+        }
+        self.by_dialog.insert(key, (call, side));
     }
 
     pub(crate) fn index_dialog(&mut self, call: CallRef, side: Side) {
         let key = self.leg_mut(call, side).and_then(|l| l.dialog.as_ref()).map(|d| (d.id.call_id.clone(), d.id.local_tag.clone()));
         if let Some(key) = key {
-            self.by_dialog.insert(key, (call, side));
+            self.remember_dialog_key(call, side, key);
         }
     }
 
@@ -518,7 +553,7 @@ impl<M: MediaControl> CallControl<M> {
                 self.send_response(leg.invite_tx, r, now);
             }
         }
-        self.finish(call, status, cause);
+        self.finish(call, status, cause, now);
     }
 
     /// Tells one leg the call is over, whatever state it is in.
@@ -547,70 +582,21 @@ impl<M: MediaControl> CallControl<M> {
     }
 
     /// Drops a call's state and emits its record.
-    pub(crate) fn finish(&mut self, call: CallRef, status: u16, cause: &str) {
+    pub(crate) fn finish(&mut self, call: CallRef, status: u16, cause: &str, now: Instant) {
         let Some(c) = self.calls.remove(&call) else { return };
+        self.touched.insert(call);
+        self.timers.set(CallTimer::Media(call), None);
         self.remember_ended(&c);
-        self.by_dialog.retain(|_, (r, _)| *r != call);
-        let mut summary = c.summary(call);
-        summary.media = self.media.close(call);
+        for key in &c.dialog_keys {
+            if self.by_dialog.get(key).is_some_and(|(r, _)| *r == call) {
+                self.by_dialog.remove(key);
+            }
+        }
+        self.abandon(&c, now);
+        self.command(call, MediaOp::Close);
+        let summary = c.summary(call);
         self.out.push_back(CallOutput::Ended(CallRecord { summary, ended_ms: self.wall_ms, cause: cause.to_owned(), status }));
     }
-
-    /// Via transport and sent-by for requests we send to `target`: WSS toward agents, the
-    /// upstream server's own transport from our internal listener.
-    pub(crate) fn via_for(&self, target: Target) -> (&'static str, String) {
-        match (target.destination, target.transport) {
-            (Destination::Conn(_), _) => ("WSS", self.config.agent_host.clone()),
-            (Destination::Addr(_), Transport::Tcp) => ("TCP", self.config.internal_sent_by.clone()),
-            (Destination::Addr(_), _) => ("UDP", self.config.internal_sent_by.clone()),
-        }
-    }
-
-    /// Where in-dialog requests on a leg go: toward the SIP server, the dialog's next hop (its
-    /// Contact or first Record-Route) when that is one of the upstream servers, else the address
-    /// the leg started with; toward an agent, its connection.
-    pub(crate) fn dialog_target(&self, leg_target: Target, dialog: &Dialog) -> Target {
-        let destination = match leg_target.destination {
-            Destination::Addr(server) => {
-                Destination::Addr(addr_of(&dialog.next_hop()).filter(|a| self.upstreams.is_upstream(a.ip())).unwrap_or(server))
-            }
-            conn => conn,
-        };
-        Target { transport: leg_target.transport, destination }
-    }
-
-    /// Where requests to upstream server `server` go, over the transport the profile gives it.
-    pub(crate) fn upstream_target(&self, server: SocketAddr) -> Target {
-        let transport = match self.upstreams.transport_of(server) {
-            Some(crate::profile::Transport::Tcp) => Transport::Tcp,
-            _ => Transport::Udp,
-        };
-        Target { transport, destination: Destination::Addr(server) }
-    }
-
-    fn send_health_check(&mut self, addr: SocketAddr, now: Instant, rng: &mut impl Rng) {
-        let target = self.upstream_target(addr);
-        let (name, sent_by) = self.via_for(target);
-        let text = format!(
-            "OPTIONS sip:{addr} SIP/2.0\r\nVia: SIP/2.0/{name} {sent_by};branch={}\r\nMax-Forwards: 70\r\nFrom: <sip:gatewayd@{}>;tag={}\r\nTo: <sip:{addr}>\r\nCall-ID: {}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
-            crate::sip::message::new_branch(rng),
-            self.config.domain,
-            new_tag(rng),
-            crate::sip::message::new_call_id(rng),
-        );
-        let Ok(SipMessage::Request(options)) = crate::sip::message::parse(text.as_bytes()) else { return };
-        // A check that waits out Timer F (32 s) would take minutes to mark a dead server down.
-        if let Ok(tx) = self.tx.send_request_within(options, target, now, Some(self.config.reply_timeout)) {
-            self.health_checks.insert(tx, addr);
-        }
-    }
-}
-
-/// The socket address a SIP URI names, when its host is an IP literal.
-fn addr_of(uri: &rsip::Uri) -> Option<SocketAddr> {
-    let ip: std::net::IpAddr = uri.host_with_port.host.to_string().trim_matches(['[', ']']).parse().ok()?;
-    let port = uri.host_with_port.port.as_ref().map(|p| *p.value()).unwrap_or(5060);
-    Some(SocketAddr::new(ip, port))
 }
 
 /// How many transactions may live at once. A finished call leaves about three behind for 32 s

@@ -1,8 +1,11 @@
 //! The call-control driver: one task owning the sans-IO cores (agent edge and B2BUA), fed by
-//! bounded channels from every WebSocket connection and the internal SIP sockets. No task per transaction or per
-//! call; each connection has one small task that only forwards frames.
+//! bounded channels from every WebSocket connection, the internal SIP sockets and the media
+//! side. No task per transaction; each connection has one small task that only forwards
+//! frames, and each call's media one that carries its commands out (`media_bridge`): the loop
+//! starts media operations and takes their replies as events, it never waits on them, so it
+//! runs on a current-thread runtime as well as on a multi-threaded one.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
@@ -16,7 +19,8 @@ use super::agents::{AgentEdge, EdgeConfig, EdgeOutput};
 use super::control::{CallConfig, CallControl, CallOutput, CallRecord};
 use super::in_progress::InProgress;
 use super::internal::{Inbound, InternalSender};
-use super::media_port::MediaControl;
+use super::media_bridge::{MediaNote, MediaRunner};
+use super::media_port::{CallRef, MediaDone, MediaOp, MediaReply};
 use super::upstream::Upstreams;
 use crate::sip::transaction::Destination;
 use crate::web::{Outgoing, WsEvent};
@@ -74,6 +78,8 @@ pub struct CallTask<M> {
     /// Live figures for metrics.
     pub gauges: Arc<CallGauges>,
     pub media: M,
+    /// Replies and events from the media side.
+    pub media_notes: mpsc::Receiver<MediaNote>,
     /// `GET /calls` and `GET /agents` from the admin endpoint.
     pub queries: mpsc::Receiver<AdminQuery>,
     /// HEP capture of both sides' SIP and of call quality.
@@ -83,13 +89,16 @@ pub struct CallTask<M> {
 }
 
 /// Runs call control until the agent event channel closes.
-pub async fn run<M: MediaControl>(task: CallTask<M>) {
-    let CallTask { mut events, mut internal, sender, mut profile, secret, failures, mut closures, gauges, media, mut queries, hep, state_dir } = task;
+pub async fn run<M: MediaRunner>(task: CallTask<M>) {
+    let CallTask { mut events, mut internal, sender, mut profile, secret, failures, mut closures, gauges, media, mut media_notes, mut queries, hep, state_dir } = task;
     let loaded = profile.borrow_and_update().clone();
-    let calls = CallControl::new(CallConfig::from_profile(&loaded), Upstreams::from_profile(&loaded.profile.upstream), media);
+    let calls = CallControl::new(CallConfig::from_profile(&loaded), Upstreams::from_profile(&loaded.profile.upstream));
     let mut state = Driver {
         edge: AgentEdge::new(EdgeConfig::from_profile(&loaded), secret.clone()),
         calls,
+        media,
+        closing: HashSet::new(),
+        records: HashMap::new(),
         conns: HashMap::new(),
         peers: HashMap::new(),
         endpoints: HashMap::new(),
@@ -110,7 +119,7 @@ pub async fn run<M: MediaControl>(task: CallTask<M>) {
     for r in &left {
         state.record(r);
     }
-    // Media events (a dead browser leg) are looked at once a second.
+    // RTCP copies and the record of the calls in progress are looked at once a second.
     let mut media_check = tokio::time::interval(std::time::Duration::from_secs(1));
     media_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -144,18 +153,15 @@ pub async fn run<M: MediaControl>(task: CallTask<M>) {
                 state.calls.handle_timeout(now, wall_ms(), &mut state.rng);
                 state.flush_calls();
             }
+            Some(note) = media_notes.recv() => state.on_media_note(note),
             _ = media_check.tick() => {
-                state.calls.check_media(Instant::now(), wall_ms(), &mut state.rng);
-                state.flush_calls();
                 state.capture_rtcp();
                 state.in_progress.update(state.calls.answer_states(), || state.calls.summaries());
                 state.in_progress.touch();
                 state.edge.housekeeping(wall_ms());
             }
             Some(query) = queries.recv() => match query {
-                AdminQuery::Calls(reply) => {
-                    let _ = reply.send(state.calls.active());
-                }
+                AdminQuery::Calls(reply) => state.answer_calls(reply),
                 AdminQuery::Agents(reply) => {
                     let _ = reply.send(state.edge.agents(Instant::now(), wall_ms()));
                 }
@@ -183,9 +189,13 @@ pub async fn run<M: MediaControl>(task: CallTask<M>) {
     }
 }
 
-struct Driver<M: MediaControl> {
+struct Driver<M: MediaRunner> {
     edge: AgentEdge,
-    calls: CallControl<M>,
+    calls: CallControl,
+    media: M,
+    /// Calls whose media is being closed: their records wait for the final figures.
+    closing: HashSet<CallRef>,
+    records: HashMap<CallRef, CallRecord>,
     conns: HashMap<ConnId, mpsc::Sender<Outgoing>>,
     peers: HashMap<ConnId, IpAddr>,
     /// Each agent connection's (peer, local) addresses, for capture.
@@ -201,7 +211,7 @@ struct Driver<M: MediaControl> {
     in_progress: InProgress,
 }
 
-impl<M: MediaControl> Driver<M> {
+impl<M: MediaRunner> Driver<M> {
     fn handle(&mut self, event: WsEvent) {
         match event {
             WsEvent::Opened { session, outbound } => {
@@ -328,13 +338,68 @@ impl<M: MediaControl> Driver<M> {
                         self.sender.send(addr, target.transport, bytes, capture);
                     }
                 },
+                CallOutput::Media(command) => {
+                    let (call, close) = (command.call, command.op == MediaOp::Close);
+                    match self.media.submit(command) {
+                        Some(note) => self.on_media_note(note),
+                        None if close => {
+                            self.closing.insert(call);
+                        }
+                        None => {}
+                    }
+                }
                 CallOutput::Ended(record) => {
-                    self.gauges.call_ended(&record);
                     self.gauges.active_calls.store(self.calls.active_calls() as u64, std::sync::atomic::Ordering::Relaxed);
-                    self.record(&record);
+                    if self.closing.contains(&record.summary.call) {
+                        self.records.insert(record.summary.call, record);
+                    } else {
+                        self.ended(record);
+                    }
                 }
             }
         }
+    }
+
+    /// A call's record, with its final media figures when it had media.
+    fn ended(&mut self, record: CallRecord) {
+        self.gauges.call_ended(&record);
+        self.record(&record);
+    }
+
+    /// A reply or event from the media side.
+    fn on_media_note(&mut self, note: MediaNote) {
+        self.media.noted(&note);
+        match note {
+            MediaNote::Reply(reply) => {
+                if let MediaReply { call, result: Ok(MediaDone::Closed(figures)), .. } = &reply {
+                    self.closing.remove(call);
+                    if let Some(mut record) = self.records.remove(call) {
+                        record.summary.media = figures.clone();
+                        self.ended(record);
+                    }
+                }
+                self.calls.media_reply(reply, Instant::now(), wall_ms(), &mut self.rng);
+            }
+            MediaNote::Died(call, reason) => self.calls.media_died(call, &reason, Instant::now(), wall_ms(), &mut self.rng),
+            MediaNote::Opened(..) => {}
+        }
+        self.flush_calls();
+    }
+
+    /// `GET /calls`: the calls in progress now, with the figures media gives within a second;
+    /// answered from a task of its own, so the loop goes on meanwhile.
+    fn answer_calls(&mut self, reply: tokio::sync::oneshot::Sender<Vec<super::active::CallSummary>>) {
+        let mut calls = self.calls.summaries();
+        let asked: Vec<_> = calls.iter().map(|c| self.media.stats(c.call)).collect();
+        tokio::spawn(async move {
+            let until = tokio::time::Instant::now() + std::time::Duration::from_secs(1);
+            for (c, answer) in calls.iter_mut().zip(asked) {
+                if let Some(answer) = answer {
+                    c.media = tokio::time::timeout_at(until, answer).await.ok().and_then(|r| r.ok()).flatten();
+                }
+            }
+            let _ = reply.send(calls);
+        });
     }
 
     /// Upstream health as the checks left it, for metrics and the admin endpoint.
@@ -401,7 +466,7 @@ impl<M: MediaControl> Driver<M> {
     }
 }
 
-impl<M: MediaControl> Driver<M> {
+impl<M: MediaRunner> Driver<M> {
     /// Whether HEP capture wants a SIP message, tied to its call. `agent` is the connection a
     /// message came from (`true`) or goes to (`false`) on the agent side.
     fn capture_selection(&self, bytes: &[u8], agent: Option<(ConnId, bool)>) -> Option<Selected> {
@@ -442,12 +507,12 @@ impl<M: MediaControl> Driver<M> {
     /// now; and the bridge told whether to go on copying.
     fn capture_rtcp(&mut self) {
         let on = self.hep.active();
-        self.calls.media.tap_rtcp(on);
-        let (seen, dropped) = self.calls.take_rtcp();
+        self.media.tap_rtcp(on);
+        let (seen, dropped) = self.media.take_rtcp();
         if dropped > 0 {
             self.hep.count_queue_full(dropped);
         }
-        for (call_id, c, s) in seen {
+        for (call_id, c, s) in self.calls.tie_rtcp(seen) {
             let ctx = hep::Context { call_id: &call_id, correlation: Some(&c.correlation), other_call_id: c.other_call_id.as_deref(), dn: Some(&c.dn) };
             if let Some(selected) = self.hep.select(&ctx) {
                 self.hep.rtcp(&selected, s.src, s.dst, &s.data, s.at);
@@ -499,3 +564,7 @@ fn log_registration(event: &RegistrarEvent) {
         RegistrarEvent::Replaced { dn, old_conn, new_conn } => tracing::info!(dn = %dn, old = old_conn.0, new = new_conn.0, "agent registration replaced"),
     }
 }
+
+#[cfg(test)]
+#[path = "driver_tests.rs"]
+mod tests;

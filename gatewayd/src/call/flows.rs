@@ -9,14 +9,16 @@ use rsip::{Request, Response};
 
 use super::build::{self, InviteSpec};
 use super::control::{Call, CallControl, Direction, Leg, Side};
-use super::media_port::{CallRef, MediaControl, MediaFailure};
+use super::awaiting::Waiting;
+use super::media_port::{CallRef, MediaFailure, MediaOp};
 use super::session_timer;
 use crate::profile::AutoAnswer;
 use crate::sip::dialog::Dialog;
 use crate::sip::message::new_tag;
+use crate::sip::registrar::ConnId;
 use crate::sip::transaction::{Destination, Target, Transport, TxId};
 
-impl<M: MediaControl> CallControl<M> {
+impl CallControl {
     /// An agent's new INVITE: the echo number, or an outbound call through the SIP server.
     pub(crate) fn agent_invite(&mut self, tx: TxId, request: Request, source: Target, now: Instant, rng: &mut impl Rng) {
         let Destination::Conn(conn) = source.destination else { return };
@@ -43,6 +45,8 @@ impl<M: MediaControl> CallControl<M> {
             started_ms: self.wall_ms,
             answered_ms: None,
             notes: Default::default(),
+            pending: None,
+            dialog_keys: Vec::new(),
         };
 
         if self.config.echo_number.as_deref() == Some(dest.as_str()) {
@@ -50,11 +54,8 @@ impl<M: MediaControl> CallControl<M> {
             let id = self.new_call(Call { direction: Direction::Echo, ..call });
             self.by_tx.insert(tx, (id, Side::Agent));
             self.index_leg(id, Side::Agent);
-            match self.media.echo(id, &offer) {
-                Ok(answer) => self.answer_agent(id, &answer, now),
-                Err(f) => self.fail_setup(id, Side::Agent, f, now, rng),
-            }
-            return;
+            // Answered once the echo's answer comes back (`awaiting`).
+            return self.wait_for(id, MediaOp::Echo { offer }, Waiting::Echo, now);
         }
 
         if !self.destination_allowed(&dn, &dest) {
@@ -74,15 +75,11 @@ impl<M: MediaControl> CallControl<M> {
         let id = self.new_call(call);
         self.by_tx.insert(tx, (id, Side::Agent));
         self.index_leg(id, Side::Agent);
-        let sdp = self.media.open(id).and_then(|()| {
-            let answer = self.media.browser_answer(id, &offer)?;
-            let internal = self.media.internal_offer(id)?;
-            Ok((answer, internal))
-        });
-        let (answer, internal) = match sdp {
-            Ok(v) => v,
-            Err(f) => return self.fail_setup(id, Side::Agent, f, now, rng),
-        };
+        self.wait_for(id, MediaOp::OpenOutbound { browser_offer: offer }, Waiting::Outbound { max_forwards }, now);
+    }
+
+    /// Outbound: media for both legs is there; the call goes to the first upstream server.
+    pub(crate) fn outbound_media_ready(&mut self, id: CallRef, answer: String, internal: String, max_forwards: u32, now: Instant, rng: &mut impl Rng) {
         let mut servers = self.upstreams.failover_order();
         if servers.is_empty() {
             return self.fail_setup(id, Side::Agent, MediaFailure::new(503, "No Upstream Server"), now, rng);
@@ -178,23 +175,27 @@ impl<M: MediaControl> CallControl<M> {
             started_ms: self.wall_ms,
             answered_ms: None,
             notes: Default::default(),
+            pending: None,
+            dialog_keys: Vec::new(),
         });
         self.by_tx.insert(tx, (id, Side::Upstream));
         self.index_leg(id, Side::Upstream);
-        let sdp = self.media.open(id).and_then(|()| {
-            let internal = match &offer {
-                Some(o) => Some(self.media.internal_answer(id, o)?),
-                None => None,
-            };
-            Ok((internal, self.media.browser_offer(id)?))
-        });
-        let (internal, browser) = match sdp {
-            Ok(v) => v,
-            Err(f) => return self.fail_setup(id, Side::Upstream, f, now, rng),
-        };
-        if let Some(c) = self.calls.get_mut(&id) {
-            c.upstream_sdp = internal;
+        self.wait_for(id, MediaOp::OpenInbound { internal_offer: offer }, Waiting::Inbound { conn, contact }, now);
+    }
+
+    /// Inbound: media for both legs is there; the agent is called with our browser offer.
+    /// `agent` is the connection and Contact the agent was registered with when the INVITE came.
+    pub(crate) fn inbound_media_ready(&mut self, id: CallRef, internal: Option<String>, browser: String, agent: (ConnId, String), now: Instant, rng: &mut impl Rng) {
+        let (conn, contact) = agent;
+        let Some(c) = self.calls.get_mut(&id) else { return };
+        c.upstream_sdp = internal;
+        let dn = c.dn.clone();
+        if self.bindings.get(&dn).map(|b| b.0) != Some(conn) {
+            // The agent went away while media was being set up.
+            return self.fail_setup(id, Side::Upstream, MediaFailure::new(480, "Agent Not Registered"), now, rng);
         }
+        let Some(request) = c.upstream.as_ref().map(|l| l.invite.clone()) else { return };
+        let caller = build::header(&request.headers, "From").map(|f| strip_tag(&f)).unwrap_or_else(|| "<sip:anonymous@anonymous.invalid>".into());
         let mut extra = build::passed_through(&request.headers);
         match self.config.auto_answer.get(&dn).copied().unwrap_or_default() {
             AutoAnswer::Never => extra.retain(|(n, v)| !is_auto_answer(n, v)),
@@ -287,10 +288,14 @@ impl<M: MediaControl> CallControl<M> {
                     l.provisional = true;
                 }
                 self.upstreams.record_success(server);
-                let early = sdp.as_deref().map(|s| self.media.internal_accept(call, s));
-                let body = match early {
-                    Some(Ok(())) => c.agent_sdp.as_deref(),
-                    _ => None,
+                // Early media: the server's answer goes to media (a refusal is logged when it
+                // comes back); the agent already has our answer, which the provisional repeats.
+                let body = match sdp {
+                    Some(s) => {
+                        self.command(call, MediaOp::InternalAccept { answer: s });
+                        c.agent_sdp.as_deref()
+                    }
+                    None => None,
                 };
                 let relay = build::response(&agent.invite, code, None, &agent.local_tag, Some(&self.agent_contact()), body);
                 self.send_response(agent.invite_tx, relay, now);
@@ -300,10 +305,8 @@ impl<M: MediaControl> CallControl<M> {
                 if up.confirmed() {
                     return self.ack(call, Side::Upstream, &response, rng);
                 }
-                if let Some(s) = &sdp {
-                    if let Err(f) = self.media.internal_accept(call, s) {
-                        tracing::warn!(call = call.0, reason = %f.reason, "SIP server's answer refused");
-                    }
+                if let Some(s) = sdp {
+                    self.command(call, MediaOp::InternalAccept { answer: s });
                 }
                 if let Ok(dialog) = Dialog::from_uac(&up.invite, &response) {
                     if let Some(l) = self.leg_mut(call, Side::Upstream) {
@@ -350,11 +353,11 @@ impl<M: MediaControl> CallControl<M> {
                     // No server answered at all: unavailable, not the agent's request timing out.
                     let relay = build::response(&agent.invite, 503, Some("SIP Server Not Answering"), &agent.local_tag, None, None);
                     self.send_response(agent.invite_tx, relay, now);
-                    return self.finish(call, 503, "no SIP server answered");
+                    return self.finish(call, 503, "no SIP server answered", now);
                 }
                 let relay = build::response(&agent.invite, code, None, &agent.local_tag, None, None);
                 self.send_response(agent.invite_tx, relay, now);
-                self.finish(call, code, "call refused by the SIP server");
+                self.finish(call, code, "call refused by the SIP server", now);
             }
         }
     }
@@ -412,9 +415,7 @@ impl<M: MediaControl> CallControl<M> {
                     return self.ack(call, Side::Agent, &response, rng);
                 }
                 if let Some(answer) = build::sdp_of(&response.headers, &response.body) {
-                    if let Err(f) = self.media.browser_accept(call, &answer) {
-                        tracing::warn!(call = call.0, reason = %f.reason, "agent's answer refused");
-                    }
+                    self.command(call, MediaOp::BrowserAccept { answer });
                 }
                 if let Ok(dialog) = Dialog::from_uac(&agent.invite, &response) {
                     if let Some(l) = self.leg_mut(call, Side::Agent) {
@@ -424,40 +425,39 @@ impl<M: MediaControl> CallControl<M> {
                 }
                 self.session_as_uac(call, Side::Agent, &response, now);
                 self.ack(call, Side::Agent, &response, rng);
-                let body = match c.upstream_sdp.clone() {
-                    Some(answer) => answer,
+                match c.upstream_sdp.clone() {
+                    Some(answer) => self.answer_upstream(call, &answer, now),
                     // Late offer: our 200 carries the offer, the ACK will carry the answer.
-                    None => match self.media.internal_offer(call) {
-                        Ok(offer) => {
-                            if let Some(c) = self.calls.get_mut(&call) {
-                                c.upstream_sdp = Some(offer.clone());
-                            }
-                            offer
-                        }
-                        Err(f) => return self.hang_up(call, Side::Agent, f.status, &f.reason, now, rng),
-                    },
-                };
-                let mut ok = build::response(&up.invite, 200, None, &up.local_tag, Some(&self.upstream_contact(&c.dn)), Some(&body));
-                if let Ok(dialog) = Dialog::from_uas(&up.invite, &up.local_tag) {
-                    if let Some(l) = self.leg_mut(call, Side::Upstream) {
-                        l.dialog = Some(dialog);
-                    }
-                    self.index_dialog(call, Side::Upstream);
+                    None => self.wait_for(call, MediaOp::InternalOffer, Waiting::LateOffer, now),
                 }
-                if let Some(c) = self.calls.get_mut(&call) {
-                    c.answered_ms = Some(self.wall_ms);
-                }
-                self.session_as_uas(call, Side::Upstream, &up.invite, &mut ok, now);
-                self.send_response(up.invite_tx, ok, now);
             }
             _ => {
                 // No answer from the browser (timeout) reads as unavailable to the SIP server.
                 let relay_code = if code == 408 { 480 } else { code };
                 let relay = build::response(&up.invite, relay_code, None, &up.local_tag, None, None);
                 self.send_response(up.invite_tx, relay, now);
-                self.finish(call, relay_code, "agent did not take the call");
+                self.finish(call, relay_code, "agent did not take the call", now);
             }
         }
+    }
+
+    /// Inbound: our 200 to the SIP server's INVITE, with our answer (or, late offer, our offer).
+    pub(crate) fn answer_upstream(&mut self, call: CallRef, body: &str, now: Instant) {
+        let Some(c) = self.calls.get(&call) else { return };
+        let Some(up) = c.upstream.clone() else { return };
+        let dn = c.dn.clone();
+        let mut ok = build::response(&up.invite, 200, None, &up.local_tag, Some(&self.upstream_contact(&dn)), Some(body));
+        if let Ok(dialog) = Dialog::from_uas(&up.invite, &up.local_tag) {
+            if let Some(l) = self.leg_mut(call, Side::Upstream) {
+                l.dialog = Some(dialog);
+            }
+            self.index_dialog(call, Side::Upstream);
+        }
+        if let Some(c) = self.calls.get_mut(&call) {
+            c.answered_ms = Some(self.wall_ms);
+        }
+        self.session_as_uas(call, Side::Upstream, &up.invite, &mut ok, now);
+        self.send_response(up.invite_tx, ok, now);
     }
 
     /// An ACK for one of our 2xx: a late-offer call gets the SIP server's answer here.
@@ -468,9 +468,7 @@ impl<M: MediaControl> CallControl<M> {
         // asked for our offer).
         if side == Side::Upstream {
             if let Some(answer) = build::sdp_of(&request.headers, &request.body) {
-                if let Err(f) = self.media.internal_accept(call, &answer) {
-                    tracing::warn!(call = call.0, reason = %f.reason, "answer in ACK refused");
-                }
+                self.command(call, MediaOp::InternalAccept { answer });
             }
         }
     }
@@ -489,7 +487,7 @@ impl<M: MediaControl> CallControl<M> {
     }
 
     /// Media refused a call being set up: answer the side that asked and end the call.
-    fn fail_setup(&mut self, call: CallRef, side: Side, failure: MediaFailure, now: Instant, rng: &mut impl Rng) {
+    pub(crate) fn fail_setup(&mut self, call: CallRef, side: Side, failure: MediaFailure, now: Instant, rng: &mut impl Rng) {
         tracing::warn!(call = call.0, status = failure.status, reason = %failure.reason, "call setup failed");
         if let Some(leg) = self.leg_mut(call, side).cloned() {
             let r = build::response(&leg.invite, failure.status, Some(&failure.reason), &leg.local_tag, None, None);
@@ -499,7 +497,7 @@ impl<M: MediaControl> CallControl<M> {
         if self.leg_mut(call, other).is_some() {
             return self.hang_up(call, side, failure.status, &failure.reason, now, rng);
         }
-        self.finish(call, failure.status, &failure.reason);
+        self.finish(call, failure.status, &failure.reason, now);
     }
 
     fn agent_contact(&self) -> String {

@@ -10,7 +10,8 @@ use rsip::{Header, Method, Request, Response};
 
 use super::build;
 use super::control::{CallControl, Direction, Side};
-use super::media_port::{CallRef, MediaControl};
+use super::awaiting::Waiting;
+use super::media_port::{CallRef, MediaOp};
 use super::session_timer::{self, Due, Refresher, SessionExpires, SessionTimer, UasDecision};
 use crate::sip::message::new_tag;
 use crate::sip::transaction::TxId;
@@ -23,7 +24,7 @@ pub(crate) struct Refresh {
     pub offer: bool,
 }
 
-impl<M: MediaControl> CallControl<M> {
+impl CallControl {
     /// A re-INVITE or UPDATE inside a call: the new offer is answered by media for that side,
     /// without disturbing the other leg (hold and ICE restarts are absorbed here). Any 2xx we
     /// send also refreshes the leg's session timer.
@@ -37,35 +38,37 @@ impl<M: MediaControl> CallControl<M> {
         if let UasDecision::TooSmall { min_se } = uas_decision(request) {
             return self.too_small(tx, request, min_se, now, rng);
         }
-        let tag = self.leg_mut(call, side).map(|l| l.local_tag.clone()).unwrap_or_else(|| new_tag(rng));
-        let contact = self.contact_for(call, side);
         let body = match offer {
             // A bare UPDATE (a session refresh) is answered without a body (RFC 3311).
             None if request.method == Method::Update => None,
             // A re-INVITE without an offer gets ours; the answer comes in the ACK.
             None => self.calls.get(&call).and_then(|c| c.our_sdp(side).cloned()),
             Some(offer) => {
-                let echo = self.calls.get(&call).is_some_and(|c| c.direction == Direction::Echo);
-                let answer = match side {
-                    Side::Agent if echo => self.media.echo(call, &offer),
-                    Side::Agent => self.media.browser_answer(call, &offer),
-                    Side::Upstream => self.media.internal_answer(call, &offer),
-                };
-                match answer {
-                    Ok(sdp) => {
-                        if let Some(c) = self.calls.get_mut(&call) {
-                            *c.our_sdp_mut(side) = Some(sdp.clone());
-                        }
-                        Some(sdp)
-                    }
-                    Err(f) => {
-                        let r = build::response(request, 488, Some(&f.reason), &tag, None, None);
-                        return self.send_response(tx, r, now);
-                    }
+                if self.calls.get(&call).is_some_and(|c| c.pending.is_some()) {
+                    // RFC 3261 section 14.2, RFC 3311 section 5.2: one offer at a time.
+                    let mut r = build::response(request, 500, Some("Offer Pending"), &new_tag(rng), None, None);
+                    build::insert_before_length(&mut r.headers, Header::Other("Retry-After".into(), (1 + rng.next_u32() % 5).to_string()));
+                    return self.send_response(tx, r, now);
                 }
+                let echo = self.calls.get(&call).is_some_and(|c| c.direction == Direction::Echo);
+                let op = match side {
+                    Side::Agent if echo => MediaOp::Echo { offer },
+                    Side::Agent => MediaOp::BrowserAnswer { offer },
+                    Side::Upstream => MediaOp::InternalAnswer { offer },
+                };
+                // Answered when media's answer comes back (`awaiting::reoffer_answered`).
+                return self.wait_for(call, op, Waiting::Reoffer { tx, side, request: request.clone() }, now);
             }
         };
-        let mut r = build::response(request, 200, None, &tag, Some(&contact), body.as_deref());
+        self.answer_reoffer(tx, call, side, request, body.as_deref(), now);
+    }
+
+    /// Our 2xx to a re-INVITE or UPDATE on `side`, with our description when it needs one.
+    pub(crate) fn answer_reoffer(&mut self, tx: TxId, call: CallRef, side: Side, request: &Request, body: Option<&str>, now: Instant) {
+        // The request was matched to this leg by our tag on it, so the leg is there.
+        let tag = self.leg_mut(call, side).map(|l| l.local_tag.clone()).unwrap_or_default();
+        let contact = self.contact_for(call, side);
+        let mut r = build::response(request, 200, None, &tag, Some(&contact), body);
         self.session_as_uas(call, side, request, &mut r, now);
         self.send_response(tx, r, now);
     }
@@ -108,20 +111,16 @@ impl<M: MediaControl> CallControl<M> {
         }
     }
 
-    /// The earliest session-timer deadline over all calls.
-    pub(crate) fn session_deadline(&self) -> Option<Instant> {
-        self.calls.values().flat_map(|c| [c.agent.as_ref(), c.upstream.as_ref()]).flatten().filter_map(|l| l.session.as_ref().map(SessionTimer::deadline)).min()
-    }
-
-    /// Sends the refreshes that are due and ends the calls whose peer stopped refreshing.
-    pub(crate) fn run_session_timers(&mut self, now: Instant, rng: &mut impl Rng) {
+    /// Sends the refreshes that are due and ends the calls whose peer stopped refreshing: only
+    /// the legs whose deadline has come are looked at.
+    pub(crate) fn run_session_timers(&mut self, legs: Vec<(CallRef, Side)>, now: Instant, rng: &mut impl Rng) {
         let mut due = Vec::new();
-        for (call, c) in &self.calls {
-            for (leg, side) in [(&c.agent, Side::Agent), (&c.upstream, Side::Upstream)] {
-                match leg.as_ref().and_then(|l| l.session.as_ref()).map(|s| s.due(now)) {
-                    Some(Due::Nothing) | None => {}
-                    Some(d) => due.push((*call, side, d)),
-                }
+        for (call, side) in legs {
+            // Taken out of the deadlines: the call's are taken again once it has been handled.
+            self.touched.insert(call);
+            match self.leg_mut(call, side).and_then(|l| l.session.as_ref()).map(|s| s.due(now)) {
+                Some(Due::Nothing) | None => {}
+                Some(d) => due.push((call, side, d)),
             }
         }
         for (call, side, d) in due {
@@ -207,9 +206,7 @@ impl<M: MediaControl> CallControl<M> {
                 }
                 if side == Side::Upstream && refresh.offer {
                     if let Some(answer) = build::sdp_of(&response.headers, &response.body) {
-                        if let Err(f) = self.media.internal_accept(call, &answer) {
-                            tracing::warn!(call = call.0, reason = %f.reason, "answer to our session refresh refused");
-                        }
+                        self.command(call, MediaOp::InternalAccept { answer });
                     }
                 }
                 self.session_as_uac(call, side, response, now);
@@ -249,7 +246,7 @@ pub(crate) fn uas_decision(request: &Request) -> UasDecision {
     let supported = request.headers.iter().filter_map(build::name_value).any(|(n, v)| n.eq_ignore_ascii_case("Supported") && session_timer::lists(&v, "timer"));
     session_timer::as_uas(se.as_deref(), supported)
 }
-impl<M: MediaControl> CallControl<M> {
+impl CallControl {
     /// An INFO (DTMF or application data) goes on to the other leg; its answer comes back.
     pub(crate) fn relay_in_dialog(&mut self, tx: TxId, call: CallRef, side: Side, request: &Request, now: Instant, rng: &mut impl Rng) {
         let other = if side == Side::Agent { Side::Upstream } else { Side::Agent };

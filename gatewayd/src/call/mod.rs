@@ -5,7 +5,9 @@
 pub mod active;
 pub mod agent_view;
 pub mod agents;
+mod awaiting;
 mod build;
+mod deadlines;
 pub mod config;
 pub mod control;
 mod flows;
@@ -14,6 +16,7 @@ pub mod in_progress;
 pub mod media_bridge;
 pub mod media_port;
 mod registration;
+mod routing;
 mod session_timer;
 pub mod token;
 pub mod driver;

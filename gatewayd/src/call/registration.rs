@@ -11,7 +11,7 @@ use rand::Rng;
 use rsip::{Response, SipMessage};
 
 use super::control::CallControl;
-use super::media_port::MediaControl;
+use super::deadlines::Deadlines;
 use crate::profile::{LoadedProfile, RegistrationMode};
 use crate::sip::digest::{authorize_request, ClientSecret};
 use crate::sip::message::{new_branch, new_call_id, new_tag};
@@ -55,7 +55,6 @@ pub(crate) struct UpstreamRegistration {
     server: SocketAddr,
     /// `Some` while the agent is registered; `None` once de-registering.
     wanted: bool,
-    refresh_at: Option<Instant>,
     challenged: bool,
 }
 
@@ -64,15 +63,22 @@ pub(crate) struct UpstreamRegistration {
 pub(crate) struct Registrations {
     pub by_dn: HashMap<String, UpstreamRegistration>,
     pub by_tx: HashMap<TxId, String>,
+    /// When each DN's registration is refreshed (or retried).
+    refresh: Deadlines<String>,
 }
 
 impl Registrations {
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.by_dn.values().filter_map(|r| r.refresh_at).min()
+        self.refresh.next()
+    }
+
+    fn forget(&mut self, dn: &str) {
+        self.by_dn.remove(dn);
+        self.refresh.set(dn.to_owned(), None);
     }
 }
 
-impl<M: MediaControl> CallControl<M> {
+impl CallControl {
     /// The agent edge bound (`true`) or unbound (`false`) a DN: mirror it upstream.
     pub fn mirror_registration(&mut self, dn: &str, registered: bool, now: Instant, rng: &mut impl Rng) {
         let Some(config) = self.config.registration.clone() else { return };
@@ -94,22 +100,17 @@ impl<M: MediaControl> CallControl<M> {
             nc: 0,
             server,
             wanted: true,
-            refresh_at: None,
             challenged: false,
         });
         entry.wanted = registered;
-        entry.refresh_at = None;
+        self.registrations.refresh.set(dn.to_owned(), None);
         self.send_register(dn, None, now, rng);
         self.drain(now, rng);
     }
 
     /// Refreshes registrations whose time has come.
     pub(crate) fn refresh_registrations(&mut self, now: Instant, rng: &mut impl Rng) {
-        let due: Vec<String> = self.registrations.by_dn.iter().filter(|(_, r)| r.refresh_at.is_some_and(|t| t <= now)).map(|(d, _)| d.clone()).collect();
-        for dn in due {
-            if let Some(r) = self.registrations.by_dn.get_mut(&dn) {
-                r.refresh_at = None;
-            }
+        for dn in self.registrations.refresh.take_due(now) {
             self.send_register(&dn, None, now, rng);
         }
     }
@@ -168,20 +169,20 @@ impl<M: MediaControl> CallControl<M> {
                 let granted = granted_expires(response).unwrap_or(self.config.registration.as_ref().map_or(3600, |c| c.expires_secs));
                 // Refresh well before expiry, as clients do.
                 let after = Duration::from_secs(u64::from(granted.max(10)) * 4 / 5);
-                r.refresh_at = Some(now + after);
                 tracing::info!(dn = %dn, server = %r.server, expires = granted, "DN registered with the SIP server");
+                self.registrations.refresh.set(dn, Some(now + after));
             }
             200..=299 => {
                 tracing::info!(dn = %dn, "DN de-registered from the SIP server");
-                self.registrations.by_dn.remove(&dn);
+                self.registrations.forget(&dn);
             }
             _ => {
                 tracing::warn!(dn = %dn, status = code, "the SIP server refused the DN's registration");
                 r.challenged = false;
                 if r.wanted {
-                    r.refresh_at = Some(now + Duration::from_secs(30));
+                    self.registrations.refresh.set(dn, Some(now + Duration::from_secs(30)));
                 } else {
-                    self.registrations.by_dn.remove(&dn);
+                    self.registrations.forget(&dn);
                 }
             }
         }

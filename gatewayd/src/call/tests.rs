@@ -1,4 +1,6 @@
-//! Call flows through the B2BUA core with a scripted media port: what goes out on each side.
+//! Call flows through the B2BUA core with a scripted media: what goes out on each side. Media
+//! commands are carried out in place and their replies fed back at once, unless the test holds
+//! them (`hold_media`) to see what the call does while it waits.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -8,7 +10,7 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 
 use super::control::{CallConfig, CallControl, CallOutput, Direction};
-use super::media_port::{CallRef, MediaControl, MediaFailure};
+use super::media_port::{run_in_place, CallRef, MediaControl, MediaFailure, MediaReply};
 use super::upstream::Upstreams;
 use crate::profile::{AutoAnswer, Duration, Health, Outbound, RegistrationMode, Transport as ProfileTransport, Upstream, UpstreamServer};
 use crate::sip::registrar::ConnId;
@@ -18,7 +20,6 @@ use crate::sip::transaction::{Destination, Transport};
 struct FakeMedia {
     log: Vec<String>,
     closed: Vec<CallRef>,
-    dead: Vec<(CallRef, String)>,
 }
 
 impl MediaControl for FakeMedia {
@@ -50,9 +51,6 @@ impl MediaControl for FakeMedia {
         self.log.push("internal-accept".into());
         Ok(())
     }
-    fn poll_dead(&mut self) -> Vec<(CallRef, String)> {
-        std::mem::take(&mut self.dead)
-    }
     fn close(&mut self, call: CallRef) -> Option<serde_json::Value> {
         self.closed.push(call);
         Some(serde_json::json!({"mos": 4.3}))
@@ -68,9 +66,13 @@ const SERVER2: &str = "127.0.0.1:5082";
 const CONN: ConnId = ConnId(7);
 
 struct Harness {
-    cc: CallControl<FakeMedia>,
+    cc: CallControl,
+    media: FakeMedia,
     rng: StdRng,
     now: Instant,
+    /// The calls whose media replies are kept in `held` instead of going back to call control.
+    hold_media: std::collections::HashSet<CallRef>,
+    held: Vec<MediaReply>,
 }
 
 impl Harness {
@@ -104,9 +106,9 @@ impl Harness {
             record_headers: vec!["X-Genesys-CallUUID".into()],
             reply_timeout: std::time::Duration::from_secs(2),
         };
-        let mut cc = CallControl::new(config, Upstreams::from_profile(&upstream), FakeMedia::default());
+        let mut cc = CallControl::new(config, Upstreams::from_profile(&upstream));
         cc.set_binding("5001", Some((CONN, "<sip:abc@xyz.invalid;transport=ws>".into())));
-        Harness { cc, rng: StdRng::seed_from_u64(1), now: Instant::now() }
+        Harness { cc, media: FakeMedia::default(), rng: StdRng::seed_from_u64(1), now: Instant::now(), hold_media: Default::default(), held: Vec::new() }
     }
 
     fn agent(&mut self, text: &str) -> Vec<(Destination, String)> {
@@ -126,6 +128,14 @@ impl Harness {
         while let Some(o) = self.cc.poll_output() {
             match o {
                 CallOutput::Send { target, message } => v.push((target.destination, message.to_string())),
+                CallOutput::Media(command) => {
+                    let reply = run_in_place(&mut self.media, &command);
+                    if self.hold_media.contains(&command.call) {
+                        self.held.push(reply);
+                    } else {
+                        self.cc.media_reply(reply, self.now, 2500, &mut self.rng);
+                    }
+                }
                 CallOutput::Ended(r) => v.push((Destination::Conn(ConnId(0)), format!("ENDED {:?} {} {}", r.summary.direction, r.status, r.cause))),
             }
         }
@@ -182,7 +192,8 @@ fn echo_number_is_answered_by_the_gateway_and_bye_ends_it() {
     let out = h.agent(&bye);
     assert!(to_agent(&out).iter().any(|m| m.starts_with("SIP/2.0 200") && m.contains("BYE")), "{out:?}");
     assert!(out.iter().any(|(_, m)| m == "ENDED Echo 200 agent hung up"), "{out:?}");
-    assert_eq!(h.cc.media().closed.len(), 1);
+    assert_eq!(h.media.closed.len(), 1);
+    assert!(h.cc.by_dialog.is_empty());
     assert_eq!(h.cc.active_calls(), 0);
 }
 
@@ -203,7 +214,7 @@ fn outbound_call_is_bridged_through_the_sip_server() {
     assert!(to_server(&out, SERVER).iter().any(|m| m.starts_with("ACK sip:1234@127.0.0.1:5080")), "{out:?}");
     let ok = to_agent(&out).into_iter().find(|m| m.starts_with("SIP/2.0 200")).expect("200 to the agent");
     assert!(ok.contains("s=browser-answer"));
-    assert!(h.cc.media().log.contains(&"internal-accept".to_owned()));
+    assert!(h.media.log.contains(&"internal-accept".to_owned()));
 
     let tag = header(&ok, "To").split("tag=").nth(1).unwrap().to_owned();
     let bye = format!("BYE sip:gatewayd@gw.lab;transport=ws SIP/2.0\r\nVia: SIP/2.0/WSS b.invalid;branch=z9hG4bKb2\r\nMax-Forwards: 70\r\nFrom: <sip:5001@lab>;tag=ag1\r\nTo: <sip:1234@lab>;tag={tag}\r\nCall-ID: agentcall\r\nCSeq: 3 BYE\r\nContent-Length: 0\r\n\r\n");
@@ -220,6 +231,11 @@ fn outbound_call_fails_over_when_the_first_server_is_unavailable() {
     let out = h.upstream(SERVER, &server_response(&invite, 503, "Service Unavailable", None));
     assert!(to_server(&out, SERVER2).iter().any(|m| m.starts_with("INVITE sip:1234@127.0.0.1:5082")), "{out:?}");
     assert!(!to_agent(&out).iter().any(|m| m.starts_with("SIP/2.0 503")), "the agent never sees the first failure");
+    // The second server refuses: the call ends and neither leg's dialog key is left behind.
+    let second = to_server(&out, SERVER2).into_iter().find(|m| m.starts_with("INVITE")).unwrap();
+    let out = h.upstream(SERVER2, &server_response(&second, 486, "Busy Here", None));
+    assert!(out.iter().any(|(_, m)| m.starts_with("ENDED Outbound 486")), "{out:?}");
+    assert!(h.cc.by_dialog.is_empty(), "{:?}", h.cc.by_dialog);
 }
 
 impl Harness {
@@ -296,7 +312,7 @@ fn inbound_call_rings_the_agent_and_the_answer_goes_back_to_the_server() {
     assert!(to_agent(&out).iter().any(|m| m.starts_with("ACK sip:abc@xyz.invalid")), "{out:?}");
     let ok_up = to_server(&out, SERVER).into_iter().find(|m| m.starts_with("SIP/2.0 200")).expect("200 to the server");
     assert!(ok_up.contains("s=internal-answer"));
-    assert!(h.cc.media().log.contains(&"browser-accept".to_owned()));
+    assert!(h.media.log.contains(&"browser-accept".to_owned()));
 }
 
 #[test]
@@ -406,9 +422,9 @@ fn late_offer_puts_our_offer_in_the_200_and_takes_the_answer_from_the_ack() {
     let to_tag = header(&ok, "To").split("tag=").nth(1).unwrap().to_owned();
     let answer = sdp("server-answer");
     let ack = format!("ACK sip:5001@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5080;branch=z9hG4bKack1\r\nMax-Forwards: 70\r\nFrom: \"Customer\" <sip:+15551234@genesys>;tag=s1\r\nTo: <sip:5001@lab>;tag={to_tag}\r\nCall-ID: servercall\r\nCSeq: 1 ACK\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{answer}", answer.len());
-    let before = h.cc.media().log.iter().filter(|l| *l == "internal-accept").count();
+    let before = h.media.log.iter().filter(|l| *l == "internal-accept").count();
     h.upstream(SERVER, &ack);
-    let after = h.cc.media().log.iter().filter(|l| *l == "internal-accept").count();
+    let after = h.media.log.iter().filter(|l| *l == "internal-accept").count();
     assert_eq!(after, before + 1, "the answer in the ACK reaches media");
 }
 
@@ -458,9 +474,8 @@ fn a_call_whose_browser_media_died_is_ended_on_both_legs() {
     let invite = to_server(&out, SERVER).into_iter().find(|m| m.starts_with("INVITE")).unwrap();
     h.upstream(SERVER, &server_response(&invite, 200, "OK", Some(&sdp("server"))));
     assert_eq!(h.cc.active_calls(), 1);
-    h.cc.media().dead.push((CallRef(1), "no media from the browser".into()));
     let now = h.now;
-    h.cc.check_media(now, 3000, &mut h.rng);
+    h.cc.media_died(CallRef(1), "no media from the browser", now, 3000, &mut h.rng);
     let out = h.outputs();
     assert!(to_server(&out, SERVER).iter().any(|m| m.starts_with("BYE")), "{out:?}");
     assert!(to_agent(&out).iter().any(|m| m.starts_with("BYE")), "{out:?}");
@@ -470,6 +485,9 @@ fn a_call_whose_browser_media_died_is_ended_on_both_legs() {
 
 #[path = "session_tests.rs"]
 mod session;
+
+#[path = "media_wait_tests.rs"]
+mod media_wait;
 
 #[test]
 fn capture_ties_both_legs_to_the_first_and_the_record_keeps_the_servers_ids() {
@@ -491,7 +509,7 @@ fn capture_ties_both_legs_to_the_first_and_the_record_keeps_the_servers_ids() {
     assert_eq!(server_side.dn, "5001");
     assert!(h.cc.capture_context("unrelated").is_none());
 
-    let summary = &h.cc.active()[0];
+    let summary = &h.cc.summaries()[0];
     assert_eq!(summary.upstream_ids.get("X-Genesys-CallUUID").map(String::as_str), Some("01ABC"));
     assert_eq!(summary.user_agent.as_deref(), Some("JsSIP 3.13.8"), "from the registration, the INVITE naming none");
 }
