@@ -15,16 +15,16 @@ use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token, Waker};
 use socket2::{Domain, Protocol, Socket, Type};
 use str0m::IceCreds;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use super::browser::BrowserSetup;
 use super::call::{CallCore, MediaEvent, Seeds, Side};
+pub use super::commands::{Command, Created, Op, OpResult};
 use super::cert::Identity;
 use super::config::MediaConfig;
 use super::error::MediaError;
 use super::internal::InternalSetup;
 use super::routes::{Handoff, Owner, RouteUpdate, Routes, HANDOFF_MAX};
-use super::sdp_plain::Direction;
 use super::shards::{Link, Shared};
 use super::stats::{CallStats, Histogram};
 use super::tap::{RtcpSeen, RtcpTap};
@@ -37,42 +37,6 @@ const EVENT_QUEUE: usize = 32;
 /// packets/s), so the gain there is the drain: fewer than a batch means the socket is empty,
 /// with no failing read to find out; a shared port takes many per system call.
 const RECV_BATCH: usize = 8;
-
-pub enum Op {
-    BrowserCreateOffer,
-    BrowserAcceptAnswer(String),
-    BrowserAnswer(String),
-    InternalCreateOffer,
-    InternalAcceptAnswer(String),
-    InternalAnswer(String),
-    SetDirection(Side, Direction),
-    Stats,
-}
-
-pub enum OpResult {
-    Sdp(String),
-    Done,
-    Stats(CallStats),
-}
-
-pub struct Created {
-    pub id: u64,
-    pub answer: Option<String>,
-    pub events: mpsc::Receiver<MediaEvent>,
-}
-
-pub enum Command {
-    /// A call admitted on this worker under `id` (see `Shared::admit`).
-    Create { id: u64, echo_offer: Option<String>, reply: oneshot::Sender<Result<Created, MediaError>> },
-    Op { id: u64, op: Op, reply: oneshot::Sender<Result<OpResult, MediaError>> },
-    Close { id: u64, reply: Option<oneshot::Sender<CallStats>> },
-    /// The worker's call count, once every command queued before has been handled.
-    Status { reply: oneshot::Sender<usize> },
-    TakeLatency { reply: oneshot::Sender<Histogram> },
-    /// The shared port's routing table changed on another worker.
-    Route(RouteUpdate),
-    Shutdown,
-}
 
 #[derive(Clone, Copy)]
 enum SockKind {

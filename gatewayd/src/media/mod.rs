@@ -15,6 +15,7 @@ mod api;
 pub(crate) mod browser;
 pub(crate) mod call;
 mod cert;
+mod commands;
 mod config;
 mod driver;
 mod dtls;
