@@ -284,9 +284,11 @@ async fn silent_leg_is_reported_and_nat_address_is_advertised() {
 async fn one_shared_public_port_carries_several_calls() {
     let mut cfg = config("shared", 42200);
     cfg.single_public_port = Some(42250);
-    let engine = MediaEngine::start(cfg).unwrap();
+    // Two workers, each with its own socket on the port: the kernel's choice of socket is not
+    // the call's worker for some browsers, whose datagrams are handed over.
+    let engine = MediaEngine::start_with_workers(cfg, 2).unwrap();
     let mut legs = Vec::new();
-    for _ in 0..3 {
+    for _ in 0..4 {
         let browser = BrowserPeer::spawn(SrtpProtectionProfile::Srtp_Aead_Aes_256_Gcm);
         let offer = browser.create_offer();
         let (echo, answer) = engine.create_echo(&offer).await.unwrap();
@@ -294,6 +296,8 @@ async fn one_shared_public_port_carries_several_calls() {
         browser.accept_answer(&answer);
         legs.push((browser, echo));
     }
+    let workers: std::collections::HashSet<usize> = legs.iter().map(|(_, e)| e.worker()).collect();
+    assert_eq!(workers.len(), 2, "calls on both workers");
     for (browser, _) in &legs {
         assert!(browser.wait_connected(WAIT));
         browser.stream(Some(0));
@@ -318,6 +322,50 @@ async fn one_shared_public_port_carries_several_calls() {
     let after = collect_browser(browser, WAIT, |g| g.len() >= 20);
     assert!(after.len() >= 20, "audio after ICE restart");
     assert!(after[0].seq.wrapping_sub(last.seq) < 100, "numbering continues");
+    engine.shutdown();
+}
+
+#[tokio::test]
+async fn calls_spread_over_the_workers_and_each_carries_media_both_ways() {
+    let engine = MediaEngine::start_with_workers(config("workers", 42400), 2).unwrap();
+    assert_eq!(engine.workers(), 2);
+    let mut calls = Vec::new();
+    for _ in 0..4 {
+        let mut server = PlainPeer::bind();
+        let call = engine.create_call().await.unwrap();
+        let internal = call.internal_answer(&server.sdp("PCMU", "sendrecv")).await.unwrap();
+        server.target_from(&internal);
+        let browser = BrowserPeer::spawn(SrtpProtectionProfile::Srtp_Aead_Aes_256_Gcm);
+        let offer = call.browser_create_offer().await.unwrap();
+        let answer = browser.answer(&offer);
+        call.browser_accept_answer(&answer).await.unwrap();
+        calls.push((call, server, browser));
+    }
+    let workers: std::collections::HashSet<usize> = calls.iter().map(|(c, ..)| c.worker()).collect();
+    assert_eq!(workers.len(), 2, "calls land on both workers");
+    assert_eq!(engine.status().await.unwrap().calls, 4);
+    for (call, server, browser) in &mut calls {
+        assert!(browser.wait_connected(WAIT));
+        assert_eq!(tokio::time::timeout(WAIT, call.next_event()).await.unwrap(), Some(MediaEvent::BrowserConnected));
+        browser.stream(Some(0));
+        let to_server = server.collect(WAIT, |g| g.len() >= 10);
+        assert!(to_server.len() >= 10, "browser to server on worker {}", call.worker());
+        browser.stream(None);
+        for _ in 0..20 {
+            server.send(0, false, &[0xff; 160]);
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let to_browser = collect_browser(browser, WAIT, |g| g.len() >= 10);
+        assert!(to_browser.len() >= 10 && contiguous(&to_browser), "server to browser on worker {}", call.worker());
+    }
+    let lat = engine.take_forwarding_latency().await.unwrap();
+    assert!(lat.packets >= 80, "latency readings gathered from both workers: {lat:?}");
+    for (call, ..) in calls {
+        call.close().await.unwrap();
+    }
+    let after = engine.status().await.unwrap();
+    assert_eq!(after.calls, 0);
+    assert_eq!((after.public_ports_free, after.internal_pairs_free), (after.public_ports_total, after.internal_pairs_total));
     engine.shutdown();
 }
 

@@ -1,63 +1,91 @@
 //! The handles call control uses. Each call is a small async handle; the work happens on the
-//! media worker thread, reached through a bounded queue.
+//! media worker that owns the call, reached through that worker's bounded queue.
 
-use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::mpsc::sync_channel;
 use std::sync::Arc;
 
-use mio::{Poll, Waker};
+use mio::Poll;
 use tokio::sync::{mpsc, oneshot};
 
 use super::cert::Identity;
 use super::config::MediaConfig;
-use super::driver::{waker, Command, Created, Op, OpResult, Worker};
+use super::driver::{waker, Command, Created, Op, OpResult, Worker, WorkerSetup};
 use super::error::MediaError;
+use super::ports::PortPool;
 use super::sdp_plain::Direction;
-use super::stats::{CallStats, ForwardingLatency};
+use super::shards::{default_workers, Link, Pools, Shared};
+use super::stats::{CallStats, ForwardingLatency, Histogram};
 use super::tap::RtcpTap;
 
 pub use super::call::{MediaEvent, Side};
-pub use super::driver::EngineStatus;
 
 const COMMAND_QUEUE: usize = 1024;
+/// Shared-port datagrams waiting for their worker; beyond this they are dropped.
+const HANDOFF_QUEUE: usize = 256;
 
-struct Link {
-    tx: SyncSender<Command>,
-    waker: Waker,
+/// Pool and call counts, for metrics and tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EngineStatus {
+    pub calls: usize,
+    pub public_ports_free: usize,
+    pub public_ports_total: usize,
+    pub internal_pairs_free: usize,
+    pub internal_pairs_total: usize,
 }
 
-impl Link {
-    fn send(&self, cmd: Command) -> Result<(), MediaError> {
-        // The queue is bounded; a full queue means the worker is overloaded: fail fast.
-        match self.tx.try_send(cmd) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => return Err(MediaError::TooManyCalls),
-            Err(TrySendError::Disconnected(_)) => return Err(MediaError::Stopped),
-        }
-        self.waker.wake().map_err(MediaError::Io)
-    }
-}
-
-/// The media bridge: owns the worker thread, sockets and port pools.
+/// The media bridge: owns the worker threads, their sockets and the port pools.
 pub struct MediaEngine {
-    link: Arc<Link>,
+    links: Arc<[Arc<Link>]>,
+    shared: Arc<Shared>,
     fingerprint: String,
     tap: Arc<RtcpTap>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl MediaEngine {
-    /// Loads (or creates) the DTLS identity, binds shared sockets and starts the worker.
+    /// Loads (or creates) the DTLS identity, binds shared sockets and starts one worker per
+    /// CPU this process may use.
     pub fn start(cfg: MediaConfig) -> Result<MediaEngine, MediaError> {
+        MediaEngine::start_with_workers(cfg, default_workers())
+    }
+
+    /// As `start`, with `workers` worker threads (at least one).
+    pub fn start_with_workers(cfg: MediaConfig, workers: usize) -> Result<MediaEngine, MediaError> {
         cfg.validate()?;
+        let workers = workers.max(1);
         let identity = Identity::load(&cfg.dtls)?;
         let fingerprint = identity.fingerprint();
-        let poll = Poll::new()?;
-        let waker = waker(&poll)?;
-        let (tx, rx) = sync_channel(COMMAND_QUEUE);
+        let public = if cfg.single_public_port.is_some() { PortPool::empty() } else { PortPool::singles(cfg.public_ports.clone()) };
+        let pools = Pools { public, internal: PortPool::pairs(cfg.internal_ports.clone()) };
+        let shared = Arc::new(Shared::new(workers, cfg.max_calls, pools));
         let tap = Arc::new(RtcpTap::default());
-        let worker = Worker::new(cfg, identity, poll, rx, tap.clone())?;
-        let thread = std::thread::Builder::new().name("media".into()).spawn(move || worker.run())?;
-        Ok(MediaEngine { link: Arc::new(Link { tx, waker }), fingerprint, tap, thread: Some(thread) })
+        let mut links = Vec::new();
+        let mut ends = Vec::new();
+        for _ in 0..workers {
+            let poll = Poll::new()?;
+            let waker = waker(&poll)?;
+            let (tx, rx) = sync_channel(COMMAND_QUEUE);
+            let (handoff, handoffs) = sync_channel(HANDOFF_QUEUE);
+            links.push(Arc::new(Link { tx, handoff, waker }));
+            ends.push((poll, rx, handoffs));
+        }
+        let links: Arc<[Arc<Link>]> = links.into();
+        let mut built = Vec::new();
+        for (index, (poll, commands, handoffs)) in ends.into_iter().enumerate() {
+            let setup = WorkerSetup { index, cfg: cfg.clone(), identity: identity.clone(), poll, commands, handoffs, peers: links.clone(), pool: shared.clone(), tap: tap.clone() };
+            built.push(Worker::new(setup)?);
+        }
+        let mut engine = MediaEngine { links, shared, fingerprint, tap, threads: Vec::new() };
+        for (index, worker) in built.into_iter().enumerate() {
+            let name = if workers == 1 { "media".to_owned() } else { format!("media-{index}") };
+            engine.threads.push(std::thread::Builder::new().name(name).spawn(move || worker.run())?);
+        }
+        Ok(engine)
+    }
+
+    /// How many worker threads carry the calls.
+    pub fn workers(&self) -> usize {
+        self.links.len()
     }
 
     /// Copies of the RTCP of every call, both legs and both ways, while switched on. A browser
@@ -73,45 +101,72 @@ impl MediaEngine {
 
     /// Allocates ports for a bridged call. Fails with `PortsExhausted`/`TooManyCalls` (503).
     pub async fn create_call(&self) -> Result<CallMedia, MediaError> {
-        let c = self.create(None).await?;
-        Ok(CallMedia { id: c.id, link: self.link.clone(), events: c.events, closed: false })
+        let (worker, c) = self.create(None).await?;
+        Ok(CallMedia { id: c.id, worker, link: self.links[worker].clone(), events: c.events, closed: false })
     }
 
     /// Answers a browser offer with a leg whose audio comes straight back.
     pub async fn create_echo(&self, browser_offer: &str) -> Result<(EchoCall, String), MediaError> {
-        let c = self.create(Some(browser_offer.to_owned())).await?;
+        let (worker, c) = self.create(Some(browser_offer.to_owned())).await?;
         let answer = c.answer.clone().unwrap_or_default();
-        Ok((EchoCall(CallMedia { id: c.id, link: self.link.clone(), events: c.events, closed: false }), answer))
+        Ok((EchoCall(CallMedia { id: c.id, worker, link: self.links[worker].clone(), events: c.events, closed: false }), answer))
     }
 
-    async fn create(&self, echo_offer: Option<String>) -> Result<Created, MediaError> {
+    async fn create(&self, echo_offer: Option<String>) -> Result<(usize, Created), MediaError> {
+        let (worker, id) = self.shared.admit()?;
         let (reply, rx) = oneshot::channel();
-        self.link.send(Command::Create { echo_offer, reply })?;
-        rx.await.map_err(|_| MediaError::Stopped)?
+        if let Err(e) = self.links[worker].send(Command::Create { id, echo_offer, reply }) {
+            self.shared.release(worker);
+            return Err(e);
+        }
+        // The worker releases the admission itself when the setup fails.
+        Ok((worker, rx.await.map_err(|_| MediaError::Stopped)??))
     }
 
     /// Time bridged packets spent inside the bridge (socket read to forwarded write) since the
-    /// previous call: what the bridge adds to one-way latency, before kernel queueing.
+    /// previous call, over every worker: what the bridge adds to one-way latency, before
+    /// kernel queueing.
     pub async fn take_forwarding_latency(&self) -> Result<ForwardingLatency, MediaError> {
-        let (reply, rx) = oneshot::channel();
-        self.link.send(Command::TakeLatency { reply })?;
-        rx.await.map_err(|_| MediaError::Stopped)
+        let mut all = Histogram::default();
+        for link in self.links.iter() {
+            let (reply, rx) = oneshot::channel();
+            link.send(Command::TakeLatency { reply })?;
+            all.merge(&rx.await.map_err(|_| MediaError::Stopped)?);
+        }
+        Ok(all.take())
     }
 
+    /// Calls and free ports, once every command queued before (a close, say) is handled.
     pub async fn status(&self) -> Result<EngineStatus, MediaError> {
-        let (reply, rx) = oneshot::channel();
-        self.link.send(Command::Status { reply })?;
-        rx.await.map_err(|_| MediaError::Stopped)
+        let mut calls = 0;
+        for link in self.links.iter() {
+            let (reply, rx) = oneshot::channel();
+            link.send(Command::Status { reply })?;
+            calls += rx.await.map_err(|_| MediaError::Stopped)?;
+        }
+        let pools = self.shared.pools();
+        Ok(EngineStatus {
+            calls,
+            public_ports_free: pools.public.available(),
+            public_ports_total: pools.public.total(),
+            internal_pairs_free: pools.internal.available(),
+            internal_pairs_total: pools.internal.total(),
+        })
     }
 
-    /// Closes every call and stops the worker.
+    /// Closes every call and stops the workers.
     pub fn shutdown(mut self) {
         self.stop();
     }
 
     fn stop(&mut self) {
-        let _ = self.link.send(Command::Shutdown);
-        if let Some(t) = self.thread.take() {
+        for link in self.links.iter() {
+            // Blocking: the worker drains its queue, and it must hear this one.
+            if link.tx.send(Command::Shutdown).is_ok() {
+                let _ = link.waker.wake();
+            }
+        }
+        for t in self.threads.drain(..) {
             let _ = t.join();
         }
     }
@@ -126,6 +181,7 @@ impl Drop for MediaEngine {
 /// One bridged call's media. Dropping it tears the call down and returns its ports.
 pub struct CallMedia {
     id: u64,
+    worker: usize,
     link: Arc<Link>,
     events: mpsc::Receiver<MediaEvent>,
     closed: bool,
@@ -135,6 +191,11 @@ impl CallMedia {
     /// The number the RTCP tap gives this call's copies.
     pub fn id(&self) -> u64 {
         self.id
+    }
+
+    /// The worker thread that carries this call (0 when there is one).
+    pub fn worker(&self) -> usize {
+        self.worker
     }
 
     async fn op(&self, op: Op) -> Result<OpResult, MediaError> {
@@ -216,6 +277,10 @@ pub struct EchoCall(CallMedia);
 impl EchoCall {
     pub fn id(&self) -> u64 {
         self.0.id
+    }
+
+    pub fn worker(&self) -> usize {
+        self.0.worker
     }
 
     pub async fn browser_answer(&self, offer: &str) -> Result<String, MediaError> {

@@ -1,11 +1,12 @@
-//! The worker thread: owns every media socket, the port pools and the timers, and drives the
-//! call cores with datagrams, time and randomness. One thread for all calls; call control
-//! reaches it through a bounded command queue and a waker.
+//! One media worker thread (a shard): owns its calls' sockets, its poll and its timers, and
+//! drives the call cores with datagrams, time and randomness. Call control reaches it through
+//! a bounded command queue and a waker; other workers hand it shared-port datagrams of its
+//! calls through a bounded handoff queue (see `routes`). Nothing on the packet path is shared
+//! with another worker; ports and the call limit (`shards`) are touched at setup and teardown.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
-use std::io::ErrorKind;
+use std::collections::HashMap;
 use std::net::{SocketAddr, UdpSocket as StdUdp};
+use std::os::fd::AsFd;
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -14,63 +15,28 @@ use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token, Waker};
 use socket2::{Domain, Protocol, Socket, Type};
 use str0m::IceCreds;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use super::browser::BrowserSetup;
 use super::call::{CallCore, MediaEvent, Seeds, Side};
+pub use super::commands::{Command, Created, Op, OpResult};
 use super::cert::Identity;
 use super::config::MediaConfig;
 use super::error::MediaError;
 use super::internal::InternalSetup;
-use super::ports::PortPool;
-use super::sdp_plain::Direction;
-use super::stats::{CallStats, ForwardingLatency, Histogram};
+use super::routes::{Handoff, Owner, RouteUpdate, Routes, HANDOFF_MAX};
+use super::shards::{Link, Shared};
+use super::stats::{CallStats, Histogram};
 use super::tap::{RtcpSeen, RtcpTap};
+use super::timers::Timers;
+use crate::turn::datagrams::Datagrams;
 
 pub const WAKER: Token = Token(0);
 const EVENT_QUEUE: usize = 32;
-
-pub enum Op {
-    BrowserCreateOffer,
-    BrowserAcceptAnswer(String),
-    BrowserAnswer(String),
-    InternalCreateOffer,
-    InternalAcceptAnswer(String),
-    InternalAnswer(String),
-    SetDirection(Side, Direction),
-    Stats,
-}
-
-pub enum OpResult {
-    Sdp(String),
-    Done,
-    Stats(CallStats),
-}
-
-pub struct Created {
-    pub id: u64,
-    pub answer: Option<String>,
-    pub events: mpsc::Receiver<MediaEvent>,
-}
-
-/// Pool and call counts, for metrics and tests.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct EngineStatus {
-    pub calls: usize,
-    pub public_ports_free: usize,
-    pub public_ports_total: usize,
-    pub internal_pairs_free: usize,
-    pub internal_pairs_total: usize,
-}
-
-pub enum Command {
-    Create { echo_offer: Option<String>, reply: oneshot::Sender<Result<Created, MediaError>> },
-    Op { id: u64, op: Op, reply: oneshot::Sender<Result<OpResult, MediaError>> },
-    Close { id: u64, reply: Option<oneshot::Sender<CallStats>> },
-    Status { reply: oneshot::Sender<EngineStatus> },
-    TakeLatency { reply: oneshot::Sender<ForwardingLatency> },
-    Shutdown,
-}
+/// Datagrams one receive takes from a socket. A call's socket rarely holds more than one (50
+/// packets/s), so the gain there is the drain: fewer than a batch means the socket is empty,
+/// with no failing read to find out; a shared port takes many per system call.
+const RECV_BATCH: usize = 8;
 
 #[derive(Clone, Copy)]
 enum SockKind {
@@ -89,33 +55,39 @@ struct CallEntry {
     public_port: Option<u16>,
     internal: Option<InternalSockets>,
     events: mpsc::Sender<MediaEvent>,
-    deadline: Option<Instant>,
     ufrag: String,
-    shared_sources: Vec<SocketAddr>,
 }
 
 pub struct Worker {
+    index: usize,
     cfg: MediaConfig,
     identity: Identity,
     poll: Poll,
     commands: Receiver<Command>,
+    handoffs: Receiver<Handoff>,
+    /// Every worker's link, this one's included (index `index`).
+    peers: Arc<[Arc<Link>]>,
+    pool: Arc<Shared>,
     calls: HashMap<u64, CallEntry>,
     tokens: HashMap<Token, (u64, SockKind)>,
     next_token: usize,
-    next_id: u64,
+    /// This worker's SO_REUSEPORT sockets on the shared public port, one per public address.
     shared: Vec<(Token, UdpSocket)>,
-    by_source: HashMap<SocketAddr, u64>,
-    by_ufrag: HashMap<String, u64>,
-    heap: BinaryHeap<Reverse<(Instant, u64)>>,
-    public_pool: PortPool,
-    internal_pool: PortPool,
+    routes: Routes,
+    /// Workers handed a datagram during this wakeup, to be woken once at its end.
+    handed: Vec<bool>,
+    timers: Timers,
     forwarding: Histogram,
     tap: Arc<RtcpTap>,
 }
 
-/// Binds a non-blocking UDP socket with the configured DSCP.
-fn bind_udp(addr: SocketAddr, dscp: Option<u8>) -> std::io::Result<UdpSocket> {
+/// Binds a non-blocking UDP socket with the configured DSCP; `shared` lets every worker bind
+/// its own socket on the one shared port (SO_REUSEPORT).
+fn bind_udp(addr: SocketAddr, dscp: Option<u8>, shared: bool) -> std::io::Result<UdpSocket> {
     let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if shared {
+        s.set_reuse_port(true)?;
+    }
     if let Some(d) = dscp {
         if addr.is_ipv4() {
             s.set_tos_v4(u32::from(d) << 2)?;
@@ -129,30 +101,43 @@ fn bind_udp(addr: SocketAddr, dscp: Option<u8>) -> std::io::Result<UdpSocket> {
     Ok(UdpSocket::from_std(std))
 }
 
+/// What a worker starts with.
+pub struct WorkerSetup {
+    pub index: usize,
+    pub cfg: MediaConfig,
+    pub identity: Identity,
+    pub poll: Poll,
+    pub commands: Receiver<Command>,
+    pub handoffs: Receiver<Handoff>,
+    pub peers: Arc<[Arc<Link>]>,
+    pub pool: Arc<Shared>,
+    pub tap: Arc<RtcpTap>,
+}
+
 impl Worker {
-    pub fn new(cfg: MediaConfig, identity: Identity, poll: Poll, commands: Receiver<Command>, tap: Arc<RtcpTap>) -> Result<Worker, MediaError> {
+    pub fn new(s: WorkerSetup) -> Result<Worker, MediaError> {
         let mut w = Worker {
-            public_pool: PortPool::singles(cfg.public_ports.clone()),
-            internal_pool: PortPool::pairs(cfg.internal_ports.clone()),
-            cfg,
-            identity,
-            poll,
-            commands,
+            index: s.index,
+            handed: vec![false; s.peers.len()],
+            cfg: s.cfg,
+            identity: s.identity,
+            poll: s.poll,
+            commands: s.commands,
+            handoffs: s.handoffs,
+            peers: s.peers,
+            pool: s.pool,
             calls: HashMap::new(),
             tokens: HashMap::new(),
             next_token: 1,
-            next_id: 1,
             shared: Vec::new(),
-            by_source: HashMap::new(),
-            by_ufrag: HashMap::new(),
-            heap: BinaryHeap::new(),
+            routes: Routes::default(),
+            timers: Timers::default(),
             forwarding: Histogram::default(),
-            tap,
+            tap: s.tap,
         };
         if let Some(port) = w.cfg.single_public_port {
-            w.public_pool = PortPool::empty();
             for i in 0..w.cfg.public.len() {
-                let mut s = bind_udp(SocketAddr::new(w.cfg.public[i].bind, port), w.cfg.dscp)?;
+                let mut s = bind_udp(SocketAddr::new(w.cfg.public[i].bind, port), w.cfg.dscp, true)?;
                 let t = w.token();
                 w.poll.registry().register(&mut s, t, Interest::READABLE)?;
                 w.tokens.insert(t, (0, SockKind::SharedPublic(i)));
@@ -169,27 +154,31 @@ impl Worker {
 
     pub fn run(mut self) {
         let mut events = Events::with_capacity(1024);
-        let mut buf = vec![0u8; 2048];
+        let mut batch = Datagrams::<RECV_BATCH>::new(HANDOFF_MAX);
         loop {
             let now = Instant::now();
-            let wait = self.heap.peek().map(|Reverse((t, _))| t.saturating_duration_since(now)).unwrap_or(Duration::from_millis(100));
+            let wait = self.timers.next().map(|t| t.saturating_duration_since(now)).unwrap_or(Duration::from_millis(100));
             if let Err(e) = self.poll.poll(&mut events, Some(wait.min(Duration::from_millis(100)))) {
-                if e.kind() != ErrorKind::Interrupted {
+                if e.kind() != std::io::ErrorKind::Interrupted {
                     tracing::error!(error = %e, "media poll failed");
                     return;
                 }
             }
+            // Commands first: a route or call set up in this wakeup is known to the datagrams
+            // that follow it.
+            if !self.commands_pending() {
+                return;
+            }
+            self.take_handoffs();
             for ev in events.iter() {
                 if ev.token() == WAKER {
                     continue;
                 }
                 if let Some(&(id, kind)) = self.tokens.get(&ev.token()) {
-                    self.read_socket(id, kind, &mut buf);
+                    self.read_socket(id, kind, &mut batch);
                 }
             }
-            if !self.commands_pending() {
-                return;
-            }
+            self.wake_handed();
             self.run_timers();
         }
     }
@@ -215,8 +204,8 @@ impl Worker {
         let now = Instant::now();
         let wall = SystemTime::now();
         match cmd {
-            Command::Create { echo_offer, reply } => {
-                let r = self.create(echo_offer.is_none()).and_then(|(id, events)| {
+            Command::Create { id, echo_offer, reply } => {
+                let r = self.create(id, echo_offer.is_none()).and_then(|events| {
                     let answer = match echo_offer {
                         Some(offer) => {
                             let entry = self.calls.get_mut(&id).expect("just created");
@@ -233,6 +222,9 @@ impl Worker {
                     self.flush(id);
                     Ok(Created { id, answer, events })
                 });
+                if r.is_err() {
+                    self.pool.release(self.index);
+                }
                 let _ = reply.send(r);
             }
             Command::Op { id, op, reply } => {
@@ -264,27 +256,17 @@ impl Worker {
                 }
             }
             Command::Status { reply } => {
-                let _ = reply.send(EngineStatus {
-                    calls: self.calls.len(),
-                    public_ports_free: self.public_pool.available(),
-                    public_ports_total: self.public_pool.total(),
-                    internal_pairs_free: self.internal_pool.available(),
-                    internal_pairs_total: self.internal_pool.total(),
-                });
+                let _ = reply.send(self.calls.len());
             }
             Command::TakeLatency { reply } => {
-                let _ = reply.send(self.forwarding.take());
+                let _ = reply.send(std::mem::take(&mut self.forwarding));
             }
+            Command::Route(update) => self.routes.apply(&update),
             Command::Shutdown => {}
         }
     }
 
-    fn create(&mut self, with_internal: bool) -> Result<(u64, mpsc::Receiver<MediaEvent>), MediaError> {
-        if self.calls.len() >= self.cfg.max_calls {
-            return Err(MediaError::TooManyCalls);
-        }
-        let id = self.next_id;
-        self.next_id += 1;
+    fn create(&mut self, id: u64, with_internal: bool) -> Result<mpsc::Receiver<MediaEvent>, MediaError> {
         let dscp = self.cfg.dscp;
         // Browser-facing sockets: one per public address on a port from the pool.
         let (public_port, public_socks) = match self.cfg.single_public_port {
@@ -293,9 +275,11 @@ impl Worker {
                 let binds: Vec<_> = self.cfg.public.iter().map(|a| a.bind).collect();
                 let mut socks = Vec::new();
                 let port = self
-                    .public_pool
+                    .pool
+                    .pools()
+                    .public
                     .take_where(|p| {
-                        let r: std::io::Result<Vec<UdpSocket>> = binds.iter().map(|ip| bind_udp(SocketAddr::new(*ip, p), dscp)).collect();
+                        let r: std::io::Result<Vec<UdpSocket>> = binds.iter().map(|ip| bind_udp(SocketAddr::new(*ip, p), dscp, false)).collect();
                         r.map(|s| socks = s).is_ok()
                     })
                     .ok_or(MediaError::PortsExhausted)?;
@@ -305,7 +289,8 @@ impl Worker {
         let internal = if with_internal {
             let ip = self.cfg.internal_bind;
             let mut pair = None;
-            let got = self.internal_pool.take_where(|p| match (bind_udp(SocketAddr::new(ip, p), dscp), bind_udp(SocketAddr::new(ip, p + 1), dscp)) {
+            let mut pools = self.pool.pools();
+            let got = pools.internal.take_where(|p| match (bind_udp(SocketAddr::new(ip, p), dscp, false), bind_udp(SocketAddr::new(ip, p + 1), dscp, false)) {
                 (Ok(a), Ok(b)) => {
                     pair = Some((a, b));
                     true
@@ -316,7 +301,7 @@ impl Worker {
                 (Some(port), Some(p)) => Some((port, p)),
                 _ => {
                     if self.cfg.single_public_port.is_none() {
-                        self.public_pool.release(public_port);
+                        pools.public.release(public_port);
                     }
                     return Err(MediaError::PortsExhausted);
                 }
@@ -356,14 +341,30 @@ impl Worker {
             None => None,
         };
         let (tx, rx) = mpsc::channel(EVENT_QUEUE);
-        self.by_ufrag.insert(ufrag.clone(), id);
+        if !self.shared.is_empty() {
+            self.broadcast(RouteUpdate::Ufrag { owner: Owner { shard: self.index, call: id }, ufrag: ufrag.clone() });
+        }
         let public_port = self.cfg.single_public_port.is_none().then_some(public_port);
-        self.calls.insert(id, CallEntry { core, public, public_port, internal, events: tx, deadline: None, ufrag, shared_sources: Vec::new() });
-        Ok((id, rx))
+        self.calls.insert(id, CallEntry { core, public, public_port, internal, events: tx, ufrag });
+        Ok(rx)
+    }
+
+    /// Applies a routing change here and queues it to every other worker.
+    fn broadcast(&mut self, update: RouteUpdate) {
+        for (i, peer) in self.peers.iter().enumerate() {
+            // A full queue is an overloaded worker: it misses this route, so the call's
+            // shared-port datagrams reaching it are dropped (ICE retransmits its checks).
+            if i != self.index && peer.send(Command::Route(update.clone())).is_err() {
+                tracing::warn!(worker = i, "media worker queue full: route update dropped");
+            }
+        }
+        self.routes.apply(&update);
     }
 
     fn close(&mut self, id: u64) -> Option<CallStats> {
         let mut entry = self.calls.remove(&id)?;
+        self.pool.release(self.index);
+        self.timers.cancel(id);
         let now = Instant::now();
         entry.core.close(now);
         // Let DTLS close_notify out before the sockets go.
@@ -375,26 +376,30 @@ impl Worker {
             let _ = self.poll.registry().deregister(&mut s);
             self.tokens.remove(&t);
         }
-        if let Some(p) = entry.public_port {
-            self.public_pool.release(p);
+        let internal = entry.internal.take();
+        {
+            let mut pools = self.pool.pools();
+            if let Some(p) = entry.public_port {
+                pools.public.release(p);
+            }
+            if let Some((port, _, _)) = &internal {
+                pools.internal.release(*port);
+            }
         }
-        if let Some((port, (t1, mut a), (t2, mut b))) = entry.internal.take() {
+        if let Some((_, (t1, mut a), (t2, mut b))) = internal {
             let _ = self.poll.registry().deregister(&mut a);
             let _ = self.poll.registry().deregister(&mut b);
             self.tokens.remove(&t1);
             self.tokens.remove(&t2);
-            self.internal_pool.release(port);
         }
-        self.by_ufrag.remove(&entry.ufrag);
-        for a in &entry.shared_sources {
-            if self.by_source.get(a) == Some(&id) {
-                self.by_source.remove(a);
-            }
+        if !self.shared.is_empty() {
+            self.broadcast(RouteUpdate::Remove { call: id });
         }
         Some(stats)
     }
 
-    fn read_socket(&mut self, id: u64, kind: SockKind, buf: &mut [u8]) {
+    /// Reads what a socket holds, in batches, and feeds each datagram to its call.
+    fn read_socket(&mut self, id: u64, kind: SockKind, batch: &mut Datagrams<RECV_BATCH>) {
         loop {
             let sock = match kind {
                 SockKind::SharedPublic(i) => &self.shared[i].1,
@@ -408,62 +413,90 @@ impl Worker {
                     }
                 }
             };
-            let (n, source) = match sock.recv_from(buf) {
-                Ok(x) => x,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            let n = match batch.try_recv(sock.as_fd(), HANDOFF_MAX) {
+                Ok(n) => n,
+                Err(nix::errno::Errno::EAGAIN) => return,
                 // ICMP errors from earlier sends surface here; the socket stays usable.
                 Err(_) => continue,
             };
-            let data = &buf[..n];
-            let now = Instant::now();
-            let wall = SystemTime::now();
-            let target = match kind {
-                SockKind::SharedPublic(i) => {
-                    let Some(call) = self.demux_shared(source, data) else { continue };
-                    let dest = SocketAddr::new(self.cfg.public[i].advertise, self.cfg.single_public_port.unwrap_or(0));
-                    if let Some(e) = self.calls.get_mut(&call) {
-                        e.core.handle_public(now, wall, source, dest, data);
-                    }
-                    call
+            for k in 0..n {
+                let (data, source) = batch.get(k);
+                match kind {
+                    SockKind::SharedPublic(i) => self.shared_datagram(i, source, data),
+                    _ => self.datagram(id, kind, source, data),
                 }
-                SockKind::Public(i) => {
-                    let e = self.calls.get_mut(&id).expect("checked above");
-                    let dest = SocketAddr::new(self.cfg.public[i].advertise, e.public_port.unwrap_or(0));
-                    e.core.handle_public(now, wall, source, dest, data);
-                    id
-                }
-                SockKind::InternalRtp | SockKind::InternalRtcp => {
-                    let e = self.calls.get_mut(&id).expect("checked above");
-                    let on_rtcp_port = matches!(kind, SockKind::InternalRtcp);
-                    if self.tap.is_on() && (on_rtcp_port || super::rtp::is_rtcp(data)) {
-                        if let Some(local) = internal_local(&self.cfg, e, on_rtcp_port) {
-                            self.tap.push(RtcpSeen { call: id, side: Side::Internal, sent: false, src: source, dst: local, at: wall, data: data.to_vec() });
-                        }
-                    }
-                    e.core.handle_internal(now, wall, source, data, on_rtcp_port);
-                    id
-                }
-            };
-            let (to_browser, to_internal) = self.flush(target);
-            let forwarded = match kind {
-                SockKind::InternalRtp => to_browser > 0,
-                SockKind::Public(_) | SockKind::SharedPublic(_) => to_internal > 0,
-                SockKind::InternalRtcp => false,
-            };
-            if forwarded {
-                self.forwarding.record(now.elapsed());
+            }
+            // Fewer than a batch: the socket is empty, and edge-triggered readiness reports
+            // the next arrival.
+            if n < RECV_BATCH {
+                return;
             }
         }
     }
 
-    /// Shared port: known source address first, else the STUN USERNAME's first part, which is
-    /// our own ufrag.
-    fn demux_shared(&self, source: SocketAddr, data: &[u8]) -> Option<u64> {
-        if let Some(id) = self.by_source.get(&source) {
-            return Some(*id);
+    /// A datagram on the shared port: handled here when the call is this worker's, else
+    /// handed to its owner.
+    fn shared_datagram(&mut self, public: usize, source: SocketAddr, data: &[u8]) {
+        let Some(owner) = self.routes.route(source, data) else { return };
+        if owner.shard == self.index {
+            self.datagram(owner.call, SockKind::SharedPublic(public), source, data);
+            return;
         }
-        stun_local_ufrag(data).and_then(|u| self.by_ufrag.get(u).copied())
+        let mut h = Handoff { call: owner.call, public, source, len: data.len(), data: [0; HANDOFF_MAX] };
+        h.data[..data.len()].copy_from_slice(data);
+        // A full queue drops the datagram, as a full socket buffer would.
+        if self.peers[owner.shard].handoff.try_send(h).is_ok() {
+            self.handed[owner.shard] = true;
+        }
+    }
+
+    fn wake_handed(&mut self) {
+        for (i, handed) in self.handed.iter_mut().enumerate() {
+            if std::mem::take(handed) {
+                let _ = self.peers[i].waker.wake();
+            }
+        }
+    }
+
+    /// Shared-port datagrams other workers read for this worker's calls.
+    fn take_handoffs(&mut self) {
+        while let Ok(h) = self.handoffs.try_recv() {
+            self.datagram(h.call, SockKind::SharedPublic(h.public), h.source, &h.data[..h.len]);
+        }
+    }
+
+    fn datagram(&mut self, id: u64, kind: SockKind, source: SocketAddr, data: &[u8]) {
+        let now = Instant::now();
+        let wall = SystemTime::now();
+        let Some(e) = self.calls.get_mut(&id) else { return };
+        match kind {
+            SockKind::SharedPublic(i) => {
+                let dest = SocketAddr::new(self.cfg.public[i].advertise, self.cfg.single_public_port.unwrap_or(0));
+                e.core.handle_public(now, wall, source, dest, data);
+            }
+            SockKind::Public(i) => {
+                let dest = SocketAddr::new(self.cfg.public[i].advertise, e.public_port.unwrap_or(0));
+                e.core.handle_public(now, wall, source, dest, data);
+            }
+            SockKind::InternalRtp | SockKind::InternalRtcp => {
+                let on_rtcp_port = matches!(kind, SockKind::InternalRtcp);
+                if self.tap.is_on() && (on_rtcp_port || super::rtp::is_rtcp(data)) {
+                    if let Some(local) = internal_local(&self.cfg, e, on_rtcp_port) {
+                        self.tap.push(RtcpSeen { call: id, side: Side::Internal, sent: false, src: source, dst: local, at: wall, data: data.to_vec() });
+                    }
+                }
+                e.core.handle_internal(now, wall, source, data, on_rtcp_port);
+            }
+        }
+        let (to_browser, to_internal) = self.flush(id);
+        let forwarded = match kind {
+            SockKind::InternalRtp => to_browser > 0,
+            SockKind::Public(_) | SockKind::SharedPublic(_) => to_internal > 0,
+            SockKind::InternalRtcp => false,
+        };
+        if forwarded {
+            self.forwarding.record(now.elapsed());
+        }
     }
 
     fn run_timers(&mut self) {
@@ -471,18 +504,11 @@ impl Worker {
         let wall = SystemTime::now();
         // Bounded: a core that keeps asking for "now" is served again on the next turn of the
         // loop instead of spinning here.
-        let mut budget = self.heap.len();
-        while let Some(Reverse((t, id))) = self.heap.peek().copied() {
-            if t > now || budget == 0 {
-                break;
-            }
+        let mut budget = self.timers.len();
+        while budget > 0 {
             budget -= 1;
-            self.heap.pop();
+            let Some(id) = self.timers.pop_due(now) else { break };
             let Some(e) = self.calls.get_mut(&id) else { continue };
-            if e.deadline != Some(t) {
-                continue; // superseded
-            }
-            e.deadline = None;
             e.core.handle_timeout(now, wall);
             self.flush(id);
         }
@@ -503,9 +529,6 @@ impl Worker {
         while let Some(t) = e.core.browser.out.pop_front() {
             to_browser += 1;
             send_public(&self.cfg, &e.public, &self.shared, t.source, t.destination, &t.data);
-            if !self.shared.is_empty() && self.by_source.insert(t.destination, id) != Some(id) {
-                e.shared_sources.push(t.destination);
-            }
         }
         if let (Some(i), Some((port, rtp, rtcp))) = (e.core.internal.as_mut(), e.internal.as_ref()) {
             while let Some(t) = i.out.pop_front() {
@@ -518,20 +541,16 @@ impl Worker {
                 }
             }
         }
-        // Re-offers on a shared port may bring a new ufrag (ICE restart).
-        if !self.shared.is_empty() && e.core.browser.ufrag() != e.ufrag {
-            self.by_ufrag.remove(&e.ufrag);
-            e.ufrag = e.core.browser.ufrag().to_owned();
-            self.by_ufrag.insert(e.ufrag.clone(), id);
-        }
         while let Some(ev) = e.core.events.pop_front() {
             // A full queue means nobody reads events; dropping them must not stall media.
             let _ = e.events.try_send(ev);
         }
-        let d = e.core.next_timeout();
-        if e.deadline != Some(d) {
-            e.deadline = Some(d);
-            self.heap.push(Reverse((d, id)));
+        self.timers.schedule(id, e.core.next_timeout());
+        // Re-offers on a shared port may bring a new ufrag (ICE restart).
+        if !self.shared.is_empty() && e.core.browser.ufrag() != e.ufrag {
+            e.ufrag = e.core.browser.ufrag().to_owned();
+            let ufrag = e.ufrag.clone();
+            self.broadcast(RouteUpdate::Ufrag { owner: Owner { shard: self.index, call: id }, ufrag });
         }
         (to_browser, to_internal)
     }
@@ -552,24 +571,6 @@ fn send_public(cfg: &MediaConfig, own: &[(Token, UdpSocket)], shared: &[(Token, 
     }
 }
 
-/// The local ufrag from a STUN binding request's USERNAME ("local:remote").
-pub fn stun_local_ufrag(data: &[u8]) -> Option<&str> {
-    if data.len() < 20 || data[0] & 0xc0 != 0 || data[4..8] != [0x21, 0x12, 0xa4, 0x42] {
-        return None;
-    }
-    let mut i = 20;
-    while i + 4 <= data.len() {
-        let kind = u16::from_be_bytes([data[i], data[i + 1]]);
-        let len = usize::from(u16::from_be_bytes([data[i + 2], data[i + 3]]));
-        if kind == 0x0006 {
-            let user = std::str::from_utf8(data.get(i + 4..i + 4 + len)?).ok()?;
-            return user.split(':').next();
-        }
-        i += 4 + len.div_ceil(4) * 4;
-    }
-    None
-}
-
 pub fn waker(poll: &Poll) -> std::io::Result<Waker> {
     Waker::new(poll.registry(), WAKER)
 }
@@ -580,20 +581,17 @@ mod tests {
 
     #[test]
     fn sockets_carry_the_configured_dscp() {
-        let s = bind_udp("127.0.0.1:0".parse().unwrap(), Some(46)).unwrap();
+        let s = bind_udp("127.0.0.1:0".parse().unwrap(), Some(46), false).unwrap();
         assert_eq!(socket2::SockRef::from(&s).tos_v4().unwrap(), 46 << 2);
-        let plain = bind_udp("127.0.0.1:0".parse().unwrap(), None).unwrap();
+        let plain = bind_udp("127.0.0.1:0".parse().unwrap(), None, false).unwrap();
         assert_eq!(socket2::SockRef::from(&plain).tos_v4().unwrap(), 0);
     }
 
     #[test]
-    fn stun_username_gives_local_ufrag() {
-        let mut m = vec![0x00, 0x01, 0x00, 0x0c, 0x21, 0x12, 0xa4, 0x42];
-        m.extend_from_slice(&[0; 12]);
-        m.extend_from_slice(&[0x00, 0x06, 0x00, 0x07]);
-        m.extend_from_slice(b"abc:xyz\0");
-        assert_eq!(stun_local_ufrag(&m), Some("abc"));
-        assert_eq!(stun_local_ufrag(&m[..20]), None);
-        assert_eq!(stun_local_ufrag(&[0x80; 40]), None);
+    fn every_worker_binds_the_shared_port() {
+        let a = bind_udp("127.0.0.1:0".parse().unwrap(), None, true).unwrap();
+        let b = bind_udp(a.local_addr().unwrap(), None, true).unwrap();
+        assert_eq!(a.local_addr().unwrap(), b.local_addr().unwrap());
+        assert!(bind_udp(a.local_addr().unwrap(), None, false).is_err(), "a socket without SO_REUSEPORT cannot join");
     }
 }

@@ -4,14 +4,18 @@
 //!
 //! Layout: sans-IO cores (`browser` wraps str0m for ICE-lite/DTLS-SRTP, `internal` is the plain
 //! RTP leg, `call` joins them and rewrites numbering, `transcode` turns Opus into G.711 and back
-//! when the two legs do not share a codec) driven by one worker thread (`driver`)
-//! that owns every socket, timer and port pool and copies RTCP into the `tap` while asked to; the async handles in `api` talk to it over a
-//! bounded command queue. It must not touch SIP, the firewall or the profile file.
+//! when the two legs do not share a codec) driven by worker threads (`driver`), one per CPU by
+//! default, each owning a shard of the calls with their sockets and timers (`timers`) and
+//! copying RTCP into the `tap` while asked to. `shards` holds what they share at call setup
+//! only (placement, the call limit, the port pools); `routes` splits the one shared public
+//! port between them. The async handles in `api` talk to a call's worker over its bounded
+//! command queue. It must not touch SIP, the firewall or the profile file.
 
 mod api;
 pub(crate) mod browser;
 pub(crate) mod call;
 mod cert;
+mod commands;
 mod config;
 mod driver;
 mod dtls;
@@ -21,10 +25,13 @@ pub(crate) mod internal;
 mod ports;
 mod rtcp;
 mod rtcp_wire;
+mod routes;
 mod rtp;
 pub(crate) mod sdp_plain;
+mod shards;
 mod stats;
 mod tap;
+mod timers;
 mod transcode;
 
 pub use api::{CallMedia, EchoCall, EngineStatus, MediaEngine, MediaEvent, Side};

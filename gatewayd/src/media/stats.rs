@@ -213,6 +213,15 @@ impl Histogram {
         self.max_us
     }
 
+    /// Adds another worker's readings.
+    pub fn merge(&mut self, other: &Histogram) {
+        for (a, b) in self.buckets.iter_mut().zip(&other.buckets) {
+            *a += b;
+        }
+        self.count += other.count;
+        self.max_us = self.max_us.max(other.max_us);
+    }
+
     /// Reads and restarts the histogram.
     pub fn take(&mut self) -> ForwardingLatency {
         let r = ForwardingLatency { packets: self.count, p50_us: self.quantile_us(0.5), p99_us: self.quantile_us(0.99), max_us: self.max_us };

@@ -1,7 +1,8 @@
 //! Batched datagram receive for the data plane: one `recvmmsg` takes every datagram a ready
 //! UDP socket holds (up to a batch), so a socket with one datagram waiting costs one system
 //! call instead of a receive and a failing one, and a busy listener many datagrams per call.
-//! Owns only its buffers; it never sends and knows nothing of STUN.
+//! Owns only its buffers; it never sends and knows nothing of STUN. The media workers use it
+//! too, on their RTP and ICE sockets.
 
 use std::io::IoSliceMut;
 use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
@@ -11,7 +12,7 @@ use nix::sys::socket::{recvmmsg, MsgFlags, MultiHeaders, SockaddrStorage};
 
 /// Buffers and headers for up to `N` datagrams of up to `size` bytes each, reused by every
 /// receive (nothing is allocated per call).
-pub(super) struct Datagrams<const N: usize> {
+pub(crate) struct Datagrams<const N: usize> {
     headers: MultiHeaders<SockaddrStorage>,
     bufs: [Vec<u8>; N],
     /// The slot, length and source of each datagram the last receive took.
@@ -19,7 +20,7 @@ pub(super) struct Datagrams<const N: usize> {
 }
 
 impl<const N: usize> Datagrams<N> {
-    pub(super) fn new(size: usize) -> Datagrams<N> {
+    pub(crate) fn new(size: usize) -> Datagrams<N> {
         Datagrams { headers: MultiHeaders::preallocate(N, None), bufs: std::array::from_fn(|_| vec![0; size]), got: Vec::with_capacity(N) }
     }
 
@@ -27,7 +28,13 @@ impl<const N: usize> Datagrams<N> {
     /// datagram (a datagram longer than that comes back cut to `limit`: pass one byte more
     /// than the longest acceptable to tell). Returns how many arrived; 0 when none waited or
     /// the socket failed (a level-triggered poll reports it again if it is still ready).
-    pub(super) fn recv(&mut self, sock: BorrowedFd<'_>, limit: usize) -> usize {
+    pub(crate) fn recv(&mut self, sock: BorrowedFd<'_>, limit: usize) -> usize {
+        self.try_recv(sock, limit).unwrap_or(0)
+    }
+
+    /// As `recv`, with the socket's error: `EAGAIN` when nothing waited, or a pending error
+    /// (an ICMP report of an earlier send) that an edge-triggered reader must read past.
+    pub(crate) fn try_recv(&mut self, sock: BorrowedFd<'_>, limit: usize) -> nix::Result<usize> {
         self.got.clear();
         let mut bufs = self.bufs.iter_mut();
         let mut slices: [[IoSliceMut<'_>; 1]; N] = std::array::from_fn(|_| {
@@ -35,18 +42,18 @@ impl<const N: usize> Datagrams<N> {
             let end = limit.min(buf.len());
             [IoSliceMut::new(&mut buf[..end])]
         });
-        let Ok(results) = recvmmsg(sock.as_raw_fd(), &mut self.headers, slices.iter_mut(), MsgFlags::MSG_DONTWAIT, None) else { return 0 };
+        let results = recvmmsg(sock.as_raw_fd(), &mut self.headers, slices.iter_mut(), MsgFlags::MSG_DONTWAIT, None)?;
         for (slot, msg) in results.enumerate() {
             // A source of another family cannot happen on an inet socket; skipped if it did.
             if let Some(from) = msg.address.as_ref().and_then(to_std) {
                 self.got.push((slot, msg.bytes, from));
             }
         }
-        self.got.len()
+        Ok(self.got.len())
     }
 
     /// The `i`th datagram of the last receive and its source.
-    pub(super) fn get(&self, i: usize) -> (&[u8], SocketAddr) {
+    pub(crate) fn get(&self, i: usize) -> (&[u8], SocketAddr) {
         let (slot, n, from) = self.got[i];
         (&self.bufs[slot][..n], from)
     }

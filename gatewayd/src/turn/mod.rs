@@ -9,7 +9,7 @@
 pub(crate) mod allocation;
 mod auth;
 mod conn;
-mod datagrams;
+pub(crate) mod datagrams;
 pub mod credentials;
 mod driver;
 pub mod metrics;

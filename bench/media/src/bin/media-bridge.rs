@@ -4,7 +4,8 @@
 //!
 //! media-bridge [LISTEN_ADDR] [opus]: with `opus` the browser side is offered Opus only
 //! (agent_codecs = [opus], as a profile with `media.agent_codecs = ["opus"]`) and every call
-//! is transcoded to and from the server side's PCMU.
+//! is transcoded to and from the server side's PCMU. MEDIA_WORKERS=N runs N media worker
+//! threads (default: the CPUs the process may use, as the daemon does).
 
 use std::time::Duration;
 
@@ -31,7 +32,12 @@ async fn main() {
     if args.get(2).map(String::as_str) == Some("opus") {
         cfg.agent_codecs = vec![AudioCodec::Opus];
     }
-    let engine = std::sync::Arc::new(MediaEngine::start(cfg).expect("media engine starts"));
+    let engine = match std::env::var("MEDIA_WORKERS").ok().and_then(|n| n.parse().ok()) {
+        Some(n) => MediaEngine::start_with_workers(cfg, n),
+        None => MediaEngine::start(cfg),
+    };
+    let engine = std::sync::Arc::new(engine.expect("media engine starts"));
+    eprintln!("media workers: {}", engine.workers());
     let listener = TcpListener::bind(&listen).await.expect("listen");
     println!("ready {}", std::process::id());
     loop {

@@ -1,0 +1,45 @@
+//! What call control and the other workers ask a media worker to do, over its bounded queue.
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::call::{MediaEvent, Side};
+use super::error::MediaError;
+use super::routes::RouteUpdate;
+use super::sdp_plain::Direction;
+use super::stats::{CallStats, Histogram};
+
+pub enum Op {
+    BrowserCreateOffer,
+    BrowserAcceptAnswer(String),
+    BrowserAnswer(String),
+    InternalCreateOffer,
+    InternalAcceptAnswer(String),
+    InternalAnswer(String),
+    SetDirection(Side, Direction),
+    Stats,
+}
+
+pub enum OpResult {
+    Sdp(String),
+    Done,
+    Stats(CallStats),
+}
+
+pub struct Created {
+    pub id: u64,
+    pub answer: Option<String>,
+    pub events: mpsc::Receiver<MediaEvent>,
+}
+
+pub enum Command {
+    /// A call admitted on this worker under `id` (see `Shared::admit`).
+    Create { id: u64, echo_offer: Option<String>, reply: oneshot::Sender<Result<Created, MediaError>> },
+    Op { id: u64, op: Op, reply: oneshot::Sender<Result<OpResult, MediaError>> },
+    Close { id: u64, reply: Option<oneshot::Sender<CallStats>> },
+    /// The worker's call count, once every command queued before has been handled.
+    Status { reply: oneshot::Sender<usize> },
+    TakeLatency { reply: oneshot::Sender<Histogram> },
+    /// The shared port's routing table changed on another worker.
+    Route(RouteUpdate),
+    Shutdown,
+}
