@@ -79,11 +79,13 @@ deb: static
 package-test: deb
     packaging/test
 
-# Build the appliance image: image/out/gatewayd.raw and gatewayd.raw.zst (see image/README.md).
+# Build the appliance image: image/out/gatewayd.raw, gatewayd.raw.zst and the update bundle
+# gatewayd_VERSION.update.tar (see image/README.md).
 image:
     image/build
 
-# Build the appliance image, boot it in qemu and check it (image/test/run).
+# Build the appliance image, boot it in qemu and check it, A/B updates and rollback included
+# (image/test/run; IMAGE_TEST_UPDATE=0 skips the updates).
 image-test: image
     image/test/run
 
