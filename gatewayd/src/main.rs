@@ -187,7 +187,8 @@ fn main() -> ExitCode {
             match runtime.block_on(daemon::run(daemon::RunOptions { profile, state_dir })) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    eprintln!("{e}");
+                    // The whole chain: "cannot start TURN: cannot listen on ...: Address in use".
+                    eprintln!("{e:#}");
                     ExitCode::FAILURE
                 }
             }

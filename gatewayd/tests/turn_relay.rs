@@ -7,6 +7,7 @@
 mod common;
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
@@ -35,8 +36,14 @@ impl Drop for Peer {
 
 /// The lab profile, with `allowed_peers` for loopback when asked.
 fn lab(allow_loopback: bool) -> Lab {
+    lab_edited(allow_loopback, |_, text| text)
+}
+
+/// The lab profile as `edit` leaves it (it gets the profile's directory to put files in).
+fn lab_edited(allow_loopback: bool, edit: impl FnOnce(&Path, String) -> String) -> Lab {
     let dir = TempDir::new("turn-relay");
-    let (mut text, ports) = lab_profile_free_ports();
+    let (text, ports) = lab_profile_free_ports();
+    let mut text = edit(dir.path(), text);
     if allow_loopback {
         text = text.replace("relay_ports = \"43000-43999\"", "relay_ports = \"43000-43999\"\nallowed_peers = [\"127.0.0.1/32\"]");
     }
@@ -102,6 +109,16 @@ fn assert_all_returned(out: &Output, what: &str) {
 
 fn metric(metrics: &str, name: &str) -> u64 {
     metrics.lines().find(|l| l.starts_with(name)).and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+#[test]
+fn a_secret_file_named_relative_to_the_profile_is_read_from_the_profile_directory() {
+    // The daemon runs in another working directory (the crate's here, / under systemd).
+    let lab = lab_edited(true, |dir, text| {
+        std::fs::write(dir.join("turn.secret"), "lab-turn-secret\n").unwrap();
+        text.replace("shared_secret = \"lab-turn-secret\"", "shared_secret_file = \"turn.secret\"")
+    });
+    assert_all_returned(&lab.uclient("udp", &["-W", "lab-turn-secret", "-u", "5001"]), "udp");
 }
 
 #[test]
