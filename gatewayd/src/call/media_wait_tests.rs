@@ -101,11 +101,7 @@ fn the_agents_cancel_while_media_is_set_up_gets_487_and_nothing_goes_upstream() 
 #[test]
 fn a_reoffer_waits_for_its_answer_a_second_gets_500_and_bye_ends_the_wait_with_487() {
     let mut h = Harness::new();
-    let out = h.upstream(SERVER, &server_invite("5001", Some(&sdp("server-offer"))));
-    let invite = to_agent(&out).into_iter().find(|m| m.starts_with("INVITE")).unwrap();
-    let out = h.agent(&agent_ok(&invite, &sdp("agent-answer")));
-    let ok = to_server(&out, SERVER).into_iter().find(|m| m.starts_with("SIP/2.0 200")).unwrap();
-    let to_tag = header(&ok, "To").split("tag=").nth(1).unwrap().to_owned();
+    let to_tag = h.inbound_call_answered();
     let in_dialog = |method: &str, cseq: u32, body: Option<&str>| {
         let body = body.map_or("Content-Length: 0\r\n\r\n".to_owned(), |b| format!("Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{b}", b.len()));
         format!("{method} sip:5001@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5080;branch=z9hG4bKrw{cseq}\r\nMax-Forwards: 70\r\nFrom: \"Customer\" <sip:+15551234@genesys>;tag=s1\r\nTo: <sip:5001@lab>;tag={to_tag}\r\nCall-ID: servercall\r\nCSeq: {cseq} {method}\r\nContact: <sip:sipp@127.0.0.1:5080>\r\n{body}")

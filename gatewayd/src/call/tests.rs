@@ -239,6 +239,16 @@ fn outbound_call_fails_over_when_the_first_server_is_unavailable() {
 }
 
 impl Harness {
+    /// The server's INVITE for 5001 answered by the agent: the call is up. Returns the To tag
+    /// the server sees, for requests inside the dialog.
+    fn inbound_call_answered(&mut self) -> String {
+        let out = self.upstream(SERVER, &server_invite("5001", Some(&sdp("server-offer"))));
+        let invite = to_agent(&out).into_iter().find(|m| m.starts_with("INVITE")).unwrap();
+        let out = self.agent(&agent_ok(&invite, &sdp("agent-answer")));
+        let ok = to_server(&out, SERVER).into_iter().find(|m| m.starts_with("SIP/2.0 200")).unwrap();
+        header(&ok, "To").split("tag=").nth(1).unwrap().to_owned()
+    }
+
     /// Lets `by` pass and runs what falls due.
     fn wait(&mut self, by: std::time::Duration) -> Vec<(Destination, String)> {
         self.now += by;
@@ -431,11 +441,7 @@ fn late_offer_puts_our_offer_in_the_200_and_takes_the_answer_from_the_ack() {
 #[test]
 fn a_reinvite_from_the_server_is_answered_without_touching_the_agent() {
     let mut h = Harness::new();
-    let out = h.upstream(SERVER, &server_invite("5001", Some(&sdp("server-offer"))));
-    let invite = to_agent(&out).into_iter().find(|m| m.starts_with("INVITE")).unwrap();
-    let out = h.agent(&agent_ok(&invite, &sdp("agent-answer")));
-    let ok = to_server(&out, SERVER).into_iter().find(|m| m.starts_with("SIP/2.0 200")).unwrap();
-    let to_tag = header(&ok, "To").split("tag=").nth(1).unwrap().to_owned();
+    let to_tag = h.inbound_call_answered();
     let hold = sdp("server-hold").replace("t=0 0\r\n", "t=0 0\r\na=sendonly\r\n");
     let reinvite = format!("INVITE sip:5001@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5080;branch=z9hG4bKre1\r\nMax-Forwards: 70\r\nFrom: \"Customer\" <sip:+15551234@genesys>;tag=s1\r\nTo: <sip:5001@lab>;tag={to_tag}\r\nCall-ID: servercall\r\nCSeq: 2 INVITE\r\nContact: <sip:sipp@127.0.0.1:5080>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{hold}", hold.len());
     let out = h.upstream(SERVER, &reinvite);
