@@ -11,7 +11,7 @@ use md5::{Digest, Md5};
 use serde::Serialize;
 use sha1::Sha1;
 
-use crate::profile::{Profile, Turn};
+use crate::profile::{LoadedProfile, Profile};
 
 /// A long-term credential key: MD5(username ":" realm ":" password).
 pub type Key = [u8; 16];
@@ -61,13 +61,16 @@ pub fn long_term_key(username: &str, realm: &str, password: &str) -> Key {
 }
 
 /// The shared secret for REST-scheme credentials: inline (lab mode) or read from
-/// `shared_secret_file` (trailing whitespace trimmed). `None` when the profile names neither.
-pub fn shared_secret(turn: &Turn) -> std::io::Result<Option<Vec<u8>>> {
+/// `shared_secret_file` (trailing whitespace trimmed; a relative path is next to the profile,
+/// whatever the daemon's working directory). `None` when the profile names neither.
+pub fn shared_secret(loaded: &LoadedProfile) -> std::io::Result<Option<Vec<u8>>> {
+    let Some(turn) = &loaded.profile.turn else { return Ok(None) };
     if let Some(inline) = &turn.shared_secret {
         return Ok(Some(inline.as_bytes().to_vec()));
     }
     let Some(path) = &turn.shared_secret_file else { return Ok(None) };
-    let text = std::fs::read(path)
+    let path = loaded.resolve(path);
+    let text = std::fs::read(&path)
         .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
     let end = text.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(0, |i| i + 1);
     Ok(Some(text[..end].to_vec()))

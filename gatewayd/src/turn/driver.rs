@@ -333,11 +333,10 @@ pub fn shared_tls(p: &LoadedProfile) -> Vec<SocketAddr> {
 }
 
 fn config_of(p: &LoadedProfile) -> Result<Option<Config>, String> {
-    let Some(turn) = &p.profile.turn else { return Ok(None) };
-    // A relative secret file sits next to the profile, whatever the daemon's working directory.
-    let mut turn = turn.clone();
-    turn.shared_secret_file = turn.shared_secret_file.map(|f| p.resolve(&f));
-    let secret = super::credentials::shared_secret(&turn).map_err(|e| format!("turn.shared_secret_file: {e}"))?;
+    if p.profile.turn.is_none() {
+        return Ok(None);
+    }
+    let secret = super::credentials::shared_secret(p).map_err(|e| format!("turn.shared_secret_file: {e}"))?;
     Ok(Config::from_profile(&p.profile, secret))
 }
 

@@ -68,9 +68,7 @@ impl std::fmt::Debug for TurnCredentials {
 impl TurnCredentials {
     pub(crate) fn from_profile(loaded: &LoadedProfile) -> Option<Self> {
         let turn = loaded.profile.turn.as_ref()?;
-        let mut turn = turn.clone();
-        turn.shared_secret_file = turn.shared_secret_file.map(|p| loaded.resolve(&p));
-        let secret = match shared_secret(&turn) {
+        let secret = match shared_secret(loaded) {
             Ok(Some(secret)) => secret,
             Ok(None) => return None,
             Err(e) => {
