@@ -14,19 +14,42 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
-  CALL_ENDED, ROOT, chromiumMissing, gatewayMissing, launchBrowser, openPhone, startGateway,
+  CALL_ENDED, ROOT, capturePeerConnections, chromiumMissing, gatewayMissing, launchBrowser, openPhone, startGateway,
   waitFor, waitForCallState, waitForRegState, writeToneWav,
 } from './lib.mjs';
 import { RtpPeer, sippMissing, startSipp } from './sip-server.mjs';
 
 const ADMIN = 'http://127.0.0.1:9090';
-// The lab profile's media ports: the browser side, and the SIP server side.
-const PUBLIC_PORTS = [40000, 40999];
+// The lab profile's SIP server side media ports (RTP and RTCP).
 const INTERNAL_PORTS = [41000, 42999];
 const inRange = (addr, [lo, hi]) => {
   const port = Number(addr.split(':').pop());
   return port >= lo && port <= hi;
 };
+
+/**
+ * The gateway's end of the page's media path, "ip:port", from the selected ICE pair. Legs are
+ * told apart by exact addresses: on loopback the browser's and the media peer's ephemeral ports
+ * can fall inside the gateway's own port ranges.
+ */
+function gatewayMediaAddress(page) {
+  return waitFor(() => page.evaluate(async () => {
+    const pc = window.__peerConnections?.at(-1);
+    if (!pc) return null;
+    const stats = new Map();
+    (await pc.getStats()).forEach((s) => stats.set(s.id, s));
+    for (const t of stats.values()) {
+      if (t.type !== 'transport' || !t.selectedCandidatePairId) continue;
+      const remote = stats.get(stats.get(t.selectedCandidatePairId)?.remoteCandidateId);
+      if (remote?.port) return `${remote.address ?? remote.ip}:${remote.port}`;
+    }
+    return null;
+  }), { what: 'the selected ICE pair of the page' });
+}
+/** A leg seen from the gateway whose own end there is exactly `addr`. */
+const gatewayAt = (addr) => ({ gateway: (a) => a === addr, far: (a) => a !== addr });
+/** A leg seen from the gateway towards a far end at exactly `addr`. */
+const towards = (addr) => ({ gateway: (a) => a !== addr, far: (a) => a === addr });
 
 /** One HEP3 packet's chunks of vendor 0 (the generic ones), or null if it is not HEP3. */
 export function decodeHep(buf) {
@@ -105,14 +128,17 @@ describe('RTCP as HEP, and capture switched per agent and per call', { skip: chr
     const calls = await (await fetch(`${ADMIN}/calls`)).json();
     return calls.find((c) => c.dn === dn && c.answered_ms) ?? null;
   }, { what: `the call of ${dn} in GET /calls` });
-  /** Registers `dn` and dials the echo number; resolves to the page and the call's Call-ID. */
+  /**
+   * Registers `dn` and dials the echo number; resolves to the page, the call's Call-ID and
+   * the browser leg as the gateway sees it.
+   */
   async function echoCall(dn) {
-    const phone = await openPhone(browser, gateway.url, dn, `pass${dn}`);
+    const phone = await openPhone(browser, gateway.url, dn, `pass${dn}`, { beforeLoad: capturePeerConnections });
     await waitForRegState(phone.page, 'Registered', { timeout: 15_000 });
     await phone.page.click('#echo-test');
     await waitForCallState(phone.page, 'In call', { timeout: 15_000, failOn: CALL_ENDED });
     const call = await callOf(dn);
-    return { ...phone, callId: call.agent_call_id };
+    return { ...phone, callId: call.agent_call_id, leg: gatewayAt(await gatewayMediaAddress(phone.page)) };
   }
   async function hangUp(phone) {
     await phone.page.click('#hangup');
@@ -120,14 +146,13 @@ describe('RTCP as HEP, and capture switched per agent and per call', { skip: chr
     await phone.context.close();
   }
   /**
-   * Waits until the leg of `cid` whose gateway side uses `ports` has RTCP both ways since
-   * `since` between the same two addresses; resolves to one report each way.
+   * Waits until `leg` (gatewayAt or towards) of `cid` has RTCP both ways since `since` between
+   * the same two addresses; resolves to one report each way, as the gateway sent and received.
    */
-  const bothWays = (cid, ports, what, since = 0) => waitFor(() => {
-    const leg = rtcpOf(cid, since);
-    const received = leg.filter((p) => inRange(p.dst, ports));
-    for (const sent of leg.filter((p) => inRange(p.src, ports))) {
-      const back = received.find((r) => r.src === sent.dst && r.dst === sent.src);
+  const bothWays = (cid, leg, what, since = 0) => waitFor(() => {
+    const reports = rtcpOf(cid, since);
+    for (const sent of reports.filter((p) => leg.gateway(p.src) && leg.far(p.dst))) {
+      const back = reports.find((r) => r.src === sent.dst && r.dst === sent.src);
       if (back) return { sent, received: back };
     }
     return null;
@@ -135,7 +160,7 @@ describe('RTCP as HEP, and capture switched per agent and per call', { skip: chr
 
   test('an echo call: the browser leg\'s decrypted RTCP both ways, as heplify JSON tied to the call', async () => {
     const phone = await echoCall('5006');
-    const { sent, received } = await bothWays(phone.callId, PUBLIC_PORTS, `RTCP both ways on the echo call ${phone.callId}`);
+    const { sent, received } = await bothWays(phone.callId, phone.leg, `RTCP both ways on the echo call ${phone.callId}`);
     // The gateway's report goes back to where the browser's came from (one ICE pair).
     assert.equal(sent.src, received.dst);
     for (const p of [sent, received]) {
@@ -149,8 +174,8 @@ describe('RTCP as HEP, and capture switched per agent and per call', { skip: chr
     assert.notEqual(json(sent).ssrc, json(received).ssrc);
     await waitFor(() => {
       const leg = rtcpOf(phone.callId);
-      const ours = new Set(leg.filter((p) => inRange(p.src, PUBLIC_PORTS)).map((p) => json(p).ssrc));
-      return leg.some((p) => inRange(p.dst, PUBLIC_PORTS) && json(p).report_blocks.some((b) => ours.has(b.source_ssrc)));
+      const ours = new Set(leg.filter((p) => phone.leg.gateway(p.src)).map((p) => json(p).ssrc));
+      return leg.some((p) => phone.leg.gateway(p.dst) && json(p).report_blocks.some((b) => ours.has(b.source_ssrc)));
     }, { timeout: 20_000, what: 'a browser report about the gateway\'s stream', describe: describeRtcp });
     await hangUp(phone);
     // The quality summary at the end carries the same correlation id.
@@ -159,7 +184,7 @@ describe('RTCP as HEP, and capture switched per agent and per call', { skip: chr
 
   test('an inbound call from sipp: RTCP of the internal leg both ways and of the browser leg, all with the server\'s Call-ID', async () => {
     const dn = '5008';
-    const phone = await openPhone(browser, gateway.url, dn, `pass${dn}`);
+    const phone = await openPhone(browser, gateway.url, dn, `pass${dn}`, { beforeLoad: capturePeerConnections });
     await waitForRegState(phone.page, 'Registered', { timeout: 15_000 });
     const peer = await RtpPeer.start({ telephoneEvent: 96, rtcp: true });
     const callId = `hep-rtcp-${Date.now()}-1`;
@@ -172,8 +197,8 @@ describe('RTCP as HEP, and capture switched per agent and per call', { skip: chr
       const call = await callOf(dn);
       assert.equal(call.upstream_call_id, callId);
       // The internal leg: the server's reports arrive at our RTCP port (RTP + 1), ours leave it.
-      const internal = await bothWays(callId, INTERNAL_PORTS, 'RTCP both ways on the internal leg');
-      assert.equal(internal.received.src, `127.0.0.1:${peer.port}`);
+      const internal = await bothWays(callId, towards(`127.0.0.1:${peer.port}`), 'RTCP both ways on the internal leg');
+      assert.ok(inRange(internal.received.dst, INTERNAL_PORTS), `the internal side's ports: ${internal.received.dst}`);
       assert.equal(Number(internal.received.dst.split(':')[1]) % 2, 1, 'the odd port of the pair');
       const theirs = json(internal.received);
       assert.equal(theirs.type, 201);
@@ -183,7 +208,7 @@ describe('RTCP as HEP, and capture switched per agent and per call', { skip: chr
       assert.equal(ours.type, 200, 'the gateway\'s sender report');
       assert.ok(ours.sender_information.packets > 0);
       // The browser leg of the same call is tied to the server's Call-ID too.
-      await bothWays(callId, PUBLIC_PORTS, 'RTCP both ways on the browser leg of the inbound call');
+      await bothWays(callId, gatewayAt(await gatewayMediaAddress(phone.page)), 'RTCP both ways on the browser leg of the inbound call');
       assert.ok(!collector.packets.some((p) => isRtcp(p) && p.cid === call.agent_call_id), 'the agent leg\'s Call-ID is not a correlation id of its own');
       assert.ok(peer.reportsSent > 0);
       await hangUp(phone);
@@ -202,14 +227,14 @@ describe('RTCP as HEP, and capture switched per agent and per call', { skip: chr
     try {
       const b = await echoCall('5007');
       const a = await echoCall('5009');
-      await bothWays(b.callId, PUBLIC_PORTS, 'RTCP of the selected agent\'s call');
+      await bothWays(b.callId, b.leg, 'RTCP of the selected agent\'s call');
       const ofA = (since = 0) => collector.packets.filter((p) => p.cid === a.callId && p.at > since);
       assert.equal(ofA().length, 0, 'nothing of a call not selected, SIP included');
 
       // Selected by Call-ID while it runs: its RTCP follows.
       assert.equal((await put(`/capture/calls/${encodeURIComponent(a.callId)}`)).status, 200);
       const selectedAt = Date.now();
-      await bothWays(a.callId, PUBLIC_PORTS, 'RTCP of the call selected by Call-ID', selectedAt);
+      await bothWays(a.callId, a.leg, 'RTCP of the call selected by Call-ID', selectedAt);
 
       // Deselected: nothing seen after that goes out, while the agent's call goes on.
       assert.equal((await del(`/capture/calls/${encodeURIComponent(a.callId)}`)).status, 200);
@@ -235,8 +260,8 @@ describe('RTCP as HEP, and capture switched per agent and per call', { skip: chr
       // Mode all: both flow again, whatever is selected.
       assert.equal((await put('/capture/mode/all')).status, 200);
       const allAt = Date.now();
-      await bothWays(b.callId, PUBLIC_PORTS, 'RTCP of the agent\'s call in mode all', allAt);
-      await bothWays(a.callId, PUBLIC_PORTS, 'RTCP of the other call in mode all', allAt);
+      await bothWays(b.callId, b.leg, 'RTCP of the agent\'s call in mode all', allAt);
+      await bothWays(a.callId, a.leg, 'RTCP of the other call in mode all', allAt);
       await hangUp(a);
       await hangUp(b);
     } finally {
