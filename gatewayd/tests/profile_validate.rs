@@ -38,6 +38,23 @@ fn broken_profiles_get_their_exact_messages() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// The boot script runs only `system render`: an invalid profile must come out of it with the
+/// same diagnostics as `validate` and its own exit status (65), a profile that validates with 0.
+#[test]
+fn system_render_validates_with_the_same_diagnostics_and_its_own_status() {
+    let broken = "tests/profiles/broken/duplicate-dn.toml";
+    let out_dir = std::env::temp_dir().join(format!("gatewayd-render-{}", std::process::id()));
+    let out = out_dir.to_str().unwrap();
+    let validate = gatewayd().args(["validate", broken]).output().unwrap();
+    let render = gatewayd().args(["system", "render", "--profile", broken, "--out", out]).output().unwrap();
+    assert_eq!(render.status.code(), Some(65), "{}", String::from_utf8_lossy(&render.stderr));
+    assert_eq!(String::from_utf8_lossy(&render.stderr), String::from_utf8_lossy(&validate.stdout));
+    assert!(!out_dir.exists(), "nothing written for an invalid profile");
+    let render = gatewayd().args(["system", "render", "--profile", "profiles/lab.toml", "--out", out]).output().unwrap();
+    let _ = std::fs::remove_dir_all(&out_dir);
+    assert_eq!(render.status.code(), Some(0), "{}", String::from_utf8_lossy(&render.stderr));
+}
+
 #[test]
 fn validate_reports_every_file_and_fails_if_any_is_invalid() {
     let out = gatewayd().args(["validate", "profiles/lab.toml", "tests/profiles/broken/duplicate-dn.toml"]).output().unwrap();

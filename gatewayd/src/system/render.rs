@@ -41,13 +41,19 @@ impl Default for Invocation {
 /// Output files: each path relative to the output directory, and its content.
 pub type Rendered = Vec<(String, String)>;
 
-/// `gatewayd system render`: loads (and so validates) the profile, then writes the files.
+/// Exit status of `system render` for a profile that does not validate (EX_DATAERR), so the
+/// boot script tells "the profile is invalid" from "its settings cannot be written" without
+/// running `validate` first.
+pub const EXIT_INVALID_PROFILE: u8 = 65;
+
+/// `gatewayd system render`: loads (and so validates, with the diagnostics `validate` prints)
+/// the profile, then writes the files.
 pub fn cli_render(profile_path: &Path, out: &Path) -> ExitCode {
     let loaded = match crate::profile::load(profile_path) {
         Ok(l) => l,
         Err(diagnostics) => {
-            eprint!("{diagnostics}");
-            return ExitCode::FAILURE;
+            eprintln!("{diagnostics}");
+            return ExitCode::from(EXIT_INVALID_PROFILE);
         }
     };
     let base = std::path::absolute(&loaded.dir).unwrap_or_else(|_| loaded.dir.clone());
