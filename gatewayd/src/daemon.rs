@@ -29,7 +29,10 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let mut hangup = signal(SignalKind::hangup())?;
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
-    let loaded = profile::load(&opts.profile).map_err(|d| anyhow::anyhow!("{d}"))?;
+    let loaded = match profile::load(&opts.profile) {
+        Ok(loaded) => loaded,
+        Err(diagnostics) => invalid_at_start(&opts, diagnostics)?,
+    };
     // One crypto library for TLS, DTLS and SRTP: aws-lc-rs, the media stack's. A library that
     // builds its own TLS client (the ACME client's HTTPS) takes the process default.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
@@ -48,7 +51,14 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let state_dir = system::state_dir(opts.state_dir.as_deref(), &loaded.dir, loaded.profile.site.state_dir.as_deref());
     std::fs::create_dir_all(&state_dir).with_context(|| format!("cannot create the state directory {}", state_dir.display()))?;
     let last_good = LastGoodStore::in_dir(&state_dir);
-    let loaded = choose_profile(&opts, loaded, &last_good);
+    let loaded = if loaded.fallback.is_some() { loaded } else { choose_profile(&opts, loaded, &last_good) };
+    if let Some(f) = &loaded.fallback {
+        tracing::error!(
+            profile = %opts.profile.display(), failed_sha256 = %f.failed_sha256, failed_starts = f.failed_starts, last_good_sha256 = %loaded.sha256,
+            "the profile failed to reach READY {} times: running the LAST GOOD profile; fix the profile and restart or reload",
+            f.failed_starts
+        );
+    }
 
     let firewall = Arc::new(Firewall::new());
     let bans = Arc::new(BanService::new(&loaded.profile, firewall.clone(), Some(BanStore::in_dir(&state_dir))));
@@ -214,15 +224,8 @@ fn choose_profile(opts: &RunOptions, loaded: LoadedProfile, store: &LastGoodStor
     let mut choice = last_good::choose(record.as_ref(), &loaded.sha256, good_sha.as_deref());
     // The last good profile is parsed only when it is wanted, not on every start.
     if let (Choice::LastGood { failed_sha256, failed_starts }, Some(text)) = (&choice, good_text.as_deref()) {
-        match profile::load_str(&opts.profile, text, std::env::vars()) {
-            Ok(mut good) => {
-                tracing::error!(
-                    profile = %opts.profile.display(), failed_sha256 = %failed_sha256, failed_starts, last_good_sha256 = %good.sha256,
-                    "the profile failed to reach READY {failed_starts} times: running the LAST GOOD profile; fix the profile and restart or reload"
-                );
-                good.fallback = Some(profile::ProfileFallback { failed_sha256: failed_sha256.clone(), failed_starts: *failed_starts });
-                return good;
-            }
+        match load_last_good(opts, text, failed_sha256, *failed_starts) {
+            Ok(good) => return good,
             Err(d) => {
                 tracing::warn!(problems = %d, "the last good profile no longer validates; it cannot be fallen back to");
                 choice = last_good::choose(record.as_ref(), &loaded.sha256, None);
@@ -235,6 +238,40 @@ fn choose_profile(opts: &RunOptions, loaded: LoadedProfile, store: &LastGoodStor
         }
     }
     loaded
+}
+
+/// The operator's profile does not load at start. One that validated when the box booted can
+/// still fail here (a file the daemon's user may not read), so this counts as a start of that
+/// profile that did not reach READY, and after too many of them the last good one runs. Without
+/// a loaded profile the state directory is the flag's or systemd's StateDirectory= (a profile's
+/// own `site.state_dir` is unknown here). Errors with the diagnostics when nothing can run.
+fn invalid_at_start(opts: &RunOptions, diagnostics: profile::Diagnostics) -> anyhow::Result<LoadedProfile> {
+    let invalid = || anyhow::anyhow!("{diagnostics}");
+    let Ok(text) = std::fs::read_to_string(&opts.profile) else { return Err(invalid()) };
+    let profile_dir = opts.profile.parent().unwrap_or(std::path::Path::new("."));
+    let store = LastGoodStore::in_dir(&system::state_dir(opts.state_dir.as_deref(), profile_dir, None));
+    let record = store.record();
+    let good_text = store.last_good();
+    let good_sha = good_text.as_deref().map(profile::text_sha256);
+    match (last_good::choose(record.as_ref(), &profile::text_sha256(&text), good_sha.as_deref()), good_text) {
+        (Choice::LastGood { failed_sha256, failed_starts }, Some(good)) => {
+            load_last_good(opts, &good, &failed_sha256, failed_starts).map_err(|_| invalid())
+        }
+        (Choice::Current { record }, _) => {
+            // Best effort: a start that cannot be recorded only delays the fallback.
+            let _ = store.set_record(&record);
+            Err(invalid())
+        }
+        (Choice::LastGood { .. }, None) => Err(invalid()),
+    }
+}
+
+/// The last good profile's text, loaded as if it were the operator's file and marked as the
+/// fallback from the profile that failed.
+fn load_last_good(opts: &RunOptions, text: &str, failed_sha256: &str, failed_starts: u32) -> Result<LoadedProfile, profile::Diagnostics> {
+    let mut good = profile::load_str(&opts.profile, text, std::env::vars())?;
+    good.fallback = Some(profile::ProfileFallback { failed_sha256: failed_sha256.to_owned(), failed_starts });
+    Ok(good)
 }
 
 /// A profile in service (READY, or a reload applied) becomes the last good one: the file's text,

@@ -1,7 +1,8 @@
 //! The last known good profile, with the test as the supervisor (systemd's `Restart=` on the
 //! appliance): a profile that validates but cannot start (its admin port is taken) fails three
 //! starts; the fourth runs the last profile that reached READY and says so in the log and
-//! `/health`; a fixed profile is tried again at once and becomes the new last good one.
+//! `/health`; a fixed profile is tried again at once and becomes the new last good one. A
+//! profile that does not load at start counts the same way.
 //! Loopback only.
 
 mod common;
@@ -71,4 +72,38 @@ fn a_profile_that_keeps_failing_to_start_gives_way_to_the_last_good_one() {
     gw.stop();
     assert_eq!(std::fs::read_to_string(state.join("last-good-profile.toml")).unwrap(), fixed);
     drop(taken);
+}
+
+/// A profile that does not even load when the daemon starts (on the box: validated by root at
+/// boot, unreadable for the daemon's user) is a failed start too: each of the first three ends
+/// with its diagnostics, the fourth runs the last good profile.
+#[test]
+fn a_profile_that_does_not_load_at_start_gives_way_to_the_last_good_one() {
+    let dir = TempDir::new("last-good-invalid");
+    let (good, ports) = lab_profile_free_ports();
+    let admin = ports[&9090];
+    let profile = dir.path().join("profile.toml");
+    let state = dir.path().join("state");
+
+    std::fs::write(&profile, &good).unwrap();
+    let mut gw = Gateway::start(&profile, &state, &[]);
+    gw.wait_for_log("gatewayd ready", Duration::from_secs(30));
+    gw.stop();
+
+    let broken = format!("{good}\n[web]\nhttps = \"broken\"\n");
+    std::fs::write(&profile, &broken).unwrap();
+    for start in 1..=3 {
+        let mut gw = Gateway::start(&profile, &state, &[]);
+        let code = gw.wait_exit(Duration::from_secs(30));
+        assert_ne!(code, Some(0), "start {start} must fail");
+        assert!(gw.drain_log().iter().any(|l| l.contains("profile.toml:")), "start {start} gives the diagnostics: {:?}", gw.seen);
+    }
+    let mut gw = Gateway::start(&profile, &state, &[]);
+    let said = gw.wait_for_log("LAST GOOD profile", Duration::from_secs(30));
+    assert!(said.contains(&sha256_hex(broken.as_bytes())) && said.contains("3 times"), "{said}");
+    gw.wait_for_log("gatewayd ready", Duration::from_secs(30));
+    let h = health(admin);
+    assert_eq!(h["profile_sha256"], sha256_hex(good.as_bytes()), "{h}");
+    assert_eq!(h["profile_fallback"]["failed_sha256"], sha256_hex(broken.as_bytes()), "{h}");
+    gw.stop();
 }
