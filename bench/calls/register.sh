@@ -11,7 +11,8 @@
 # client at the window's edges), per REGISTER completed in it. Server on CPU 0.
 #
 #   bench/calls/register.sh [RATE=2000] [SECONDS=20] [AGENTS=200]
-#   TARGETS="gatewayd kamailio" MODES="reuse fresh" PORT_BASE=29000 GATEWAYD=path PERF=1
+#   TARGETS="gatewayd kamailio" MODES="reuse fresh" PORT_BASE=29000 PERF=1
+#   GATEWAYD=path COMMIT=abc1234 (another build, and the commit it was built from)
 #
 # Files land in bench/out/register/<stamp>/; one JSON line per target and mode goes to stdout
 # and to bench/out/register/results.jsonl. PERF=1 records `perf record -g` of the server in
@@ -88,7 +89,7 @@ run_target() {
       *) echo "$target $mode: the client gave no result (see $RUN/$target-$mode.err)" >&2; line='{"failed":true}' ;;
     esac
     if [ -n "$perf" ]; then kill -INT "$perf"; wait "$perf" 2> /dev/null || true; fi
-    line=$(printf '{"target":"%s","commit":"%s","load":"%s",%s' "$target" "$(git -C "$ROOT" rev-parse --short HEAD)" \
+    line=$(printf '{"target":"%s","commit":"%s","load":"%s",%s' "$target" "${COMMIT:-$(git -C "$ROOT" rev-parse --short HEAD)}" \
       "$(cut -d' ' -f1-3 /proc/loadavg)" "${line#\{}")
     echo "$line" | tee -a "$OUTROOT/results.jsonl" "$RUN/results.jsonl"
   done
