@@ -37,7 +37,7 @@ schema:
     cargo run --quiet -- schema --markdown > docs/profile-reference.md
 
 # Every benchmark against its anchor (installed from Debian first); figures go to bench/RESULTS.md.
-bench: bench-setup bench-media bench-bans bench-calls bench-turn
+bench: bench-setup bench-media bench-bans bench-calls bench-register bench-turn
 
 # The anchors: rtpengine, Kamailio, fail2ban, perf.
 bench-setup:
@@ -112,3 +112,7 @@ attack: build
 # its seeds and a few hundred mutations of them, about a second in all.
 fuzz-smoke:
     cargo test -p gatewayd --lib fuzz::
+
+# REGISTER with digest over WSS at RATE/s (nonce reuse and fresh challenges), against Kamailio.
+bench-register rate="2000" seconds="20" agents="200":
+    bench/calls/register.sh {{rate}} {{seconds}} {{agents}}

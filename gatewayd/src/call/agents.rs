@@ -268,7 +268,7 @@ impl AgentEdge {
     /// when the request may proceed.
     fn authenticate(&mut self, conn: ConnId, peer: SocketAddr, request: &Request, now: Instant, now_ms: u64, rng: &mut impl Rng) -> Option<String> {
         let credentials = &self.config.credentials;
-        let verdict = self.digest.verify_request(request, now_ms, |user| credentials.get(user).cloned());
+        let verdict = self.digest.verify_request(request, now_ms, |user| credentials.get(user));
         if let Some(failure) = verdict.failure() {
             // Only DNs of the profile get a history: made-up names must not grow it.
             if credentials.contains_key(&failure.user) {

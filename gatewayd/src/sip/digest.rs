@@ -124,7 +124,8 @@ impl AuthParams {
         if !scheme.eq_ignore_ascii_case("Digest") {
             return Err(DigestError::NotDigest);
         }
-        let mut params = Vec::new();
+        // Credentials carry ten or so parameters.
+        let mut params = Vec::with_capacity(12);
         loop {
             rest = rest.trim_start_matches([' ', '\t', ',']);
             if rest.is_empty() {
@@ -166,6 +167,12 @@ impl AuthParams {
 
 /// Reads a quoted-string body (after the opening quote), honouring backslash escapes.
 fn read_quoted(input: &str) -> Result<(String, &str), DigestError> {
+    // Nonces, responses and URIs carry no escapes: one copy up to the closing quote.
+    if let Some(end) = input.find(['"', '\\']) {
+        if input.as_bytes()[end] == b'"' {
+            return Ok((input[..end].to_owned(), &input[end + 1..]));
+        }
+    }
     let mut out = String::new();
     let mut chars = input.char_indices();
     while let Some((i, c)) = chars.next() {

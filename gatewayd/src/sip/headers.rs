@@ -9,23 +9,32 @@
 use rsip::headers::UntypedHeader;
 use rsip::{Header, Headers};
 
-/// Splits `value` at `separator` where it is outside quoted strings and `<...>`.
+/// Splits `value` at `separator` (an ASCII character) where it is outside quoted strings and
+/// `<...>`.
 pub fn split_outside_quotes(value: &str, separator: char) -> Vec<&str> {
     let mut in_quotes = false;
     let mut in_angle = false;
     let mut escaped = false;
     let mut start = 0;
     let mut parts = Vec::new();
-    for (i, c) in value.char_indices() {
-        match c {
+    // Every byte that matters is ASCII, and in UTF-8 an ASCII byte is always a character of
+    // its own, so bytes are walked instead of decoded characters.
+    let Ok(sep) = u8::try_from(separator) else {
+        return vec![value];
+    };
+    if !sep.is_ascii() {
+        return vec![value];
+    }
+    for (i, &b) in value.as_bytes().iter().enumerate() {
+        match b {
             _ if escaped => escaped = false,
-            '\\' if in_quotes => escaped = true,
-            '"' => in_quotes = !in_quotes,
-            '<' if !in_quotes => in_angle = true,
-            '>' if !in_quotes => in_angle = false,
-            c if c == separator && !in_quotes && !in_angle => {
+            b'\\' if in_quotes => escaped = true,
+            b'"' => in_quotes = !in_quotes,
+            b'<' if !in_quotes => in_angle = true,
+            b'>' if !in_quotes => in_angle = false,
+            b if b == sep && !in_quotes && !in_angle => {
                 parts.push(&value[start..i]);
-                start = i + c.len_utf8();
+                start = i + 1;
             }
             _ => {}
         }

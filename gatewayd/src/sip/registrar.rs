@@ -245,10 +245,18 @@ impl Registrar {
         let default =
             parse_expires(request_expires.as_deref())?.unwrap_or(self.policy.default_expires);
         let mut granted = Vec::new();
+        // A refresh names the contacts this connection's binding already holds: they passed
+        // the check below when first bound, and it costs a whole message parse each time.
+        let bound: &[String] = self
+            .bindings
+            .get(&dn)
+            .and_then(|list| list.iter().find(|b| b.conn == conn))
+            .map_or(&[], |b| &b.contacts);
         for contact in &contacts {
+            let stripped = strip_expires(contact);
             // Call control sends the agent's INVITEs to this URI: it must be one a request
             // line can carry.
-            if !usable_contact(contact) {
+            if !bound.contains(&stripped) && !usable_contact(contact) {
                 return Err(RegisterError::BadContact);
             }
             let requested =
@@ -260,10 +268,7 @@ impl Registrar {
                 });
             }
             if requested != 0 {
-                granted.push((
-                    strip_expires(contact),
-                    requested.min(self.policy.max_expires),
-                ));
+                granted.push((stripped, requested.min(self.policy.max_expires)));
             }
         }
         self.check_order(&dn, conn, &call_id, cseq)?;

@@ -120,12 +120,19 @@ async fn run(mut ws: yawc::HttpWebSocket, info: SessionInfo, shared: Arc<Shared>
     }
     let mut last_heard = Instant::now();
     let mut pinged = false;
+    // One timer for the session, moved only when it fires early: a new timer per frame would
+    // be inserted into and removed from the runtime's wheel twice per request.
+    let check = tokio::time::sleep_until(last_heard + PING_AFTER);
+    tokio::pin!(check);
     let reason = loop {
-        let next_check = last_heard + if pinged { IDLE_LIMIT } else { PING_AFTER };
         tokio::select! {
             frame = ws.next_frame() => match frame {
                 Ok(frame) => {
                     last_heard = Instant::now();
+                    if pinged {
+                        // The timer waits for the idle limit; the next ping is due sooner.
+                        check.as_mut().reset(last_heard + PING_AFTER);
+                    }
                     pinged = false;
                     match frame.opcode() {
                         OpCode::Text | OpCode::Binary => {
@@ -160,11 +167,18 @@ async fn run(mut ws: yawc::HttpWebSocket, info: SessionInfo, shared: Arc<Shared>
                     break "released";
                 }
             },
-            () = tokio::time::sleep_until(next_check) => {
+            () = &mut check => {
+                let due = last_heard + if pinged { IDLE_LIMIT } else { PING_AFTER };
+                if Instant::now() < due {
+                    // Heard from since it was set: not idle yet.
+                    check.as_mut().reset(due);
+                    continue;
+                }
                 if pinged {
                     break "idle";
                 }
                 pinged = true;
+                check.as_mut().reset(last_heard + IDLE_LIMIT);
                 if ws.send(Frame::ping("")).await.is_err() {
                     break "write error";
                 }

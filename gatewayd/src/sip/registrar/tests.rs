@@ -463,3 +463,20 @@ fn a_contact_uri_a_request_line_cannot_carry_is_refused() {
     let response = registrar.handle_register(&register("5001", CONTACT, None, 1), "5001", A, Instant::now(), "t");
     assert_eq!(response.status_code.code(), 200);
 }
+
+#[test]
+fn a_refresh_with_a_new_contact_is_checked_again() {
+    let mut registrar = Registrar::default();
+    let now = Instant::now();
+    let response = registrar.handle_register(&register("5001", CONTACT, None, 1), "5001", A, now, "t");
+    assert_eq!(response.status_code.code(), 200);
+    // The bound contact again, with another expires: a refresh.
+    let refresh = CONTACT.replace("expires=600", "expires=300");
+    let response = registrar.handle_register(&register("5001", &refresh, None, 2), "5001", A, now, "t");
+    assert_eq!(response.status_code.code(), 200);
+    // A contact the binding does not hold yet is checked like a first one.
+    let bad = "<sip:abc@a.invalid;tran sport=ws>";
+    let response = registrar.handle_register(&register("5001", bad, None, 3), "5001", A, now, "t");
+    assert_eq!(response.status_code.code(), 400);
+    assert_eq!(registrar.bindings_of("5001")[0].contacts, vec![strip_expires(CONTACT)]);
+}
