@@ -218,10 +218,7 @@ async fn reload(
 /// The operator's profile, or the last good one when the operator's has failed to reach READY
 /// too many times (`system::last_good`). Relative paths resolve as for the operator's file.
 fn choose_profile(opts: &RunOptions, loaded: LoadedProfile, store: &LastGoodStore) -> LoadedProfile {
-    let record = store.record();
-    let good_text = store.last_good();
-    let good_sha = good_text.as_deref().map(profile::text_sha256);
-    let mut choice = last_good::choose(record.as_ref(), &loaded.sha256, good_sha.as_deref());
+    let (record, good_text, mut choice) = start_choice(store, &loaded.sha256);
     // The last good profile is parsed only when it is wanted, not on every start.
     if let (Choice::LastGood { failed_sha256, failed_starts }, Some(text)) = (&choice, good_text.as_deref()) {
         match load_last_good(opts, text, failed_sha256, *failed_starts) {
@@ -250,10 +247,8 @@ fn invalid_at_start(opts: &RunOptions, diagnostics: profile::Diagnostics) -> any
     let Ok(text) = std::fs::read_to_string(&opts.profile) else { return Err(invalid()) };
     let profile_dir = opts.profile.parent().unwrap_or(std::path::Path::new("."));
     let store = LastGoodStore::in_dir(&system::state_dir(opts.state_dir.as_deref(), profile_dir, None));
-    let record = store.record();
-    let good_text = store.last_good();
-    let good_sha = good_text.as_deref().map(profile::text_sha256);
-    match (last_good::choose(record.as_ref(), &profile::text_sha256(&text), good_sha.as_deref()), good_text) {
+    let (_, good_text, choice) = start_choice(&store, &profile::text_sha256(&text));
+    match (choice, good_text) {
         (Choice::LastGood { failed_sha256, failed_starts }, Some(good)) => {
             load_last_good(opts, &good, &failed_sha256, failed_starts).map_err(|_| invalid())
         }
@@ -262,8 +257,19 @@ fn invalid_at_start(opts: &RunOptions, diagnostics: profile::Diagnostics) -> any
             let _ = store.set_record(&record);
             Err(invalid())
         }
+        // `choose` falls back only to a last good profile that exists.
         (Choice::LastGood { .. }, None) => Err(invalid()),
     }
+}
+
+/// The store's record of earlier starts, the last good profile's text, and what a start of the
+/// profile with `sha256` runs according to them.
+fn start_choice(store: &LastGoodStore, sha256: &str) -> (Option<last_good::StartRecord>, Option<String>, Choice) {
+    let record = store.record();
+    let good_text = store.last_good();
+    let good_sha = good_text.as_deref().map(profile::text_sha256);
+    let choice = last_good::choose(record.as_ref(), sha256, good_sha.as_deref());
+    (record, good_text, choice)
 }
 
 /// The last good profile's text, loaded as if it were the operator's file and marked as the

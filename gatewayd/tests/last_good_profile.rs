@@ -17,6 +17,26 @@ fn health(admin: u16) -> Value {
     eventually("GET /health", Duration::from_secs(10), || serde_json::from_str(&http_get(admin, "/health")?).ok())
 }
 
+/// With `broken` in `profile`: three starts end before READY, each logging `failure`; the fourth
+/// runs `good` and says so in the log and `/health`.
+fn fails_three_starts_then_falls_back(profile: &std::path::Path, state: &std::path::Path, failure: &str, good: &str, broken: &str, admin: u16) {
+    for start in 1..=3 {
+        let mut gw = Gateway::start(profile, state, &[]);
+        let code = gw.wait_exit(Duration::from_secs(30));
+        assert_ne!(code, Some(0), "start {start} must fail");
+        assert!(gw.drain_log().iter().any(|l| l.contains(failure)), "start {start}: {:?}", gw.seen);
+    }
+    let mut gw = Gateway::start(profile, state, &[]);
+    let said = gw.wait_for_log("LAST GOOD profile", Duration::from_secs(30));
+    assert!(said.contains(&sha256_hex(broken.as_bytes())) && said.contains("3 times"), "{said}");
+    gw.wait_for_log("gatewayd ready", Duration::from_secs(30));
+    let h = health(admin);
+    assert_eq!(h["profile_sha256"], sha256_hex(good.as_bytes()), "{h}");
+    assert_eq!(h["profile_fallback"]["failed_sha256"], sha256_hex(broken.as_bytes()), "{h}");
+    assert_eq!(h["profile_fallback"]["failed_starts"], 3, "{h}");
+    gw.stop();
+}
+
 #[test]
 fn a_profile_that_keeps_failing_to_start_gives_way_to_the_last_good_one() {
     let dir = TempDir::new("last-good");
@@ -40,22 +60,7 @@ fn a_profile_that_keeps_failing_to_start_gives_way_to_the_last_good_one() {
     assert_ne!(broken, good);
     std::fs::write(&profile, &broken).unwrap();
     assert!(common::gatewayd().arg("validate").arg(&profile).status().unwrap().success(), "the new profile validates");
-    for start in 1..=3 {
-        let mut gw = Gateway::start(&profile, &state, &[]);
-        let code = gw.wait_exit(Duration::from_secs(30));
-        assert_ne!(code, Some(0), "start {start} must fail");
-        assert!(gw.drain_log().iter().any(|l| l.contains("cannot listen on observe.admin")), "start {start}: {:?}", gw.seen);
-    }
-
-    let mut gw = Gateway::start(&profile, &state, &[]);
-    let said = gw.wait_for_log("LAST GOOD profile", Duration::from_secs(30));
-    assert!(said.contains(&sha256_hex(broken.as_bytes())) && said.contains("3 times"), "{said}");
-    gw.wait_for_log("gatewayd ready", Duration::from_secs(30));
-    let h = health(admin);
-    assert_eq!(h["profile_sha256"], sha256_hex(good.as_bytes()), "{h}");
-    assert_eq!(h["profile_fallback"]["failed_sha256"], sha256_hex(broken.as_bytes()), "{h}");
-    assert_eq!(h["profile_fallback"]["failed_starts"], 3, "{h}");
-    gw.stop();
+    fails_three_starts_then_falls_back(&profile, &state, "cannot listen on observe.admin", &good, &broken, admin);
     // The last good profile stays what it was: the fallback is not a new good one.
     assert_eq!(std::fs::read_to_string(state.join("last-good-profile.toml")).unwrap(), good);
 
@@ -92,18 +97,5 @@ fn a_profile_that_does_not_load_at_start_gives_way_to_the_last_good_one() {
 
     let broken = format!("{good}\n[web]\nhttps = \"broken\"\n");
     std::fs::write(&profile, &broken).unwrap();
-    for start in 1..=3 {
-        let mut gw = Gateway::start(&profile, &state, &[]);
-        let code = gw.wait_exit(Duration::from_secs(30));
-        assert_ne!(code, Some(0), "start {start} must fail");
-        assert!(gw.drain_log().iter().any(|l| l.contains("profile.toml:")), "start {start} gives the diagnostics: {:?}", gw.seen);
-    }
-    let mut gw = Gateway::start(&profile, &state, &[]);
-    let said = gw.wait_for_log("LAST GOOD profile", Duration::from_secs(30));
-    assert!(said.contains(&sha256_hex(broken.as_bytes())) && said.contains("3 times"), "{said}");
-    gw.wait_for_log("gatewayd ready", Duration::from_secs(30));
-    let h = health(admin);
-    assert_eq!(h["profile_sha256"], sha256_hex(good.as_bytes()), "{h}");
-    assert_eq!(h["profile_fallback"]["failed_sha256"], sha256_hex(broken.as_bytes()), "{h}");
-    gw.stop();
+    fails_three_starts_then_falls_back(&profile, &state, "profile.toml:", &good, &broken, admin);
 }
