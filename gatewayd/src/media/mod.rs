@@ -29,6 +29,7 @@ mod routes;
 mod rtp;
 pub(crate) mod sdp_plain;
 mod shards;
+mod sockets;
 mod stats;
 mod tap;
 mod timers;
