@@ -66,7 +66,7 @@ impl MediaEngine {
             let waker = waker(&poll)?;
             let (tx, rx) = sync_channel(COMMAND_QUEUE);
             let (handoff, handoffs) = sync_channel(HANDOFF_QUEUE);
-            links.push(Arc::new(Link { tx, handoff, waker }));
+            links.push(Arc::new(Link::new(tx, handoff, waker)));
             ends.push((poll, rx, handoffs));
         }
         let links: Arc<[Arc<Link>]> = links.into();

@@ -45,3 +45,16 @@ pub enum Command {
     Route(RouteUpdate),
     Shutdown,
 }
+
+impl Command {
+    /// The call a change is about: the worker's own (an operation, a close) or, for a route,
+    /// any worker's. None for what is not a change to a call.
+    pub fn call(&self) -> Option<u64> {
+        match self {
+            Command::Op { id, .. } | Command::Close { id, .. } => Some(*id),
+            Command::Route(RouteUpdate::Ufrag { owner, .. }) => Some(owner.call),
+            Command::Route(RouteUpdate::Remove { call }) => Some(*call),
+            Command::Create { .. } | Command::Status { .. } | Command::TakeLatency { .. } | Command::Shutdown => None,
+        }
+    }
+}

@@ -147,7 +147,7 @@ impl Worker {
             }
             // Commands first: a route or call set up in this wakeup is known to the datagrams
             // that follow it.
-            if !self.commands_pending() {
+            if !self.handle_commands() {
                 return;
             }
             self.take_handoffs();
@@ -162,6 +162,20 @@ impl Worker {
             self.wake_handed();
             self.run_timers();
         }
+    }
+
+    /// Handles queued commands, then the changes held while the queue was full; false once the
+    /// engine is shutting down.
+    fn handle_commands(&mut self) -> bool {
+        if !self.commands_pending() {
+            return false;
+        }
+        // After the queue: a call's changes held while it was full are newer than its queued
+        // ones.
+        for cmd in self.peers[self.index].take_held() {
+            self.command(cmd);
+        }
+        true
     }
 
     /// Handles queued commands; false once the engine is shutting down.
@@ -342,10 +356,10 @@ impl Worker {
     /// Applies a routing change here and queues it to every other worker.
     fn broadcast(&mut self, update: RouteUpdate) {
         for (i, peer) in self.peers.iter().enumerate() {
-            // A full queue is an overloaded worker: it misses this route, so the call's
-            // shared-port datagrams reaching it are dropped (ICE retransmits its checks).
+            // A full queue holds the route instead (see `held`): a worker that missed one
+            // would drop the call's shared-port datagrams reaching it for good.
             if i != self.index && peer.send(Command::Route(update.clone())).is_err() {
-                tracing::warn!(worker = i, "media worker queue full: route update dropped");
+                tracing::debug!(worker = i, "media worker stopped: route update not sent");
             }
         }
         self.routes.apply(&update);
@@ -556,3 +570,7 @@ fn internal_local(cfg: &MediaConfig, e: &CallEntry, rtcp_port: bool) -> Option<S
 pub fn waker(poll: &Poll) -> std::io::Result<Waker> {
     Waker::new(poll.registry(), WAKER)
 }
+
+#[cfg(test)]
+#[path = "driver_tests.rs"]
+mod tests;
