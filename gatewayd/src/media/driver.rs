@@ -368,7 +368,7 @@ impl Worker {
     fn close(&mut self, id: u64) -> Option<CallStats> {
         let mut entry = self.calls.remove(&id)?;
         self.pool.release(self.index);
-        self.timers.cancel(id);
+        self.timers.set(id, None);
         let now = Instant::now();
         entry.core.close(now);
         // Let DTLS close_notify out before the sockets go.
@@ -549,7 +549,7 @@ impl Worker {
             // A full queue means nobody reads events; dropping them must not stall media.
             let _ = e.events.try_send(ev);
         }
-        self.timers.schedule(id, e.core.next_timeout());
+        self.timers.set(id, Some(e.core.next_timeout()));
         // Re-offers on a shared port may bring a new ufrag (ICE restart).
         if !self.shared.is_empty() && e.core.browser.ufrag() != e.ufrag {
             e.ufrag = e.core.browser.ufrag().to_owned();
