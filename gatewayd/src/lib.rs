@@ -3,6 +3,7 @@
 
 pub mod call;
 pub mod daemon;
+mod deadlines;
 pub mod firewall;
 #[cfg(any(test, feature = "fuzz"))]
 pub mod fuzz;

@@ -7,6 +7,7 @@ pub mod agent_view;
 pub mod agents;
 mod awaiting;
 mod build;
+mod call_life;
 mod deadlines;
 pub mod config;
 pub mod control;

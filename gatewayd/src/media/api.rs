@@ -66,7 +66,7 @@ impl MediaEngine {
             let waker = waker(&poll)?;
             let (tx, rx) = sync_channel(COMMAND_QUEUE);
             let (handoff, handoffs) = sync_channel(HANDOFF_QUEUE);
-            links.push(Arc::new(Link { tx, handoff, waker }));
+            links.push(Arc::new(Link::new(tx, handoff, waker)));
             ends.push((poll, rx, handoffs));
         }
         let links: Arc<[Arc<Link>]> = links.into();
@@ -101,18 +101,20 @@ impl MediaEngine {
 
     /// Allocates ports for a bridged call. Fails with `PortsExhausted`/`TooManyCalls` (503).
     pub async fn create_call(&self) -> Result<CallMedia, MediaError> {
-        let (worker, c) = self.create(None).await?;
-        Ok(CallMedia { id: c.id, worker, link: self.links[worker].clone(), events: c.events, closed: false })
+        Ok(self.create(None).await?.media)
     }
 
     /// Answers a browser offer with a leg whose audio comes straight back.
     pub async fn create_echo(&self, browser_offer: &str) -> Result<(EchoCall, String), MediaError> {
-        let (worker, c) = self.create(Some(browser_offer.to_owned())).await?;
-        let answer = c.answer.clone().unwrap_or_default();
-        Ok((EchoCall(CallMedia { id: c.id, worker, link: self.links[worker].clone(), events: c.events, closed: false }), answer))
+        let c = self.create(Some(browser_offer.to_owned())).await?;
+        Ok((EchoCall(c.media), c.answer.unwrap_or_default()))
     }
 
-    async fn create(&self, echo_offer: Option<String>) -> Result<(usize, Created), MediaError> {
+    /// Whoever asks may stop waiting (call control's reply timeout drops this future): the call
+    /// must not outlive that. The worker sees the reply channel closed and creates nothing, or
+    /// tears down what it created when the reply cannot be delivered; a reply delivered but
+    /// never taken is a `CallMedia`, whose drop closes the call.
+    async fn create(&self, echo_offer: Option<String>) -> Result<Created, MediaError> {
         let (worker, id) = self.shared.admit()?;
         let (reply, rx) = oneshot::channel();
         if let Err(e) = self.links[worker].send(Command::Create { id, echo_offer, reply }) {
@@ -120,7 +122,7 @@ impl MediaEngine {
             return Err(e);
         }
         // The worker releases the admission itself when the setup fails.
-        Ok((worker, rx.await.map_err(|_| MediaError::Stopped)??))
+        rx.await.map_err(|_| MediaError::Stopped)?
     }
 
     /// Time bridged packets spent inside the bridge (socket read to forwarded write) since the
@@ -188,6 +190,17 @@ pub struct CallMedia {
 }
 
 impl CallMedia {
+    /// The handle of call `id` on `worker`, made by the worker that created the call.
+    pub(super) fn new(id: u64, worker: usize, link: Arc<Link>, events: mpsc::Receiver<MediaEvent>) -> CallMedia {
+        CallMedia { id, worker, link, events, closed: false }
+    }
+
+    /// Drops the handle without asking its worker to close the call: for the worker itself,
+    /// which closes it in place.
+    pub(super) fn forget(mut self) {
+        self.closed = true;
+    }
+
     /// The number the RTCP tap gives this call's copies.
     pub fn id(&self) -> u64 {
         self.id

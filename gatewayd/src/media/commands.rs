@@ -1,8 +1,9 @@
 //! What call control and the other workers ask a media worker to do, over its bounded queue.
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
-use super::call::{MediaEvent, Side};
+use super::api::CallMedia;
+use super::call::Side;
 use super::error::MediaError;
 use super::routes::RouteUpdate;
 use super::sdp_plain::Direction;
@@ -25,10 +26,11 @@ pub enum OpResult {
     Stats(CallStats),
 }
 
+/// A created call: its handle (dropping it closes the call, so a reply nobody takes does not
+/// leave the call behind) and, for an echo, the answer to the browser.
 pub struct Created {
-    pub id: u64,
+    pub media: CallMedia,
     pub answer: Option<String>,
-    pub events: mpsc::Receiver<MediaEvent>,
 }
 
 pub enum Command {
@@ -42,4 +44,17 @@ pub enum Command {
     /// The shared port's routing table changed on another worker.
     Route(RouteUpdate),
     Shutdown,
+}
+
+impl Command {
+    /// The call a change is about: the worker's own (an operation, a close) or, for a route,
+    /// any worker's. None for what is not a change to a call.
+    pub fn call(&self) -> Option<u64> {
+        match self {
+            Command::Op { id, .. } | Command::Close { id, .. } => Some(*id),
+            Command::Route(RouteUpdate::Ufrag { owner, .. }) => Some(owner.call),
+            Command::Route(RouteUpdate::Remove { call }) => Some(*call),
+            Command::Create { .. } | Command::Status { .. } | Command::TakeLatency { .. } | Command::Shutdown => None,
+        }
+    }
 }

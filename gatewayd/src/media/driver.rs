@@ -5,7 +5,7 @@
 //! with another worker; ports and the call limit (`shards`) are touched at setup and teardown.
 
 use std::collections::HashMap;
-use std::net::{SocketAddr, UdpSocket as StdUdp};
+use std::net::SocketAddr;
 use std::os::fd::AsFd;
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::Arc;
@@ -13,10 +13,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token, Waker};
-use socket2::{Domain, Protocol, Socket, Type};
 use str0m::IceCreds;
 use tokio::sync::mpsc;
 
+use super::api::CallMedia;
 use super::browser::BrowserSetup;
 use super::call::{CallCore, MediaEvent, Seeds, Side};
 pub use super::commands::{Command, Created, Op, OpResult};
@@ -29,6 +29,7 @@ use super::shards::{Link, Shared};
 use super::stats::{CallStats, Histogram};
 use super::tap::{RtcpSeen, RtcpTap};
 use super::timers::Timers;
+use super::sockets::{bind_udp, send_public};
 use crate::turn::datagrams::Datagrams;
 
 pub const WAKER: Token = Token(0);
@@ -79,26 +80,6 @@ pub struct Worker {
     timers: Timers,
     forwarding: Histogram,
     tap: Arc<RtcpTap>,
-}
-
-/// Binds a non-blocking UDP socket with the configured DSCP; `shared` lets every worker bind
-/// its own socket on the one shared port (SO_REUSEPORT).
-fn bind_udp(addr: SocketAddr, dscp: Option<u8>, shared: bool) -> std::io::Result<UdpSocket> {
-    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-    if shared {
-        s.set_reuse_port(true)?;
-    }
-    if let Some(d) = dscp {
-        if addr.is_ipv4() {
-            s.set_tos_v4(u32::from(d) << 2)?;
-        } else {
-            s.set_tclass_v6(u32::from(d) << 2)?;
-        }
-    }
-    s.set_nonblocking(true)?;
-    s.bind(&addr.into())?;
-    let std: StdUdp = s.into();
-    Ok(UdpSocket::from_std(std))
 }
 
 /// What a worker starts with.
@@ -166,7 +147,7 @@ impl Worker {
             }
             // Commands first: a route or call set up in this wakeup is known to the datagrams
             // that follow it.
-            if !self.commands_pending() {
+            if !self.handle_commands() {
                 return;
             }
             self.take_handoffs();
@@ -181,6 +162,20 @@ impl Worker {
             self.wake_handed();
             self.run_timers();
         }
+    }
+
+    /// Handles queued commands, then the changes held while the queue was full; false once the
+    /// engine is shutting down.
+    fn handle_commands(&mut self) -> bool {
+        if !self.commands_pending() {
+            return false;
+        }
+        // After the queue: a call's changes held while it was full are newer than its queued
+        // ones.
+        for cmd in self.peers[self.index].take_held() {
+            self.command(cmd);
+        }
+        true
     }
 
     /// Handles queued commands; false once the engine is shutting down.
@@ -205,6 +200,11 @@ impl Worker {
         let wall = SystemTime::now();
         match cmd {
             Command::Create { id, echo_offer, reply } => {
+                if reply.is_closed() {
+                    // The asker gave up (its timeout) before the call was set up: none is.
+                    self.pool.release(self.index);
+                    return;
+                }
                 let r = self.create(id, echo_offer.is_none()).and_then(|events| {
                     let answer = match echo_offer {
                         Some(offer) => {
@@ -220,12 +220,16 @@ impl Worker {
                         None => None,
                     };
                     self.flush(id);
-                    Ok(Created { id, answer, events })
+                    Ok(Created { media: CallMedia::new(id, self.index, self.peers[self.index].clone(), events), answer })
                 });
                 if r.is_err() {
                     self.pool.release(self.index);
                 }
-                let _ = reply.send(r);
+                if let Err(Ok(late)) = reply.send(r) {
+                    // The asker gave up while the call was set up: nobody would ever close it.
+                    late.media.forget();
+                    self.close(id);
+                }
             }
             Command::Op { id, op, reply } => {
                 let Some(entry) = self.calls.get_mut(&id) else {
@@ -352,10 +356,10 @@ impl Worker {
     /// Applies a routing change here and queues it to every other worker.
     fn broadcast(&mut self, update: RouteUpdate) {
         for (i, peer) in self.peers.iter().enumerate() {
-            // A full queue is an overloaded worker: it misses this route, so the call's
-            // shared-port datagrams reaching it are dropped (ICE retransmits its checks).
+            // A full queue holds the route instead (see `held`): a worker that missed one
+            // would drop the call's shared-port datagrams reaching it for good.
             if i != self.index && peer.send(Command::Route(update.clone())).is_err() {
-                tracing::warn!(worker = i, "media worker queue full: route update dropped");
+                tracing::debug!(worker = i, "media worker stopped: route update not sent");
             }
         }
         self.routes.apply(&update);
@@ -364,7 +368,7 @@ impl Worker {
     fn close(&mut self, id: u64) -> Option<CallStats> {
         let mut entry = self.calls.remove(&id)?;
         self.pool.release(self.index);
-        self.timers.cancel(id);
+        self.timers.set(id, None);
         let now = Instant::now();
         entry.core.close(now);
         // Let DTLS close_notify out before the sockets go.
@@ -545,7 +549,7 @@ impl Worker {
             // A full queue means nobody reads events; dropping them must not stall media.
             let _ = e.events.try_send(ev);
         }
-        self.timers.schedule(id, e.core.next_timeout());
+        self.timers.set(id, Some(e.core.next_timeout()));
         // Re-offers on a shared port may bring a new ufrag (ICE restart).
         if !self.shared.is_empty() && e.core.browser.ufrag() != e.ufrag {
             e.ufrag = e.core.browser.ufrag().to_owned();
@@ -563,35 +567,10 @@ fn internal_local(cfg: &MediaConfig, e: &CallEntry, rtcp_port: bool) -> Option<S
     Some(SocketAddr::new(cfg.internal_bind, port + u16::from(rtcp_port)))
 }
 
-fn send_public(cfg: &MediaConfig, own: &[(Token, UdpSocket)], shared: &[(Token, UdpSocket)], source: SocketAddr, dest: SocketAddr, data: &[u8]) {
-    let i = cfg.public.iter().position(|a| a.advertise == source.ip()).unwrap_or(0);
-    let sock = if shared.is_empty() { own.get(i) } else { shared.get(i) };
-    if let Some((_, s)) = sock {
-        let _ = s.send_to(data, dest);
-    }
-}
-
 pub fn waker(poll: &Poll) -> std::io::Result<Waker> {
     Waker::new(poll.registry(), WAKER)
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sockets_carry_the_configured_dscp() {
-        let s = bind_udp("127.0.0.1:0".parse().unwrap(), Some(46), false).unwrap();
-        assert_eq!(socket2::SockRef::from(&s).tos_v4().unwrap(), 46 << 2);
-        let plain = bind_udp("127.0.0.1:0".parse().unwrap(), None, false).unwrap();
-        assert_eq!(socket2::SockRef::from(&plain).tos_v4().unwrap(), 0);
-    }
-
-    #[test]
-    fn every_worker_binds_the_shared_port() {
-        let a = bind_udp("127.0.0.1:0".parse().unwrap(), None, true).unwrap();
-        let b = bind_udp(a.local_addr().unwrap(), None, true).unwrap();
-        assert_eq!(a.local_addr().unwrap(), b.local_addr().unwrap());
-        assert!(bind_udp(a.local_addr().unwrap(), None, false).is_err(), "a socket without SO_REUSEPORT cannot join");
-    }
-}
+#[path = "driver_tests.rs"]
+mod tests;

@@ -9,7 +9,8 @@
 //! copying RTCP into the `tap` while asked to. `shards` holds what they share at call setup
 //! only (placement, the call limit, the port pools); `routes` splits the one shared public
 //! port between them. The async handles in `api` talk to a call's worker over its bounded
-//! command queue. It must not touch SIP, the firewall or the profile file.
+//! command queue; changes to calls that find it full are held per call (`held`), not lost.
+//! It must not touch SIP, the firewall or the profile file.
 
 mod api;
 pub(crate) mod browser;
@@ -21,6 +22,7 @@ mod driver;
 mod dtls;
 mod error;
 mod g711;
+mod held;
 pub(crate) mod internal;
 mod ports;
 mod rtcp;
@@ -29,6 +31,7 @@ mod routes;
 mod rtp;
 pub(crate) mod sdp_plain;
 mod shards;
+mod sockets;
 mod stats;
 mod tap;
 mod timers;

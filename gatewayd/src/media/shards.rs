@@ -15,6 +15,7 @@ use mio::Waker;
 
 use super::driver::Command;
 use super::error::MediaError;
+use super::held::Held;
 use super::ports::PortPool;
 use super::routes::Handoff;
 
@@ -23,17 +24,59 @@ pub struct Link {
     pub tx: SyncSender<Command>,
     pub handoff: SyncSender<Handoff>,
     pub waker: Waker,
+    /// Changes to calls that found the queue full (see `held`).
+    pub held: Mutex<Held>,
 }
 
 impl Link {
+    pub fn new(tx: SyncSender<Command>, handoff: SyncSender<Handoff>, waker: Waker) -> Link {
+        Link { tx, handoff, waker, held: Mutex::new(Held::default()) }
+    }
+
+    /// Queues `cmd` for the worker. The queue is bounded and a full one means an overloaded
+    /// worker: what can be refused fails fast (a new call: 503), a change to a call is held
+    /// instead, never lost.
     pub fn send(&self, cmd: Command) -> Result<(), MediaError> {
-        // The queue is bounded; a full queue means the worker is overloaded: fail fast.
-        match self.tx.try_send(cmd) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => return Err(MediaError::TooManyCalls),
-            Err(TrySendError::Disconnected(_)) => return Err(MediaError::Stopped),
+        let Some(call) = cmd.call() else {
+            return match self.tx.try_send(cmd) {
+                Ok(()) => self.waker.wake().map_err(MediaError::Io),
+                Err(TrySendError::Full(_)) => Err(MediaError::TooManyCalls),
+                Err(TrySendError::Disconnected(_)) => Err(MediaError::Stopped),
+            };
+        };
+        // Held while queueing too: a change of a call with changes held joins them, in order.
+        let mut held = self.held();
+        let cmd = if held.holds(call) {
+            cmd
+        } else {
+            match self.tx.try_send(cmd) {
+                Ok(()) => {
+                    drop(held);
+                    return self.waker.wake().map_err(MediaError::Io);
+                }
+                Err(TrySendError::Full(cmd)) => cmd,
+                Err(TrySendError::Disconnected(_)) => return Err(MediaError::Stopped),
+            }
+        };
+        if held.hold(cmd).is_err() {
+            return Err(MediaError::State("an operation of this call is already waiting".into()));
         }
+        drop(held);
         self.waker.wake().map_err(MediaError::Io)
+    }
+
+    /// The changes held, for the worker once it has drained its queue.
+    pub fn take_held(&self) -> Vec<Command> {
+        let mut held = self.held();
+        if held.is_empty() {
+            return Vec::new();
+        }
+        held.take()
+    }
+
+    fn held(&self) -> MutexGuard<'_, Held> {
+        // A sender that panicked while holding it left whole entries: still usable.
+        self.held.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
