@@ -7,7 +7,7 @@
 //! its ports, so a worker never runs out while another has ports to spare, and the RTCP tap's
 //! call numbers stay unique across workers.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::{Mutex, MutexGuard};
 
@@ -25,12 +25,15 @@ pub struct Link {
     pub handoff: SyncSender<Handoff>,
     pub waker: Waker,
     /// Changes to calls that found the queue full (see `held`).
-    pub held: Mutex<Held>,
+    held: Mutex<Held>,
+    /// Set while `held` has entries: the worker looks at this flag on every wake-up and takes
+    /// the lock only when there is something to take, so its packet path stays lock-free.
+    has_held: AtomicBool,
 }
 
 impl Link {
     pub fn new(tx: SyncSender<Command>, handoff: SyncSender<Handoff>, waker: Waker) -> Link {
-        Link { tx, handoff, waker, held: Mutex::new(Held::default()) }
+        Link { tx, handoff, waker, held: Mutex::new(Held::default()), has_held: AtomicBool::new(false) }
     }
 
     /// Queues `cmd` for the worker. The queue is bounded and a full one means an overloaded
@@ -61,13 +64,19 @@ impl Link {
         if held.hold(cmd).is_err() {
             return Err(MediaError::State("an operation of this call is already waiting".into()));
         }
+        self.has_held.store(true, Ordering::Release);
         drop(held);
         self.waker.wake().map_err(MediaError::Io)
     }
 
     /// The changes held, for the worker once it has drained its queue.
     pub fn take_held(&self) -> Vec<Command> {
+        if !self.has_held.load(Ordering::Acquire) {
+            return Vec::new();
+        }
         let mut held = self.held();
+        // Cleared under the lock: a sender holding a change after this sets it again.
+        self.has_held.store(false, Ordering::Release);
         if held.is_empty() {
             return Vec::new();
         }
